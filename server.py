@@ -1,0 +1,2123 @@
+"""Educational Redis Clone: a Redis-compatible server in one readable file.
+
+Run it with ``python server.py`` and talk to it with redis-cli, redis-py or
+redis-benchmark. Read it top to bottom to learn how Redis works inside: every
+section opens with the idea, then the code that does it, in the order a
+request travels through the server.
+
+Contents
+    1. Protocol     RESP: how requests arrive as bytes and replies leave as bytes
+    2. Keyspace     databases, keys, values and their expire times (lazy and active expiry)
+    3. Commands     one function per Redis command, registered in a dispatch table
+    4. Persistence  the JSON snapshot: saved atomically, loaded strictly
+    5. Server       one asyncio event loop, one protocol object per connection
+    6. Main         command-line flags, startup and graceful shutdown
+
+Runtime: Python 3.10+ and its standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import itertools
+import json
+import logging
+import os
+import platform
+import random
+import re
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
+
+REDIS_VERSION = "7.0.15"  # the Redis release whose behaviour this server mirrors
+SERVER_VERSION = "0.1.0"  # this project's own version
+
+log = logging.getLogger("redis-clone")
+
+
+# =============================================================================
+# 1. Protocol: RESP, the REdis Serialization Protocol
+# =============================================================================
+#
+# A client sends each command as an array of bulk strings:
+#
+#     *3\r\n $3\r\nSET\r\n $4\r\nname\r\n $5\r\nAlice\r\n      (spaces added for reading)
+#
+# "*3" announces three arguments; each "$N" announces N bytes of payload. The
+# lengths make the format binary-safe: a payload may itself contain "\r\n".
+# For humans typing into telnet, Redis also accepts "inline" commands: one line
+# of words separated by spaces, with quoting ("SET name 'Alice Smith'").
+#
+# TCP delivers a stream of bytes, not messages. One read may hold half a
+# command, or sixteen commands at once (pipelining), so each connection owns a
+# streaming parser: it keeps the bytes it could not use yet and returns every
+# complete command it finds.
+#
+# Replies use the same type prefixes: "+OK" (simple string), "-ERR ..." (error),
+# ":42" (integer), "$5\r\nAlice" (bulk string), "*2" (array). RESP3, switched on
+# per connection with HELLO 3, adds types of its own; the ones this server uses
+# are "_" (null) and "%" (map). Like Redis's addReply*() family, each command
+# writes its reply in RESP directly with the helpers at the end of this section.
+
+CRLF = b"\r\n"
+PROTO_INLINE_MAX_SIZE = 64 * 1024  # longest inline request or "*N"/"$N" header line
+PROTO_MAX_BULK_LEN = 512 * 1024 * 1024  # proto-max-bulk-len: the largest bulk string
+PROTO_MAX_MULTIBULK_LEN = 2**31 - 1  # Redis rejects "*N" above INT_MAX
+LLONG_MAX = 2**63 - 1  # the range of Redis's 64-bit integers (long long)
+LLONG_MIN = -(2**63)
+
+# Redis's string2ll() accepts only canonical decimal integers: no "+", no
+# spaces, no leading zeros, no "-0", and at most 20 characters.
+STRICT_INTEGER = re.compile(rb"0|-?[1-9][0-9]{0,19}")
+
+# The lengths that nearly every request uses, precomputed: looking up b"$3" in a
+# dict is several times cheaper than slicing and parsing it on every argument.
+BULK_HEADER_LENGTHS = {b"$%d" % n: n for n in range(4096)}
+
+
+class ProtocolError(Exception):
+    """A request that breaks RESP. Redis replies with the error, then closes the connection."""
+
+
+def parse_integer(text: bytes) -> int | None:
+    """Parse a 64-bit signed integer exactly as Redis's string2ll() does, or return None."""
+    if STRICT_INTEGER.fullmatch(text) is None:
+        return None
+    value = int(text)
+    return value if LLONG_MIN <= value <= LLONG_MAX else None
+
+
+def split_inline_args(line: bytes) -> list[bytes]:
+    """Split an inline request into words the way Redis's sdssplitargs() does.
+
+    Words are separated by whitespace. "double quotes" understand the escapes
+    \\n \\r \\t \\b \\a and \\xHH; 'single quotes' only understand \\'. A closing
+    quote must be followed by whitespace or the end of the line.
+    """
+    line = line.split(b"\0", 1)[0]  # Redis reads the line as a C string
+    words = []
+    pos, end = 0, len(line)
+    while True:
+        while pos < end and line[pos] in b" \t\n\r\v\f":
+            pos += 1
+        if pos == end:
+            return words
+        word = bytearray()
+        quote = None  # b'"' or b"'" while inside quotes
+        while True:
+            char = line[pos : pos + 1]
+            if quote == b'"':
+                if char == b"\\" and line[pos + 1 : pos + 2] == b"x" and _is_hex(line[pos + 2 : pos + 4]):
+                    word.append(int(line[pos + 2 : pos + 4], 16))
+                    pos += 3
+                elif char == b"\\" and pos + 1 < end:
+                    pos += 1
+                    escaped = line[pos : pos + 1]
+                    word += INLINE_ESCAPES.get(escaped, escaped)
+                elif char == b'"':
+                    if pos + 1 < end and line[pos + 1] not in b" \t\n\r\v\f":
+                        raise ProtocolError("Protocol error: unbalanced quotes in request")
+                    pos += 1
+                    break
+                elif not char:
+                    raise ProtocolError("Protocol error: unbalanced quotes in request")
+                else:
+                    word += char
+            elif quote == b"'":
+                if char == b"\\" and line[pos + 1 : pos + 2] == b"'":
+                    pos += 1
+                    word += b"'"
+                elif char == b"'":
+                    if pos + 1 < end and line[pos + 1] not in b" \t\n\r\v\f":
+                        raise ProtocolError("Protocol error: unbalanced quotes in request")
+                    pos += 1
+                    break
+                elif not char:
+                    raise ProtocolError("Protocol error: unbalanced quotes in request")
+                else:
+                    word += char
+            elif not char or char in b" \n\r\t":
+                break
+            elif char in b"\"'":
+                quote = char
+            else:
+                word += char
+            pos += 1
+        words.append(bytes(word))
+
+
+INLINE_ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"a": b"\a"}
+
+
+def _is_hex(text: bytes) -> bool:
+    return len(text) == 2 and all(c in b"0123456789abcdefABCDEF" for c in text)
+
+
+class RequestParser:
+    """A streaming RESP request parser: feed it bytes, get back complete commands.
+
+    The parser works on lines: it splits everything it has on "\\r\\n" in one
+    call (fast, because the splitting happens in C) and then walks the lines.
+    A well-formed "*N" request is N header lines ("$len") alternating with N
+    payload lines, so the arguments are simply every second line. A payload
+    that contains "\\r\\n" itself spans several lines; the parser notices the
+    length mismatch and joins them back together.
+    """
+
+    def __init__(self) -> None:
+        self._pending = bytearray()  # bytes received that do not yet form a whole request
+        self._needed = 0  # do not try to parse again before _pending holds this many bytes
+
+    def feed(self, data: bytes) -> tuple[list[list[bytes]], ProtocolError | None]:
+        """Add bytes from the socket; return the complete commands, and the protocol error that ended them if any."""
+        if self._pending:
+            self._pending += data
+            if len(self._pending) < self._needed:
+                return [], None  # still inside a large bulk string: no need to look yet
+            data = bytes(self._pending)
+        commands: list[list[bytes]] = []
+        try:
+            rest, self._needed = self._parse(data, commands)
+        except ProtocolError as error:
+            self._pending = bytearray()
+            return commands, error
+        self._pending = bytearray(rest)
+        return commands, None
+
+    def _parse(self, data: bytes, commands: list[list[bytes]]) -> tuple[bytes, int]:
+        """Append every complete command in data to commands; return (unused bytes, bytes needed to continue)."""
+        lines = data.split(CRLF)
+        last = len(lines) - 1  # lines[last] has no "\r\n" after it yet: it is incomplete
+        i = 0
+        while i < last:
+            line = lines[i]
+            if line[:1] != b"*":
+                i = self._parse_inline_line(lines, i, commands)
+                continue
+            count = self._parse_multibulk_count(line)
+            if count <= 0:  # "*0" and "*-1" are empty requests: Redis skips them
+                i += 1
+                continue
+            # Fast path: every payload is one line and every header matches its payload.
+            end = i + 1 + 2 * count
+            if end <= last:
+                args = lines[i + 2 : end : 2]
+                if list(map(len, args)) == list(map(BULK_HEADER_LENGTHS.get, lines[i + 1 : end : 2])):
+                    commands.append(args)
+                    i = end
+                    continue
+            # Slow path: walk the arguments one by one, with every check.
+            parsed = self._parse_bulk_strings(lines, i + 1, last, count)
+            if isinstance(parsed, int):  # incomplete: parsed is how many more bytes are needed
+                rest = CRLF.join(lines[i:])
+                return rest, len(rest) + parsed
+            args, i = parsed
+            commands.append(args)
+        return self._parse_incomplete_tail(lines[last], commands), 0
+
+    def _parse_inline_line(self, lines: list[bytes], i: int, commands: list[list[bytes]]) -> int:
+        """Parse a complete line that is not a "*N" request: inline commands. Return the next line's index."""
+        # Redis ends an inline command at "\n", so one "\r\n" line may hold
+        # several commands separated by bare "\n"s, and its last part may be
+        # the "*N" header of a request that follows.
+        *commands_before, tail = lines[i].split(b"\n")
+        for inline in commands_before:
+            if inline[:1] == b"*":  # a "*N" header that ends in "\n" instead of "\r\n"
+                raise ProtocolError("Protocol error: invalid multibulk length")
+            self._add_inline(inline, commands)
+        if tail[:1] == b"*":
+            lines[i] = tail  # parse it as a request header
+            return i
+        self._add_inline(tail, commands)
+        return i + 1
+
+    def _parse_incomplete_tail(self, tail: bytes, commands: list[list[bytes]]) -> bytes:
+        """Parse the bytes after the last "\\r\\n": inline commands ended by bare "\\n". Return what is left."""
+        if tail[:1] != b"*":
+            *complete, tail = tail.split(b"\n")
+            for k, inline in enumerate(complete):
+                if inline[:1] == b"*":  # a request header: wait for its "\r\n"
+                    return b"\n".join(complete[k:] + [tail])
+                self._add_inline(inline, commands)
+            if len(tail) > PROTO_INLINE_MAX_SIZE:
+                raise ProtocolError("Protocol error: too big inline request")
+        elif len(tail) > PROTO_INLINE_MAX_SIZE:
+            raise ProtocolError("Protocol error: too big mbulk count string")
+        return tail
+
+    @staticmethod
+    def _add_inline(line: bytes, commands: list[list[bytes]]) -> None:
+        args = split_inline_args(line)
+        if args:  # empty lines are ignored
+            commands.append(args)
+
+    @staticmethod
+    def _parse_multibulk_count(line: bytes) -> int:
+        count = parse_integer(line[1:])
+        if count is None or count > PROTO_MAX_MULTIBULK_LEN:
+            raise ProtocolError("Protocol error: invalid multibulk length")
+        return count
+
+    @staticmethod
+    def _parse_bulk_strings(lines: list[bytes], i: int, last: int, count: int) -> tuple[list[bytes], int] | int:
+        """Read count "$len" + payload pairs starting at lines[i].
+
+        Returns (arguments, index of the next line), or the number of bytes
+        still missing when the request is incomplete.
+        """
+        args = []
+        for _ in range(count):
+            if i >= last:  # the header line is not complete yet
+                if i == last and len(lines[last]) > PROTO_INLINE_MAX_SIZE:
+                    raise ProtocolError("Protocol error: too big bulk count string")
+                return 1
+            header = lines[i]
+            if header[:1] != b"$":
+                got = chr(header[0]) if header else "\r"
+                raise ProtocolError(f"Protocol error: expected '$', got '{got}'")
+            length = parse_integer(header[1:])
+            if length is None or not 0 <= length <= PROTO_MAX_BULK_LEN:
+                raise ProtocolError("Protocol error: invalid bulk length")
+            # The payload runs over lines[i + 1 ...] until it has `length` bytes.
+            first = end = i + 1
+            size = len(lines[first]) if first <= last else 0
+            while size < length and end < last:
+                end += 1
+                size += 2 + len(lines[end])
+            if end >= last:  # the payload, or the "\r\n" after it, has not fully arrived
+                available = size if first <= last else -2
+                if available >= length + 2:
+                    raise ProtocolError("Protocol error: invalid bulk length")
+                return length + 2 - available
+            if size != length:
+                # The payload is not followed by "\r\n". Redis would skip two
+                # bytes and carry on; a client that sends this is broken, and
+                # we stop it here rather than guess where the next request starts.
+                raise ProtocolError("Protocol error: invalid bulk length")
+            args.append(lines[first] if first == end else CRLF.join(lines[first : end + 1]))
+            i = end + 1
+        return args, i
+
+
+# --- Encoding replies ---------------------------------------------------------
+
+OK = b"+OK\r\n"
+PONG = b"+PONG\r\n"
+QUEUED = b"+QUEUED\r\n"
+ZERO = b":0\r\n"
+ONE = b":1\r\n"
+EMPTY_BULK = b"$0\r\n\r\n"
+EMPTY_ARRAY = b"*0\r\n"
+RESP2_NULL = b"$-1\r\n"  # RESP2 has no null type: it uses a bulk string of length -1
+RESP3_NULL = b"_\r\n"
+
+
+def simple_string(text: str) -> bytes:
+    return b"+%s\r\n" % text.encode()
+
+
+def error_reply(message: str) -> bytes:
+    # An error must fit on one line: Redis turns any newline into a space.
+    return b"-%s\r\n" % message.replace("\r", " ").replace("\n", " ").encode("utf-8", "surrogateescape")
+
+
+def integer(value: int) -> bytes:
+    return b":%d\r\n" % value
+
+
+def bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+def array(encoded_items: list[bytes]) -> bytes:
+    """An array of replies that are already encoded."""
+    return b"*%d\r\n%s" % (len(encoded_items), b"".join(encoded_items))
+
+
+def bulk_array(values: Iterable[bytes]) -> bytes:
+    return array([bulk(value) for value in values])
+
+
+# =============================================================================
+# 2. Keyspace: databases, values and expiry
+# =============================================================================
+#
+# Redis keeps each database as a hash table from key to value, plus a second
+# hash table from key to expire time for the keys that have one. This server
+# does the same with two Python dicts, so a key without a TTL costs nothing
+# extra and "which keys can expire?" is just the second dict. Expire times are
+# absolute Unix times in milliseconds, so they survive a restart unchanged.
+#
+# An expired key must never be seen, but deleting it the very millisecond it
+# expires would need a timer per key. Redis combines two cheaper strategies:
+#
+#   * Lazy expiry: every command that looks a key up first checks its expire
+#     time and deletes the key if it has passed (Database.lookup below).
+#   * Active expiry: ten times a second, a background cycle samples keys that
+#     have a TTL and deletes the expired ones, so keys that nobody reads again
+#     do not sit in memory forever (Keyspace.active_expire_cycle below).
+#
+# Values are bytes: this server implements Redis's string type.
+
+DATABASES = 16  # Redis's default "databases" setting
+CONFIG_DEFAULT_HZ = 10  # how many times a second background jobs (active expiry) run
+ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP = 20  # keys sampled per round of the active expiry cycle
+ACTIVE_EXPIRE_CYCLE_ACCEPTABLE_STALE = 25  # % expired in a sample above which the cycle goes on
+ACTIVE_EXPIRE_CYCLE_SLOW_TIME_PERC = 25  # % of each 1/hz period the cycle may use at most
+
+WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
+
+
+class CommandError(Exception):
+    """An error reply ("-ERR ..."). Unlike a ProtocolError, the connection stays open."""
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Database:
+    """One numbered database: keys to values, and keys to absolute expire times (Unix ms)."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.data: dict[bytes, bytes] = {}
+        self.expires: dict[bytes, int] = {}
+        self.expired_count = 0  # keys this database deleted because their TTL passed
+        self.avg_ttl = 0  # running estimate of the average TTL in ms, kept by active expiry
+        self._expire_scan: list[bytes] = []  # the keys the active expiry cycle is walking through
+        self._expire_scan_pos = 0
+
+    def lookup(self, key: bytes) -> bytes | None:
+        """Return the value of key, deleting it first if it has expired (lazy expiry)."""
+        if key in self.expires and self.expires[key] <= now_ms():
+            self._expire(key)
+            return None
+        return self.data.get(key)
+
+    def lookup_string(self, key: bytes) -> bytes | None:
+        """Like lookup(), but fail with WRONGTYPE if the value is not a string."""
+        value = self.lookup(key)
+        if value is not None and type(value) is not bytes:
+            raise CommandError(WRONGTYPE)
+        return value
+
+    def exists(self, key: bytes) -> bool:
+        return self.lookup(key) is not None
+
+    def set(self, key: bytes, value: bytes, keep_ttl: bool = False) -> None:
+        """Store value under key. A new value forgets the old TTL unless keep_ttl (SET ... KEEPTTL)."""
+        self.data[key] = value
+        if not keep_ttl and self.expires:
+            self.expires.pop(key, None)
+
+    def delete(self, key: bytes) -> bool:
+        """Remove key; return whether it existed (an expired key did not)."""
+        if self.lookup(key) is None:
+            return False
+        del self.data[key]
+        self.expires.pop(key, None)
+        return True
+
+    def get_expire(self, key: bytes) -> int | None:
+        """The key's absolute expire time in ms, or None if it has none. The key must exist."""
+        return self.expires.get(key)
+
+    def set_expire(self, key: bytes, when_ms: int) -> None:
+        """Give an existing key an absolute expire time; a time already past deletes it now."""
+        if when_ms <= now_ms():
+            self.delete(key)
+        else:
+            self.expires[key] = when_ms
+
+    def remove_expire(self, key: bytes) -> bool:
+        return self.expires.pop(key, None) is not None
+
+    def flush(self) -> None:
+        self.data.clear()
+        self.expires.clear()
+        self._expire_scan = []
+        self.avg_ttl = 0
+
+    def _expire(self, key: bytes) -> None:
+        del self.data[key]
+        del self.expires[key]
+        self.expired_count += 1
+
+    def active_expire(self, deadline: float) -> None:
+        """One database's share of the active expiry cycle; returns when done or past deadline.
+
+        Redis does not scan all keys with a TTL each time: that would be slow
+        with millions of them. It samples ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP keys,
+        deletes the expired ones, and samples again only while more than
+        ACTIVE_EXPIRE_CYCLE_ACCEPTABLE_STALE percent of a sample was expired (so
+        there are probably many more) and the time budget lasts.
+
+        Redis 6+ takes its samples by walking its hash table with a cursor, so
+        that over time every key is visited. A Python dict has no cursor that
+        survives inserts and deletes, so we walk a snapshot of the keys with a
+        TTL instead and take a new snapshot when we reach its end. A key added
+        meanwhile waits for the next snapshot; a key deleted meanwhile is skipped.
+        """
+        while self.expires and time.perf_counter() < deadline:
+            if self._expire_scan_pos >= len(self._expire_scan):
+                self._expire_scan = list(self.expires)
+                self._expire_scan_pos = 0
+            sample = self._expire_scan[self._expire_scan_pos : self._expire_scan_pos + ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP]
+            self._expire_scan_pos += len(sample)
+            now = now_ms()
+            expired = ttl_sum = ttl_count = 0
+            for key in sample:
+                when = self.expires.get(key)
+                if when is None:
+                    continue  # deleted or persisted since the snapshot
+                if when <= now:
+                    self._expire(key)
+                    expired += 1
+                else:
+                    ttl_sum += when - now
+                    ttl_count += 1
+            if ttl_count:
+                # Like Redis, keep a running average that leans on the past:
+                # each sample moves it 2% towards what the sample saw.
+                sample_avg = ttl_sum // ttl_count
+                self.avg_ttl = sample_avg if self.avg_ttl == 0 else (self.avg_ttl // 50) * 49 + sample_avg // 50
+            if expired * 100 <= len(sample) * ACTIVE_EXPIRE_CYCLE_ACCEPTABLE_STALE:
+                return
+
+
+class Keyspace:
+    """All the databases of one server."""
+
+    def __init__(self) -> None:
+        self.databases = [Database(index) for index in range(DATABASES)]
+
+    def active_expire_cycle(self) -> None:
+        """Delete expired keys no client is reading; runs CONFIG_DEFAULT_HZ times a second."""
+        budget = ACTIVE_EXPIRE_CYCLE_SLOW_TIME_PERC / 100 / CONFIG_DEFAULT_HZ
+        deadline = time.perf_counter() + budget
+        for db in self.databases:
+            db.active_expire(deadline)
+
+    def key_count(self) -> int:
+        return sum(len(db.data) for db in self.databases)
+
+    def expired_count(self) -> int:
+        return sum(db.expired_count for db in self.databases)
+
+    def flush(self) -> None:
+        for db in self.databases:
+            db.flush()
+
+
+# =============================================================================
+# 3. Commands
+# =============================================================================
+#
+# Redis finds a command by name in a table that also records its arity (how
+# many arguments it takes: N means exactly N counting the name, -N means at
+# least N), its flags and where its keys are. The server checks the name and
+# the arity before the command runs, so each command function can trust the
+# shape of its arguments. Commands with subcommands (CLIENT SETNAME, CONFIG
+# GET...) are "containers": their subcommands have table entries of their own.
+#
+# Every command is a function (client, args) -> reply bytes, where args[0] is
+# the command name as the client sent it. It reaches the data through
+# client.db, the database the connection has SELECTed, and fails by raising
+# CommandError, which becomes an error reply.
+
+SYNTAX_ERROR = "ERR syntax error"
+NOT_AN_INTEGER = "ERR value is not an integer or out of range"
+NOT_A_FLOAT = "ERR value is not a valid float"
+NO_SUCH_KEY = "ERR no such key"
+STRING_TOO_LONG = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
+
+CommandHandler = Callable[["Client", list], bytes]
+
+
+@dataclass
+class Command:
+    """One row of the command table: what COMMAND and COMMAND DOCS report, and how to run it."""
+
+    name: str  # lower case; "client|setname" for a subcommand
+    handler: CommandHandler | None  # None for a container such as CLIENT
+    arity: int
+    flags: tuple[str, ...]
+    first_key: int
+    last_key: int
+    key_step: int
+    group: str
+    since: str
+    summary: str
+    usage: str  # the arguments, as redis-cli's help shows them
+    subcommands: dict[bytes, Command] = field(default_factory=dict)
+
+
+COMMANDS: dict[bytes, Command] = {}
+
+
+def command(
+    name: str,
+    arity: int,
+    flags: str,
+    summary: str,
+    usage: str = "",
+    keys: tuple[int, int, int] = (0, 0, 0),
+    group: str = "generic",
+    since: str = "1.0.0",
+) -> Callable[[CommandHandler], CommandHandler]:
+    """Register the decorated function in the command table; "parent|sub" registers a subcommand."""
+
+    def register(handler: CommandHandler | None) -> CommandHandler | None:
+        entry = Command(name, handler, arity, tuple(flags.split()), *keys, group, since, summary, usage)
+        parent, _, sub = name.partition("|")
+        if sub:
+            COMMANDS[parent.encode()].subcommands[sub.encode()] = entry
+        else:
+            COMMANDS[name.encode()] = entry
+        return handler
+
+    return register
+
+
+def container(name: str, summary: str, group: str, since: str) -> None:
+    """Register a command that only groups subcommands, such as CLIENT or CONFIG."""
+    command(name, -2, "", summary, group=group, since=since)(None)
+
+
+def execute(client: Client, args: list[bytes]) -> bytes:
+    """Look the command up, check its arity, run it, and return its reply."""
+    entry = COMMANDS.get(args[0].lower())
+    if entry is None:
+        return unknown_command_error(args)
+    if entry.subcommands:
+        if len(args) < 2:
+            return error_reply(f"ERR wrong number of arguments for '{entry.name}' command")
+        sub = entry.subcommands.get(args[1].lower())
+        if sub is None:
+            return error_reply(f"ERR unknown subcommand '{text(args[1])[:128]}'. Try {entry.name.upper()} HELP.")
+        entry = sub
+    arity = entry.arity
+    if (len(args) != arity) if arity > 0 else (len(args) < -arity):
+        return error_reply(f"ERR wrong number of arguments for '{entry.name}' command")
+    try:
+        return entry.handler(client, args)
+    except CommandError as error:
+        return error_reply(str(error))
+    except Exception:  # a bug must not cost the client its connection, or others theirs
+        log.exception("Command %s failed", text(args[0]))
+        return error_reply(f"ERR internal error while running '{entry.name}'")
+
+
+def unknown_command_error(args: list[bytes]) -> bytes:
+    # Redis quotes the arguments as C strings (up to a NUL byte), ~128 chars in all.
+    quoted = ""
+    for arg in args[1:]:
+        if len(quoted) >= 128:
+            break
+        quoted += "'" + text(arg.split(b"\0", 1)[0])[: 128 - len(quoted)] + "' "
+    name = text(args[0].split(b"\0", 1)[0])[:128]
+    return error_reply(f"ERR unknown command '{name}', with args beginning with: {quoted}")
+
+
+def text(value: bytes) -> str:
+    """Bytes as str for messages and logs; bytes that are not UTF-8 survive the round trip."""
+    return value.decode("utf-8", "surrogateescape")
+
+
+def parse_int_arg(value: bytes, message: str = NOT_AN_INTEGER) -> int:
+    number = parse_integer(value)
+    if number is None:
+        raise CommandError(message)
+    return number
+
+
+def glob_to_regex(pattern: bytes) -> re.Pattern[bytes]:
+    """Translate a Redis glob pattern (KEYS, SCAN MATCH, CONFIG GET) into a compiled regex.
+
+    Redis's stringmatchlen(): "*" any run, "?" any byte, "[abc]" "[^abc]"
+    "[a-z]" a set, "\\x" the byte x itself. An unclosed "[" takes the rest of
+    the pattern as its set, and a lone trailing "\\" is a literal backslash.
+    """
+    regex = []
+    i, n = 0, len(pattern)
+    while i < n:
+        char = pattern[i : i + 1]
+        if char == b"*":
+            regex.append(b".*")
+        elif char == b"?":
+            regex.append(b".")
+        elif char == b"\\" and i + 1 < n:
+            i += 1
+            regex.append(re.escape(pattern[i : i + 1]))
+        elif char == b"[":
+            i += 1
+            negate = pattern[i : i + 1] == b"^"
+            i += negate
+            members = []
+            while True:
+                if pattern[i : i + 1] == b"\\" and i + 1 < n:
+                    i += 1
+                    members.append(b"\\x%02x" % pattern[i])
+                elif pattern[i : i + 1] == b"]":
+                    break
+                elif i >= n:  # unclosed: the set ends with the pattern
+                    i = n - 1
+                    break
+                elif i + 2 < n and pattern[i + 1 : i + 2] == b"-":
+                    low, high = sorted((pattern[i], pattern[i + 2]))
+                    members.append(b"\\x%02x-\\x%02x" % (low, high))
+                    i += 2
+                else:
+                    members.append(b"\\x%02x" % pattern[i])
+                i += 1
+            if members:
+                regex.append(b"[%s%s]" % (b"^" if negate else b"", b"".join(members)))
+            else:
+                regex.append(b"." if negate else b"(?!)")  # "[]" matches nothing, "[^]" anything
+        else:
+            regex.append(re.escape(char))
+        i += 1
+    return re.compile(b"".join(regex), re.DOTALL)
+
+
+def glob_matcher(pattern: bytes) -> Callable[[bytes], bool]:
+    """A predicate for keys matching a Redis glob pattern ("*" matches everything, cheaply)."""
+    if pattern == b"*":
+        return lambda key: True
+    fullmatch = glob_to_regex(pattern).fullmatch
+    return lambda key: fullmatch(key) is not None
+
+
+# --- Connection commands ------------------------------------------------------
+
+
+@command("ping", -1, "fast", "Ping the server", "[message]", group="connection")
+def ping_command(client: Client, args: list[bytes]) -> bytes:
+    if len(args) > 2:
+        raise CommandError("ERR wrong number of arguments for 'ping' command")
+    return bulk(args[1]) if len(args) == 2 else PONG
+
+
+@command("echo", 2, "fast", "Echo the given string", "message", group="connection")
+def echo_command(client: Client, args: list[bytes]) -> bytes:
+    return bulk(args[1])
+
+
+@command("quit", -1, "fast", "Close the connection", group="connection")
+def quit_command(client: Client, args: list[bytes]) -> bytes:
+    client.close_after_reply = True
+    return OK
+
+
+@command("select", 2, "fast", "Change the selected database for the current connection", "index", group="connection")
+def select_command(client: Client, args: list[bytes]) -> bytes:
+    client.db = client.server.database(args[1])
+    return OK
+
+
+@command("hello", -1, "fast", "Handshake with Redis", "[protover [AUTH username password] [SETNAME clientname]]",
+         group="connection", since="6.0.0")
+def hello_command(client: Client, args: list[bytes]) -> bytes:
+    protocol = client.protocol
+    if len(args) > 1:
+        protocol = parse_integer(args[1])
+        if protocol is None:
+            raise CommandError("ERR Protocol version is not an integer or out of range")
+        if protocol not in (2, 3):
+            raise CommandError("NOPROTO unsupported protocol version")
+    name = None
+    i = 2
+    while i < len(args):
+        option = args[i].upper()
+        if option == b"AUTH" and i + 2 < len(args):
+            # No users or passwords exist yet: everyone is the "default" user.
+            if args[i + 1] != b"default":
+                raise CommandError("WRONGPASS invalid username-password pair or user is disabled.")
+            i += 3
+        elif option == b"SETNAME" and i + 1 < len(args):
+            name = check_client_name(args[i + 1])
+            i += 2
+        else:
+            raise CommandError(f"ERR Syntax error in HELLO option '{text(args[i])}'")
+    if name is not None:
+        client.name = name
+    client.set_protocol(protocol)
+    return client.map_reply([
+        (b"server", bulk(b"redis")),
+        (b"version", bulk(REDIS_VERSION.encode())),
+        (b"proto", integer(protocol)),
+        (b"id", integer(client.id)),
+        (b"mode", bulk(b"standalone")),
+        (b"role", bulk(b"master")),
+        (b"modules", EMPTY_ARRAY),
+    ])
+
+
+container("client", "A container for client connection commands", "connection", "2.4.0")
+
+
+def check_client_name(name: bytes) -> bytes:
+    if any(c < 0x21 or c > 0x7E for c in name):
+        raise CommandError("ERR Client names cannot contain spaces, newlines or special characters.")
+    return name
+
+
+@command("client|setname", 3, "", "Set the current connection name", "connection-name", group="connection", since="2.6.9")
+def client_setname_command(client: Client, args: list[bytes]) -> bytes:
+    client.name = check_client_name(args[2])
+    return OK
+
+
+@command("client|getname", 2, "", "Get the current connection name", group="connection", since="2.6.9")
+def client_getname_command(client: Client, args: list[bytes]) -> bytes:
+    return bulk(client.name) if client.name else client.null
+
+
+@command("client|id", 2, "", "Returns the client ID for the current connection", group="connection", since="5.0.0")
+def client_id_command(client: Client, args: list[bytes]) -> bytes:
+    return integer(client.id)
+
+
+@command("client|setinfo", 4, "", "Set client or connection specific info", "LIB-NAME libname|LIB-VER libver",
+         group="connection", since="7.2.0")
+def client_setinfo_command(client: Client, args: list[bytes]) -> bytes:
+    # Added in Redis 7.2; redis-py sends it on every connection, so we accept it.
+    attribute = args[2].lower()
+    if attribute not in (b"lib-name", b"lib-ver"):
+        raise CommandError(f"ERR Unrecognized option '{text(args[2])}'")
+    client.library[attribute] = check_client_name(args[3])
+    return OK
+
+
+@command("client|info", 2, "", "Returns information about the current client connection", group="connection",
+         since="6.2.0")
+def client_info_command(client: Client, args: list[bytes]) -> bytes:
+    return bulk(client.describe() + b"\n")
+
+
+@command("client|list", -2, "", "Get the list of client connections", group="connection", since="2.4.0")
+def client_list_command(client: Client, args: list[bytes]) -> bytes:
+    return bulk(b"".join(other.describe() + b"\n" for other in client.server.clients))
+
+
+# --- Server commands ----------------------------------------------------------
+
+
+@command("dbsize", 1, "readonly fast", "Return the number of keys in the selected database", group="server")
+def dbsize_command(client: Client, args: list[bytes]) -> bytes:
+    return integer(len(client.db.data))
+
+
+def parse_flush_mode(args: list[bytes]) -> None:
+    if len(args) > 2 or (len(args) == 2 and args[1].upper() not in (b"ASYNC", b"SYNC")):
+        raise CommandError(SYNTAX_ERROR)
+
+
+@command("flushdb", -1, "write", "Remove all keys from the current database", "[ASYNC|SYNC]", group="server")
+def flushdb_command(client: Client, args: list[bytes]) -> bytes:
+    parse_flush_mode(args)
+    client.db.flush()
+    return OK
+
+
+@command("flushall", -1, "write", "Remove all keys from all databases", "[ASYNC|SYNC]", group="server")
+def flushall_command(client: Client, args: list[bytes]) -> bytes:
+    parse_flush_mode(args)
+    client.server.keyspace.flush()
+    return OK
+
+
+@command("save", 1, "admin noscript", "Synchronously save the dataset to disk", group="server")
+def save_command(client: Client, args: list[bytes]) -> bytes:
+    try:
+        client.server.save()
+    except OSError as error:
+        log.warning("SAVE failed: %s", error)
+        raise CommandError("ERR") from error
+    return OK
+
+
+@command("lastsave", 1, "fast", "Get the UNIX time stamp of the last successful save to disk", group="server")
+def lastsave_command(client: Client, args: list[bytes]) -> bytes:
+    return integer(client.server.last_save)
+
+
+@command("shutdown", -1, "admin noscript", "Synchronously save the dataset to disk and then shut down the server",
+         "[NOSAVE|SAVE]", group="server")
+def shutdown_command(client: Client, args: list[bytes]) -> bytes:
+    options = {arg.upper() for arg in args[1:]}
+    if not options <= {b"NOSAVE", b"SAVE"} or len(options) > 1:
+        raise CommandError(SYNTAX_ERROR)
+    client.server.request_shutdown(save=b"NOSAVE" not in options)
+    client.close_after_reply = True
+    return b""  # like Redis, the connection just closes
+
+
+@command("time", 1, "fast", "Return the current server time", group="server", since="2.6.0")
+def time_command(client: Client, args: list[bytes]) -> bytes:
+    seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    return bulk_array([b"%d" % seconds, b"%d" % micros])
+
+
+@command("info", -1, "", "Get information and statistics about the server", "[section [section ...]]",
+         group="server")
+def info_command(client: Client, args: list[bytes]) -> bytes:
+    sections = {arg.lower().decode("latin-1") for arg in args[1:]}
+    return bulk(client.server.info(sections).encode())
+
+
+container("config", "A container for server configuration commands", "server", "2.0.0")
+
+
+@command("config|get", -3, "admin noscript", "Get the values of configuration parameters", "parameter [parameter ...]",
+         group="server")
+def config_get_command(client: Client, args: list[bytes]) -> bytes:
+    settings = client.server.config()
+    matchers = [glob_matcher(pattern.lower()) for pattern in args[2:]]
+    pairs = [(name.encode(), bulk(value.encode())) for name, value in settings.items()
+             if any(match(name.encode()) for match in matchers)]
+    return client.map_reply(pairs)
+
+
+@command("config|resetstat", 2, "admin noscript", "Reset the stats returned by INFO", group="server")
+def config_resetstat_command(client: Client, args: list[bytes]) -> bytes:
+    client.server.reset_stats()
+    return OK
+
+
+container("command", "Get array of Redis command details", "server", "2.8.13")
+
+
+def command_info(entry: Command) -> bytes:
+    flags = array([simple_string(flag) for flag in entry.flags])
+    categories = array([simple_string("@" + category) for category in entry.flags + (entry.group,)
+                        if category in ("read", "write", "fast", "admin", "connection", "server", "string",
+                                        "keyspace", "generic")])
+    return array([bulk(entry.name.encode()), integer(entry.arity), flags, integer(entry.first_key),
+                  integer(entry.last_key), integer(entry.key_step), categories, EMPTY_ARRAY, EMPTY_ARRAY,
+                  array([command_info(sub) for sub in entry.subcommands.values()])])
+
+
+def command_docs(client: Client, entry: Command) -> bytes:
+    docs = [(b"summary", bulk(entry.summary.encode())), (b"since", bulk(entry.since.encode())),
+            (b"group", bulk(entry.group.encode()))]
+    if entry.usage:
+        # One argument holding the whole usage line: that is all redis-cli needs for its hints.
+        docs.append((b"arguments", array([client.map_reply([(b"name", bulk(entry.usage.encode())),
+                                                            (b"type", bulk(b"string"))])])))
+    if entry.subcommands:
+        docs.append((b"subcommands", client.map_reply(
+            [(sub.name.encode(), command_docs(client, sub)) for sub in entry.subcommands.values()])))
+    return client.map_reply(docs)
+
+
+@command("command|count", 2, "", "Get total number of Redis commands", group="server", since="2.8.13")
+def command_count_command(client: Client, args: list[bytes]) -> bytes:
+    return integer(len(COMMANDS))
+
+
+@command("command|info", -2, "", "Get array of specific Redis command details, or all when no argument is given",
+         "[command-name [command-name ...]]", group="server", since="2.8.13")
+def command_info_command(client: Client, args: list[bytes]) -> bytes:
+    names = args[2:] or list(COMMANDS)
+    return array([command_info(COMMANDS[name.lower()]) if name.lower() in COMMANDS else client.null
+                  for name in names])
+
+
+@command("command|docs", -2, "", "Get array of specific Redis command documentation",
+         "[command-name [command-name ...]]", group="server", since="7.0.0")
+def command_docs_command(client: Client, args: list[bytes]) -> bytes:
+    names = [name.lower() for name in args[2:]] or list(COMMANDS)
+    return client.map_reply([(name, command_docs(client, COMMANDS[name])) for name in names if name in COMMANDS])
+
+
+@command("command|list", -2, "", "Get an array of Redis command names", group="server", since="7.0.0")
+def command_list_command(client: Client, args: list[bytes]) -> bytes:
+    return bulk_array(COMMANDS)
+
+
+# --- Keyspace commands --------------------------------------------------------
+
+
+@command("del", -2, "write", "Delete a key", "key [key ...]", keys=(1, -1, 1), group="keyspace")
+def del_command(client: Client, args: list[bytes]) -> bytes:
+    delete = client.db.delete
+    return integer(sum(delete(key) for key in args[1:]))
+
+
+@command("unlink", -2, "write fast", "Delete a key asynchronously in another thread", "key [key ...]",
+         keys=(1, -1, 1), group="keyspace", since="4.0.0")
+def unlink_command(client: Client, args: list[bytes]) -> bytes:
+    # Redis frees big values in a background thread; here freeing is Python's job, so UNLINK is DEL.
+    return del_command(client, args)
+
+
+@command("exists", -2, "readonly fast", "Determine if a key exists", "key [key ...]", keys=(1, -1, 1),
+         group="keyspace")
+def exists_command(client: Client, args: list[bytes]) -> bytes:
+    exists = client.db.exists
+    return integer(sum(exists(key) for key in args[1:]))
+
+
+@command("touch", -2, "readonly fast", "Alters the last access time of a key(s). Returns the number of existing keys "
+         "specified.", "key [key ...]", keys=(1, -1, 1), group="keyspace", since="3.2.1")
+def touch_command(client: Client, args: list[bytes]) -> bytes:
+    return exists_command(client, args)  # no LRU clock to update: touching is checking
+
+
+@command("type", 2, "readonly fast", "Determine the type stored at key", "key", keys=(1, 1, 1), group="keyspace")
+def type_command(client: Client, args: list[bytes]) -> bytes:
+    return b"+string\r\n" if client.db.exists(args[1]) else b"+none\r\n"
+
+
+@command("keys", 2, "readonly", "Find all keys matching the given pattern", "pattern", group="keyspace")
+def keys_command(client: Client, args: list[bytes]) -> bytes:
+    db = client.db
+    matches = glob_matcher(args[1])
+    now = now_ms()
+    expires = db.expires
+    return bulk_array([key for key in db.data if matches(key) and not (key in expires and expires[key] <= now)])
+
+
+@command("randomkey", 1, "readonly", "Return a random key from the keyspace", group="keyspace")
+def randomkey_command(client: Client, args: list[bytes]) -> bytes:
+    db = client.db
+    # A Python dict cannot pick a random entry in O(1) as Redis's table does:
+    # copying the keys out is O(n), fine for a command used to peek at data.
+    for _ in range(100):  # Redis also gives up after many expired picks
+        if not db.data:
+            break
+        key = random.choice(list(db.data))
+        if db.exists(key):
+            return bulk(key)
+    return client.null
+
+
+@command("rename", 3, "write", "Rename a key", "key newkey", keys=(1, 2, 1), group="keyspace")
+def rename_command(client: Client, args: list[bytes]) -> bytes:
+    rename(client.db, args[1], args[2], replace=True)
+    return OK
+
+
+@command("renamenx", 3, "write fast", "Rename a key, only if the new key does not exist", "key newkey",
+         keys=(1, 2, 1), group="keyspace")
+def renamenx_command(client: Client, args: list[bytes]) -> bytes:
+    return ONE if rename(client.db, args[1], args[2], replace=False) else ZERO
+
+
+def rename(db: Database, old: bytes, new: bytes, replace: bool) -> bool:
+    """Move a value and its TTL to a new name; False if not replace and the new name is taken."""
+    value = db.lookup(old)
+    if value is None:
+        raise CommandError(NO_SUCH_KEY)
+    if old == new:
+        return replace
+    if db.exists(new) and not replace:
+        return False
+    when = db.get_expire(old)
+    db.delete(old)
+    db.set(new, value)
+    if when is not None:
+        db.expires[new] = when
+    return True
+
+
+@command("copy", -3, "write", "Copy a key", "source destination [DB destination-db] [REPLACE]", keys=(1, 2, 1),
+         group="keyspace", since="6.2.0")
+def copy_command(client: Client, args: list[bytes]) -> bytes:
+    target_index = None
+    replace = False
+    i = 3
+    while i < len(args):
+        option = args[i].upper()
+        if option == b"REPLACE":
+            replace = True
+            i += 1
+        elif option == b"DB" and i + 1 < len(args):
+            target_index = args[i + 1]
+            i += 2
+        else:
+            raise CommandError(SYNTAX_ERROR)
+    source = client.db
+    target = source if target_index is None else client.server.database(target_index)
+    if source is target and args[1] == args[2]:
+        raise CommandError("ERR source and destination objects are the same")
+    value = source.lookup(args[1])
+    if value is None or (target.exists(args[2]) and not replace):
+        return ZERO
+    when = source.get_expire(args[1])
+    target.set(args[2], value)
+    if when is not None:
+        target.expires[args[2]] = when
+    return ONE
+
+
+@command("move", 3, "write fast", "Move a key to another database", "key db", keys=(1, 1, 1), group="keyspace")
+def move_command(client: Client, args: list[bytes]) -> bytes:
+    source = client.db
+    target = client.server.database(args[2])
+    if source is target:
+        raise CommandError("ERR source and destination objects are the same")
+    value = source.lookup(args[1])
+    if value is None or target.exists(args[1]):
+        return ZERO
+    when = source.get_expire(args[1])
+    source.delete(args[1])
+    target.set(args[1], value)
+    if when is not None:
+        target.expires[args[1]] = when
+    return ONE
+
+
+@command("swapdb", 3, "write fast", "Swaps two Redis databases", "index1 index2", group="server", since="4.0.0")
+def swapdb_command(client: Client, args: list[bytes]) -> bytes:
+    databases = client.server.keyspace.databases
+    first = parse_int_arg(args[1], "ERR invalid first DB index")
+    second = parse_int_arg(args[2], "ERR invalid second DB index")
+    if not (0 <= first < DATABASES and 0 <= second < DATABASES):
+        raise CommandError("ERR DB index is out of range")
+    a, b = databases[first], databases[second]
+    # Swap the contents, not the Database objects: clients keep pointing at "db 0".
+    a.data, b.data = b.data, a.data
+    a.expires, b.expires = b.expires, a.expires
+    a.avg_ttl, b.avg_ttl = b.avg_ttl, a.avg_ttl
+    return OK
+
+
+# SCAN's promise: a key present for the whole scan is returned at least once.
+# Redis keeps the cursor stateless by walking its hash table's buckets in an
+# order that survives resizing. A Python dict exposes no buckets, so this
+# server takes a snapshot of the key names at cursor 0, hands the snapshot out
+# COUNT keys at a time, and returns a cursor that names the snapshot and the
+# position in it. A key deleted meanwhile is skipped; one added may be missed,
+# as Redis allows. Snapshots cost memory while a scan is open, so only the most
+# recent MAX_OPEN_SCANS are kept.
+MAX_OPEN_SCANS = 64
+
+
+@command("scan", -2, "readonly", "Incrementally iterate the keys space",
+         "cursor [MATCH pattern] [COUNT count] [TYPE type]", group="keyspace", since="2.8.0")
+def scan_command(client: Client, args: list[bytes]) -> bytes:
+    cursor = parse_integer(args[1]) if args[1][:1] != b"-" else None
+    if cursor is None:
+        raise CommandError("ERR invalid cursor")
+    count, matches, type_name = 10, glob_matcher(b"*"), None
+    i = 2
+    while i < len(args):
+        option = args[i].lower()
+        if option == b"count" and i + 1 < len(args):
+            count = parse_int_arg(args[i + 1])
+            if count < 1:
+                raise CommandError(SYNTAX_ERROR)
+        elif option == b"match" and i + 1 < len(args):
+            matches = glob_matcher(args[i + 1])
+        elif option == b"type" and i + 1 < len(args):
+            type_name = args[i + 1].lower()
+        else:
+            raise CommandError(SYNTAX_ERROR)
+        i += 2
+    db = client.db
+    next_cursor, batch = client.server.scans.next_batch(db, cursor, count)
+    keys = [key for key in batch if matches(key) and db.exists(key) and type_name in (None, b"string")]
+    return array([bulk(b"%d" % next_cursor), bulk_array(keys)])
+
+
+class ScanSnapshots:
+    """The open SCAN iterations: cursor number -> (database, key snapshot, position)."""
+
+    def __init__(self) -> None:
+        self._open: dict[int, tuple[Database, list[bytes], int]] = {}
+        self._next_id = itertools.count(1)
+
+    def next_batch(self, db: Database, cursor: int, count: int) -> tuple[int, list[bytes]]:
+        """Return the cursor to continue from (0 when done) and the next count keys of the scan."""
+        if cursor == 0:
+            keys, position = list(db.data), 0
+        elif cursor in self._open and self._open[cursor][0] is db:
+            _, keys, position = self._open.pop(cursor)
+        else:  # a cursor this server did not hand out, or one that aged out: the scan ends
+            return 0, []
+        batch = keys[position : position + count]
+        position += count
+        if position >= len(keys):
+            return 0, batch
+        next_cursor = next(self._next_id)
+        self._open[next_cursor] = (db, keys, position)
+        if len(self._open) > MAX_OPEN_SCANS:
+            del self._open[next(iter(self._open))]  # the oldest
+        return next_cursor, batch
+
+
+container("object", "A container for object introspection commands", "keyspace", "2.2.3")
+
+OBJ_ENCODING_EMBSTR_SIZE_LIMIT = 44  # strings up to this long live in one allocation with their header
+
+
+@command("object|encoding", 3, "readonly", "Inspect the internal encoding of a Redis object", "key", keys=(2, 2, 1),
+         group="keyspace")
+def object_encoding_command(client: Client, args: list[bytes]) -> bytes:
+    value = client.db.lookup(args[2])
+    if value is None:
+        return client.null
+    # Redis stores a string that reads as a 64-bit integer as a machine integer,
+    # a short string next to its header ("embstr"), a longer one separately ("raw").
+    if len(value) <= 20 and parse_integer(value) is not None:
+        return bulk(b"int")
+    return bulk(b"embstr" if len(value) <= OBJ_ENCODING_EMBSTR_SIZE_LIMIT else b"raw")
+
+
+# --- Expiry commands ----------------------------------------------------------
+
+UNIT_SECONDS, UNIT_MILLISECONDS = 1000, 1  # milliseconds per unit
+
+
+def expire_generic(client: Client, args: list[bytes], base_ms: int, unit: int) -> bytes:
+    """EXPIRE, PEXPIRE, EXPIREAT and PEXPIREAT: set a TTL, subject to NX, XX, GT or LT."""
+    options = set()
+    for arg in args[3:]:
+        option = arg.upper()
+        if option not in (b"NX", b"XX", b"GT", b"LT"):
+            raise CommandError(f"ERR Unsupported option {text(arg)}")
+        options.add(option)
+    if b"NX" in options and len(options) > 1:
+        raise CommandError("ERR NX and XX, GT or LT options at the same time are not compatible")
+    if {b"GT", b"LT"} <= options:
+        raise CommandError("ERR GT and LT options at the same time are not compatible")
+    when = parse_int_arg(args[2])
+    if unit == UNIT_SECONDS and abs(when) > LLONG_MAX // 1000:  # C's LLONG_MIN / 1000 truncates toward 0
+        raise CommandError(f"ERR invalid expire time in '{text(args[0]).lower()}' command")
+    when = when * unit + base_ms
+    if when > LLONG_MAX:
+        raise CommandError(f"ERR invalid expire time in '{text(args[0]).lower()}' command")
+    db = client.db
+    if not db.exists(args[1]):
+        return ZERO
+    current = db.get_expire(args[1])  # None: no TTL, which counts as infinite for GT and LT
+    if (b"NX" in options and current is not None) or (b"XX" in options and current is None):
+        return ZERO
+    if b"GT" in options and (current is None or when <= current):
+        return ZERO
+    if b"LT" in options and current is not None and when >= current:
+        return ZERO
+    db.set_expire(args[1], when)
+    return ONE
+
+
+@command("expire", -3, "write fast", "Set a key's time to live in seconds", "key seconds [NX|XX|GT|LT]",
+         keys=(1, 1, 1), group="keyspace")
+def expire_command(client: Client, args: list[bytes]) -> bytes:
+    return expire_generic(client, args, now_ms(), UNIT_SECONDS)
+
+
+@command("pexpire", -3, "write fast", "Set a key's time to live in milliseconds", "key milliseconds [NX|XX|GT|LT]",
+         keys=(1, 1, 1), group="keyspace", since="2.6.0")
+def pexpire_command(client: Client, args: list[bytes]) -> bytes:
+    return expire_generic(client, args, now_ms(), UNIT_MILLISECONDS)
+
+
+@command("expireat", -3, "write fast", "Set the expiration for a key as a UNIX timestamp",
+         "key unix-time-seconds [NX|XX|GT|LT]", keys=(1, 1, 1), group="keyspace", since="1.2.0")
+def expireat_command(client: Client, args: list[bytes]) -> bytes:
+    return expire_generic(client, args, 0, UNIT_SECONDS)
+
+
+@command("pexpireat", -3, "write fast", "Set the expiration for a key as a UNIX timestamp specified in milliseconds",
+         "key unix-time-milliseconds [NX|XX|GT|LT]", keys=(1, 1, 1), group="keyspace", since="2.6.0")
+def pexpireat_command(client: Client, args: list[bytes]) -> bytes:
+    return expire_generic(client, args, 0, UNIT_MILLISECONDS)
+
+
+def ttl_generic(client: Client, key: bytes, in_ms: bool, absolute: bool) -> bytes:
+    """TTL, PTTL, EXPIRETIME and PEXPIRETIME: -2 for no key, -1 for no TTL."""
+    db = client.db
+    if not db.exists(key):
+        return integer(-2)
+    when = db.get_expire(key)
+    if when is None:
+        return integer(-1)
+    remaining = max(when if absolute else when - now_ms(), 0)
+    return integer(remaining if in_ms else (remaining + 500) // 1000)  # Redis rounds to the nearest second
+
+
+@command("ttl", 2, "readonly fast", "Get the time to live for a key in seconds", "key", keys=(1, 1, 1),
+         group="keyspace")
+def ttl_command(client: Client, args: list[bytes]) -> bytes:
+    return ttl_generic(client, args[1], in_ms=False, absolute=False)
+
+
+@command("pttl", 2, "readonly fast", "Get the time to live for a key in milliseconds", "key", keys=(1, 1, 1),
+         group="keyspace", since="2.6.0")
+def pttl_command(client: Client, args: list[bytes]) -> bytes:
+    return ttl_generic(client, args[1], in_ms=True, absolute=False)
+
+
+@command("expiretime", 2, "readonly fast", "Get the expiration Unix timestamp for a key", "key", keys=(1, 1, 1),
+         group="keyspace", since="7.0.0")
+def expiretime_command(client: Client, args: list[bytes]) -> bytes:
+    return ttl_generic(client, args[1], in_ms=False, absolute=True)
+
+
+@command("pexpiretime", 2, "readonly fast", "Get the expiration Unix timestamp for a key in milliseconds", "key",
+         keys=(1, 1, 1), group="keyspace", since="7.0.0")
+def pexpiretime_command(client: Client, args: list[bytes]) -> bytes:
+    return ttl_generic(client, args[1], in_ms=True, absolute=True)
+
+
+@command("persist", 2, "write fast", "Remove the expiration from a key", "key", keys=(1, 1, 1), group="keyspace",
+         since="2.2.0")
+def persist_command(client: Client, args: list[bytes]) -> bytes:
+    db = client.db
+    return ONE if db.exists(args[1]) and db.remove_expire(args[1]) else ZERO
+
+
+# --- String commands ----------------------------------------------------------
+#
+# Redis strings are binary-safe byte sequences of up to proto-max-bulk-len
+# bytes. The numeric commands (INCR, INCRBYFLOAT) read the string as a number,
+# do the arithmetic, and store the result back as a string.
+
+
+def parse_set_options(args: list[bytes], start: int, allowed: set[bytes]) -> tuple[set[bytes], bytes | None, bytes | None]:
+    """Parse the options shared by SET and GETEX, exactly as Redis's parseExtendedStringArgumentsOrReply().
+
+    Returns (flags, expire option, expire argument). Options that exclude each
+    other (NX and XX, two different expire units, KEEPTTL with an expire...)
+    are a syntax error; repeating the same option is allowed.
+    """
+    flags: set[bytes] = set()
+    expire_option = expire_arg = None
+    excludes = {
+        b"NX": {b"XX"}, b"XX": {b"NX"}, b"GET": set(),
+        b"KEEPTTL": {b"PERSIST", b"EX", b"PX", b"EXAT", b"PXAT"},
+        b"PERSIST": {b"KEEPTTL", b"EX", b"PX", b"EXAT", b"PXAT"},
+    }
+    i = start
+    while i < len(args):
+        option = args[i].upper()
+        if option in (b"EX", b"PX", b"EXAT", b"PXAT") and option in allowed:
+            others = {b"EX", b"PX", b"EXAT", b"PXAT", b"KEEPTTL", b"PERSIST"} - {option}
+            if flags & others or i + 1 == len(args):
+                raise CommandError(SYNTAX_ERROR)
+            expire_option, expire_arg = option, args[i + 1]
+            i += 1
+        elif option in excludes and option in allowed and not flags & excludes[option]:
+            pass
+        else:
+            raise CommandError(SYNTAX_ERROR)
+        flags.add(option)
+        i += 1
+    return flags, expire_option, expire_arg
+
+
+def expire_at_ms(option: bytes, argument: bytes, command_name: str) -> int:
+    """Turn EX/PX/EXAT/PXAT and its argument into an absolute time in ms (Redis's getExpireMillisecondsOrReply)."""
+    amount = parse_int_arg(argument)
+    invalid = CommandError(f"ERR invalid expire time in '{command_name}' command")
+    if amount <= 0 or (option in (b"EX", b"EXAT") and amount > LLONG_MAX // 1000):
+        raise invalid
+    if option in (b"EX", b"EXAT"):
+        amount *= 1000
+    if option in (b"EX", b"PX"):
+        amount += now_ms()
+    if amount > LLONG_MAX:
+        raise invalid
+    return amount
+
+
+@command("set", -3, "write", "Set the string value of a key",
+         "key value [NX|XX] [GET] [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds|KEEPTTL]",
+         keys=(1, 1, 1), group="string")
+def set_command(client: Client, args: list[bytes]) -> bytes:
+    db = client.db
+    if len(args) == 3:  # the common case, kept short: SET key value
+        db.set(args[1], args[2])
+        return OK
+    flags, expire_option, expire_arg = parse_set_options(
+        args, 3, {b"NX", b"XX", b"GET", b"KEEPTTL", b"EX", b"PX", b"EXAT", b"PXAT"})
+    when = expire_at_ms(expire_option, expire_arg, "set") if expire_option else None
+    old = db.lookup_string(args[1]) if b"GET" in flags else db.lookup(args[1])
+    if (b"NX" in flags and old is not None) or (b"XX" in flags and old is None):
+        return (bulk(old) if old is not None else client.null) if b"GET" in flags else client.null
+    db.set(args[1], args[2], keep_ttl=b"KEEPTTL" in flags)
+    if when is not None:
+        db.set_expire(args[1], when)
+    if b"GET" in flags:
+        return bulk(old) if old is not None else client.null
+    return OK
+
+
+@command("setnx", 3, "write fast", "Set the value of a key, only if the key does not exist", "key value",
+         keys=(1, 1, 1), group="string")
+def setnx_command(client: Client, args: list[bytes]) -> bytes:
+    db = client.db
+    if db.exists(args[1]):
+        return ZERO
+    db.set(args[1], args[2])
+    return ONE
+
+
+def set_with_expire(client: Client, args: list[bytes], option: bytes) -> bytes:
+    when = expire_at_ms(option, args[2], text(args[0]).lower())
+    client.db.set(args[1], args[3])
+    client.db.set_expire(args[1], when)
+    return OK
+
+
+@command("setex", 4, "write", "Set the value and expiration of a key", "key seconds value", keys=(1, 1, 1),
+         group="string", since="2.0.0")
+def setex_command(client: Client, args: list[bytes]) -> bytes:
+    return set_with_expire(client, args, b"EX")
+
+
+@command("psetex", 4, "write", "Set the value and expiration in milliseconds of a key", "key milliseconds value",
+         keys=(1, 1, 1), group="string", since="2.6.0")
+def psetex_command(client: Client, args: list[bytes]) -> bytes:
+    return set_with_expire(client, args, b"PX")
+
+
+@command("get", 2, "readonly fast", "Get the value of a key", "key", keys=(1, 1, 1), group="string")
+def get_command(client: Client, args: list[bytes]) -> bytes:
+    value = client.db.lookup_string(args[1])
+    return client.null if value is None else b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+@command("getset", 3, "write fast", "Set the string value of a key and return its old value", "key value",
+         keys=(1, 1, 1), group="string")
+def getset_command(client: Client, args: list[bytes]) -> bytes:
+    old = client.db.lookup_string(args[1])
+    client.db.set(args[1], args[2])
+    return client.null if old is None else bulk(old)
+
+
+@command("getdel", 2, "write fast", "Get the value of a key and delete the key", "key", keys=(1, 1, 1),
+         group="string", since="6.2.0")
+def getdel_command(client: Client, args: list[bytes]) -> bytes:
+    value = client.db.lookup_string(args[1])
+    if value is None:
+        return client.null
+    client.db.delete(args[1])
+    return bulk(value)
+
+
+@command("getex", -2, "write fast", "Get the value of a key and optionally set its expiration",
+         "key [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds|PERSIST]",
+         keys=(1, 1, 1), group="string", since="6.2.0")
+def getex_command(client: Client, args: list[bytes]) -> bytes:
+    db = client.db
+    flags, expire_option, expire_arg = parse_set_options(args, 2, {b"PERSIST", b"EX", b"PX", b"EXAT", b"PXAT"})
+    value = db.lookup_string(args[1])
+    if value is None:
+        return client.null
+    if expire_option:
+        db.set_expire(args[1], expire_at_ms(expire_option, expire_arg, "getex"))
+    elif b"PERSIST" in flags:
+        db.remove_expire(args[1])
+    return bulk(value)
+
+
+@command("mget", -2, "readonly fast", "Get the values of all the given keys", "key [key ...]", keys=(1, -1, 1),
+         group="string")
+def mget_command(client: Client, args: list[bytes]) -> bytes:
+    lookup, null = client.db.lookup, client.null
+    replies = []
+    for key in args[1:]:
+        value = lookup(key)
+        replies.append(bulk(value) if type(value) is bytes else null)  # other types read as nil
+    return array(replies)
+
+
+@command("mset", -3, "write", "Set multiple keys to multiple values", "key value [key value ...]", keys=(1, -1, 2),
+         group="string", since="1.0.1")
+def mset_command(client: Client, args: list[bytes]) -> bytes:
+    if len(args) % 2 == 0:
+        raise CommandError("ERR wrong number of arguments for 'mset' command")
+    set_value = client.db.set
+    for i in range(1, len(args), 2):
+        set_value(args[i], args[i + 1])
+    return OK
+
+
+@command("msetnx", -3, "write", "Set multiple keys to multiple values, only if none of the keys exist",
+         "key value [key value ...]", keys=(1, -1, 2), group="string", since="1.0.1")
+def msetnx_command(client: Client, args: list[bytes]) -> bytes:
+    if len(args) % 2 == 0:
+        raise CommandError("ERR wrong number of arguments for 'msetnx' command")
+    if any(client.db.exists(args[i]) for i in range(1, len(args), 2)):
+        return ZERO
+    mset_command(client, args)
+    return ONE
+
+
+def increment(client: Client, key: bytes, amount: int) -> bytes:
+    """INCR, DECR, INCRBY and DECRBY: add amount to the integer stored at key (missing counts as 0)."""
+    db = client.db
+    old = db.lookup_string(key)
+    value = 0 if old is None else parse_int_arg(old)
+    value += amount
+    if not LLONG_MIN <= value <= LLONG_MAX:
+        raise CommandError("ERR increment or decrement would overflow")
+    db.set(key, b"%d" % value, keep_ttl=True)
+    return integer(value)
+
+
+@command("incr", 2, "write fast", "Increment the integer value of a key by one", "key", keys=(1, 1, 1),
+         group="string")
+def incr_command(client: Client, args: list[bytes]) -> bytes:
+    return increment(client, args[1], 1)
+
+
+@command("decr", 2, "write fast", "Decrement the integer value of a key by one", "key", keys=(1, 1, 1),
+         group="string")
+def decr_command(client: Client, args: list[bytes]) -> bytes:
+    return increment(client, args[1], -1)
+
+
+@command("incrby", 3, "write fast", "Increment the integer value of a key by the given amount", "key increment",
+         keys=(1, 1, 1), group="string")
+def incrby_command(client: Client, args: list[bytes]) -> bytes:
+    return increment(client, args[1], parse_int_arg(args[2]))
+
+
+@command("decrby", 3, "write fast", "Decrement the integer value of a key by the given number", "key decrement",
+         keys=(1, 1, 1), group="string")
+def decrby_command(client: Client, args: list[bytes]) -> bytes:
+    amount = parse_int_arg(args[2])
+    if amount == LLONG_MIN:
+        raise CommandError("ERR decrement would overflow")
+    return increment(client, args[1], -amount)
+
+
+# INCRBYFLOAT does its arithmetic in C's "long double", on x86 an 80-bit float
+# with a 64-bit mantissa, and prints the result with "%.17Lf", trailing zeros
+# removed. Python's float has only 53 bits, which would print 0.1 + 0.2 as
+# 0.30000000000000004 where Redis prints 0.3. So we compute exactly with
+# Fraction and round every result to the long double grid ourselves.
+LDBL_MANT_DIG = 64  # bits of mantissa
+LDBL_MIN_EXP = -16381  # 2**(LDBL_MIN_EXP - 1) is the smallest normal number
+LDBL_MAX_EXP = 16384  # numbers must stay below 2**LDBL_MAX_EXP
+MAX_LONG_DOUBLE_CHARS = 5 * 1024  # Redis refuses longer numeric strings
+DECIMAL_FLOAT = re.compile(rb"[+-]?(\d+\.?\d*|\.\d+)(?:[eE]([+-]?\d+))?")
+HEX_FLOAT = re.compile(rb"[+-]?0[xX]([0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP]([+-]?\d+))?")
+INFINITY_TEXT = re.compile(rb"[+-]?(inf|infinity)", re.IGNORECASE)
+INFINITY = "inf"  # stands for a long double infinity of either sign
+
+
+def round_to_long_double(exact: Fraction) -> Fraction | str:
+    """Round an exact number to the nearest long double (ties to even); INFINITY if it overflows."""
+    if exact == 0:
+        return exact
+    magnitude = abs(exact)
+    exponent = magnitude.numerator.bit_length() - magnitude.denominator.bit_length()
+    if Fraction(2) ** exponent > magnitude:
+        exponent -= 1  # now 2**exponent <= magnitude < 2**(exponent + 1)
+    step_exponent = max(exponent, LDBL_MIN_EXP - 1) - (LDBL_MANT_DIG - 1)  # the spacing of the grid here
+    steps = round(magnitude / Fraction(2) ** step_exponent)
+    rounded = steps * Fraction(2) ** step_exponent
+    if rounded >= Fraction(2) ** LDBL_MAX_EXP:
+        return INFINITY
+    return rounded if exact > 0 else -rounded
+
+
+def parse_long_double(value: bytes) -> Fraction | str | None:
+    """Parse a number as Redis's string2ld() does (strtold, then checks); None if it is not a valid float."""
+    if not value or len(value) >= MAX_LONG_DOUBLE_CHARS or value[:1].isspace():
+        return None
+    value = value.split(b"\0", 1)[0]  # strtold stops at a NUL byte
+    if INFINITY_TEXT.fullmatch(value):
+        return INFINITY
+    if match := HEX_FLOAT.fullmatch(value):
+        whole, _, fraction = match[1].partition(b".")
+        mantissa = Fraction(int(whole + fraction or b"0", 16), 16 ** len(fraction))
+        base, exponent = 2, int(match[2] or 0)
+    elif match := DECIMAL_FLOAT.fullmatch(value):
+        mantissa = Fraction(Decimal(match[1].decode()))
+        base, exponent = 10, int(match[2] or 0)
+    else:
+        return None  # including "nan", which Redis refuses
+    if mantissa == 0:
+        return Fraction(0)
+    if abs(exponent) > 5 * LDBL_MAX_EXP:
+        return None  # far beyond the range either way, and slow to compute exactly
+    rounded = round_to_long_double(mantissa * Fraction(base) ** exponent)
+    if rounded == INFINITY or rounded == 0:  # overflow or underflow: strtold reports ERANGE
+        return None
+    return -rounded if value[:1] == b"-" else rounded
+
+
+def format_long_double(value: Fraction) -> bytes:
+    """Print like C's printf("%.17Lf") with trailing zeros (and a trailing ".") removed."""
+    scaled = round(value * 10**17)
+    digits = str(abs(scaled)).rjust(18, "0")
+    number = f"{'-' if value < 0 else ''}{digits[:-17]}.{digits[-17:]}".rstrip("0").rstrip(".")
+    return b"0" if number == "-0" else number.encode()
+
+
+@command("incrbyfloat", 3, "write fast", "Increment the float value of a key by the given amount", "key increment",
+         keys=(1, 1, 1), group="string", since="2.6.0")
+def incrbyfloat_command(client: Client, args: list[bytes]) -> bytes:
+    db = client.db
+    old = db.lookup_string(args[1])
+    value = Fraction(0) if old is None else parse_long_double(old)
+    increment_by = parse_long_double(args[2])
+    if value is None or increment_by is None:
+        raise CommandError(NOT_A_FLOAT)
+    if isinstance(value, str) or isinstance(increment_by, str):  # infinities
+        raise CommandError("ERR increment would produce NaN or Infinity")
+    result = round_to_long_double(value + increment_by)
+    if result == INFINITY:
+        raise CommandError("ERR increment would produce NaN or Infinity")
+    formatted = format_long_double(result)
+    db.set(args[1], formatted, keep_ttl=True)
+    return bulk(formatted)
+
+
+def check_string_length(length: int) -> None:
+    if length > PROTO_MAX_BULK_LEN:
+        raise CommandError(STRING_TOO_LONG)
+
+
+@command("append", 3, "write", "Append a value to a key", "key value", keys=(1, 1, 1), group="string",
+         since="2.0.0")
+def append_command(client: Client, args: list[bytes]) -> bytes:
+    db = client.db
+    old = db.lookup_string(args[1])
+    if old is None:
+        db.set(args[1], args[2])
+        return integer(len(args[2]))
+    check_string_length(len(old) + len(args[2]))
+    db.set(args[1], old + args[2], keep_ttl=True)
+    return integer(len(old) + len(args[2]))
+
+
+@command("strlen", 2, "readonly fast", "Get the length of the value stored in a key", "key", keys=(1, 1, 1),
+         group="string", since="2.2.0")
+def strlen_command(client: Client, args: list[bytes]) -> bytes:
+    value = client.db.lookup_string(args[1])
+    return integer(0 if value is None else len(value))
+
+
+@command("getrange", 4, "readonly", "Get a substring of the string stored at a key", "key start end",
+         keys=(1, 1, 1), group="string", since="2.4.0")
+def getrange_command(client: Client, args: list[bytes]) -> bytes:
+    start, end = parse_int_arg(args[2]), parse_int_arg(args[3])
+    value = client.db.lookup_string(args[1])
+    if value is None or (start < 0 and end < 0 and start > end):
+        return EMPTY_BULK
+    length = len(value)
+    # Negative offsets count from the end; the range is inclusive and clipped.
+    start = max(start + length if start < 0 else start, 0)
+    end = min(max(end + length if end < 0 else end, 0), length - 1)
+    return EMPTY_BULK if start > end or length == 0 else bulk(value[start : end + 1])
+
+
+@command("substr", 4, "readonly", "Get a substring of the string stored at a key", "key start end", keys=(1, 1, 1),
+         group="string")
+def substr_command(client: Client, args: list[bytes]) -> bytes:
+    return getrange_command(client, args)
+
+
+@command("setrange", 4, "write", "Overwrite part of a string at key starting at the specified offset",
+         "key offset value", keys=(1, 1, 1), group="string", since="2.2.0")
+def setrange_command(client: Client, args: list[bytes]) -> bytes:
+    offset = parse_int_arg(args[2])
+    if offset < 0:
+        raise CommandError("ERR offset is out of range")
+    patch = args[3]
+    db = client.db
+    old = db.lookup_string(args[1])
+    if not patch:  # nothing to write: report the length, create nothing
+        return integer(0 if old is None else len(old))
+    check_string_length(offset + len(patch))
+    old = old or b""
+    value = old[:offset].ljust(offset, b"\0") + patch + old[offset + len(patch) :]
+    db.set(args[1], value, keep_ttl=True)
+    return integer(len(value))
+
+
+@command("lcs", -3, "readonly", "Find longest common substring", "key1 key2 [LEN] [IDX] [MINMATCHLEN len] [WITHMATCHLEN]",
+         keys=(1, 2, 1), group="string", since="7.0.0")
+def lcs_command(client: Client, args: list[bytes]) -> bytes:
+    want_len = False
+    for arg in args[3:]:
+        if arg.upper() != b"LEN":
+            raise CommandError(SYNTAX_ERROR)  # IDX and its options are not implemented
+        want_len = True
+    a = client.db.lookup_string(args[1]) or b""
+    b = client.db.lookup_string(args[2]) or b""
+    # The textbook dynamic programme, one row at a time: O(len(a) * len(b)).
+    lengths = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            if a[i - 1] == b[j - 1]:
+                lengths[i][j] = lengths[i - 1][j - 1] + 1
+            else:
+                lengths[i][j] = max(lengths[i - 1][j], lengths[i][j - 1])
+    if want_len:
+        return integer(lengths[len(a)][len(b)])
+    common = bytearray()
+    i, j = len(a), len(b)
+    while i and j:
+        if a[i - 1] == b[j - 1]:
+            common.append(a[i - 1])
+            i, j = i - 1, j - 1
+        elif lengths[i - 1][j] >= lengths[i][j - 1]:
+            i -= 1
+        else:
+            j -= 1
+    return bulk(bytes(reversed(common)))
+
+
+# =============================================================================
+# 4. Persistence: the JSON snapshot
+# =============================================================================
+#
+# Redis can persist in two ways. An RDB snapshot writes the whole dataset to a
+# file now and then: compact and fast to load, but whatever changed since the
+# last snapshot is lost in a crash. An append-only file (AOF) logs every write
+# command as it happens: little or nothing is lost, but the file grows until
+# it is rewritten, and replaying it is slower than loading a snapshot.
+#
+# This server writes snapshots, as JSON so that `cat dump.json` shows exactly
+# what is stored. It saves on SAVE and on shutdown, and it saves atomically,
+# as Redis does: write a temporary file in the same directory, flush it to
+# the disk (fsync), then rename it over the old file. A rename within one
+# file system is atomic, so a crash at any moment leaves either the old
+# snapshot or the new one, never half of one.
+#
+# The file: a header, then one line per key: [db, key, value, expires_at_ms],
+# where expires_at_ms is an absolute Unix time in ms or null. Keys and values
+# are bytes but JSON strings are text, so each byte string is decoded as UTF-8
+# with Python's "surrogateescape" error handler: valid UTF-8 reads as itself,
+# and each byte that is not valid UTF-8 becomes the code point U+DC80 + byte,
+# which JSON writes as an escape such as "\udcff". Loading reverses it exactly.
+
+DUMP_FORMAT = "educational-redis-clone"
+DUMP_VERSION = 1
+DUMP_FIELDS = ["db", "key", "value", "expires_at_ms"]
+DUMP_ENCODING = "utf-8"
+DUMP_ERRORS = "surrogateescape"  # how bytes that are not UTF-8 survive; see above
+
+
+class DumpError(Exception):
+    """The snapshot file exists but cannot be loaded."""
+
+
+def save_snapshot(keyspace: Keyspace, path: str) -> None:
+    """Write every key to path atomically: temporary file, fsync, rename."""
+    quote = json.encoder.encode_basestring_ascii  # a str as a JSON string literal, in C
+    header = json.dumps({"format": DUMP_FORMAT, "version": DUMP_VERSION, "fields": DUMP_FIELDS})
+    lines = []
+    for db in keyspace.databases:
+        expires = db.expires
+        for key, value in db.data.items():
+            when = expires.get(key)
+            lines.append(f"[{db.index},{quote(key.decode(DUMP_ENCODING, DUMP_ERRORS))},"
+                         f"{quote(value.decode(DUMP_ENCODING, DUMP_ERRORS))},{'null' if when is None else when}]")
+    directory = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(directory, f"temp-{os.getpid()}.json")
+    try:
+        with open(temporary, "w", encoding="ascii") as file:
+            file.write(header[:-1] + ',\n"entries": [\n')
+            file.write(",\n".join(lines))
+            file.write("\n]}\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    # The rename itself lives in the directory: flush that too, where the OS allows it.
+    try:
+        directory_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(directory_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(directory_fd)
+
+
+def load_snapshot(keyspace: Keyspace, path: str) -> int:
+    """Load a snapshot into an empty keyspace; return how many keys were loaded.
+
+    Anything wrong with the file raises DumpError: the server must not start
+    empty and later overwrite data it failed to read.
+    """
+    try:
+        with open(path, "rb") as file:
+            raw = file.read()
+    except OSError as error:
+        raise DumpError(f"cannot read: {error.strerror}") from error
+    # A million small lists would set off the cyclic garbage collector again and
+    # again, for nothing: none of them can be part of a cycle.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _load_entries(keyspace, raw)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _load_entries(keyspace: Keyspace, raw: bytes) -> int:
+    try:
+        document = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise DumpError(f"not valid JSON: {error}") from error
+    if not isinstance(document, dict) or document.get("format") != DUMP_FORMAT:
+        raise DumpError(f'not a snapshot of this server (expected "format": "{DUMP_FORMAT}")')
+    if document.get("version") != DUMP_VERSION:
+        raise DumpError(f"unsupported version {document.get('version')!r} (this server reads {DUMP_VERSION})")
+    entries = document.get("entries")
+    if not isinstance(entries, list):
+        raise DumpError('"entries" is missing or not a list')
+    now = now_ms()
+    loaded = 0
+    for number, entry in enumerate(entries, 1):
+        try:
+            index, key, value, when = entry
+            if type(index) is not int or not 0 <= index < DATABASES:
+                raise ValueError(f"database {index!r} is not between 0 and {DATABASES - 1}")
+            if not (when is None or type(when) is int):
+                raise ValueError(f"expiry {when!r} is not an integer or null")
+            key_bytes = key.encode(DUMP_ENCODING, DUMP_ERRORS)
+            value_bytes = value.encode(DUMP_ENCODING, DUMP_ERRORS)
+        except (TypeError, ValueError, AttributeError, UnicodeEncodeError) as error:
+            raise DumpError(f"entry {number} ({str(entry)[:80]}): {error}") from error
+        if when is not None and when <= now:
+            continue  # expired while the server was down
+        db = keyspace.databases[index]
+        db.data[key_bytes] = value_bytes
+        if when is not None:
+            db.expires[key_bytes] = when
+        loaded += 1
+    return loaded
+
+
+# =============================================================================
+# 5. Server: one event loop, many clients
+# =============================================================================
+#
+# Redis serves thousands of clients from one thread. It never waits on a
+# socket: the operating system tells its event loop which sockets have bytes
+# to read, and it handles each in turn. A command runs from start to finish
+# without interruption, so no locks are needed and every command is atomic,
+# but a slow command (KEYS on a huge database) makes every client wait.
+#
+# asyncio gives Python the same design. For each connection it creates one
+# ClientConnection (an asyncio.Protocol) and calls data_received() with
+# whatever bytes arrived. We parse them, run every complete command, and send
+# all the replies in a single write: with pipelining, one read can carry many
+# commands, and one system call per read instead of per reply saves a lot.
+# Nothing in this path awaits, so a command can never be interleaved with
+# another.
+
+
+class Client:
+    """The state of one connection that commands can read and change."""
+
+    def __init__(self, server: Server, client_id: int, address: str, transport: asyncio.Transport) -> None:
+        self.server = server
+        self.transport = transport
+        self.id = client_id
+        self.address = address
+        self.db = server.keyspace.databases[0]
+        self.protocol = 2  # RESP2 until HELLO 3
+        self.null = RESP2_NULL
+        self.name = b""
+        self.library: dict[bytes, bytes] = {}  # CLIENT SETINFO lib-name / lib-ver
+        self.close_after_reply = False
+        self.created = time.monotonic()
+
+    def set_protocol(self, version: int) -> None:
+        self.protocol = version
+        self.null = RESP3_NULL if version == 3 else RESP2_NULL
+
+    def map_reply(self, pairs: list[tuple[bytes, bytes]]) -> bytes:
+        """A map of bulk-string keys to encoded values: "%" in RESP3, a flat array in RESP2."""
+        body = b"".join(bulk(key) + value for key, value in pairs)
+        return b"%s%d\r\n%s" % (b"%" if self.protocol == 3 else b"*", len(pairs) * (1 if self.protocol == 3 else 2),
+                                body)
+
+    def describe(self) -> bytes:
+        """One line of CLIENT LIST."""
+        age = int(time.monotonic() - self.created)
+        return (f"id={self.id} addr={self.address} laddr={self.server.address} fd=0 name={text(self.name)} "
+                f"age={age} idle=0 flags=N db={self.db.index} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 "
+                f"argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default "
+                f"redir=-1 resp={self.protocol} lib-name={text(self.library.get(b'lib-name', b''))} "
+                f"lib-ver={text(self.library.get(b'lib-ver', b''))}").encode()
+
+
+class ClientConnection(asyncio.Protocol):
+    """Bytes in, commands run, replies out: the life of one TCP connection."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.parser = RequestParser()
+        self.transport: asyncio.Transport | None = None
+        self.client: Client | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.client = self.server.client_connected(address, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Send small replies at once instead of waiting to fill a packet (Nagle's algorithm).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        commands, protocol_error = self.parser.feed(data)
+        client = self.client
+        replies = []
+        for args in commands:
+            replies.append(execute(client, args))
+            if client.close_after_reply:
+                break
+        self.server.commands_processed += len(replies)
+        if protocol_error is not None and not client.close_after_reply:
+            replies.append(error_reply(str(protocol_error)))
+            log.debug("Protocol error from client %d (%s): %s", client.id, client.address, protocol_error)
+            client.close_after_reply = True
+        self.transport.write(b"".join(replies))
+        if client.close_after_reply:
+            self.transport.close()  # sends what is buffered first
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.client_disconnected(self.client)
+
+
+class Server:
+    """The server's shared state: configuration, keyspace, clients and statistics."""
+
+    def __init__(self, options: argparse.Namespace) -> None:
+        self.options = options
+        self.keyspace = Keyspace()
+        self.scans = ScanSnapshots()
+        self.clients: list[Client] = []
+        self.client_ids = itertools.count(1)
+        self.port = options.port
+        self.address = ""
+        self.start_time = time.time()
+        self.last_save = int(self.start_time)
+        self.commands_processed = 0
+        self.connections_received = 0
+        self.shutdown_requested: asyncio.Future | None = None
+
+    @property
+    def dump_path(self) -> str:
+        return os.path.join(self.options.dir, self.options.dbfilename)
+
+    def client_connected(self, address: str, transport: asyncio.Transport) -> Client:
+        client = Client(self, next(self.client_ids), address, transport)
+        self.clients.append(client)
+        self.connections_received += 1
+        return client
+
+    def client_disconnected(self, client: Client) -> None:
+        self.clients.remove(client)
+
+    def database(self, index_arg: bytes) -> Database:
+        """The database named by a SELECT/MOVE/COPY argument, with Redis's errors."""
+        index = parse_integer(index_arg)
+        if index is None or not -(2**31) <= index < 2**31:
+            raise CommandError(NOT_AN_INTEGER)
+        if not 0 <= index < DATABASES:
+            raise CommandError("ERR DB index is out of range")
+        return self.keyspace.databases[index]
+
+    def save(self) -> None:
+        started = time.perf_counter()
+        save_snapshot(self.keyspace, self.dump_path)
+        self.last_save = int(time.time())
+        log.info("DB saved on disk: %d keys in %.3f seconds (%s)", self.keyspace.key_count(),
+                 time.perf_counter() - started, self.dump_path)
+
+    def load(self) -> None:
+        """Load the snapshot if there is one. A snapshot that fails to load raises DumpError."""
+        if not os.path.exists(self.dump_path):
+            log.info("No snapshot at %s: starting with an empty dataset", self.dump_path)
+            return
+        started = time.perf_counter()
+        count = load_snapshot(self.keyspace, self.dump_path)
+        log.info("DB loaded from disk: %d keys in %.3f seconds (%s)", count, time.perf_counter() - started,
+                 self.dump_path)
+
+    def request_shutdown(self, save: bool) -> None:
+        if self.shutdown_requested is not None and not self.shutdown_requested.done():
+            self.shutdown_requested.set_result(save)
+
+    def config(self) -> dict[str, str]:
+        """The settings CONFIG GET reports: the server's real values, under Redis's names."""
+        return {
+            "port": str(self.port),
+            "bind": " ".join(self.options.bind),
+            "dir": os.path.abspath(self.options.dir),
+            "dbfilename": self.options.dbfilename,
+            "loglevel": self.options.loglevel,
+            "databases": str(DATABASES),
+            "hz": str(CONFIG_DEFAULT_HZ),
+            "save": "",  # no periodic snapshots: SAVE and shutdown only
+            "appendonly": "no",
+            "proto-max-bulk-len": str(PROTO_MAX_BULK_LEN),
+            "maxmemory": "0",
+            "maxclients": "10000",
+            "timeout": "0",
+        }
+
+    def reset_stats(self) -> None:
+        self.commands_processed = 0
+        self.connections_received = 0
+        for db in self.keyspace.databases:
+            db.expired_count = 0
+
+    def info(self, sections: set[str]) -> str:
+        """The text of INFO: "# Section" headers followed by field:value lines."""
+        uptime = int(time.time() - self.start_time)
+        memory = resident_memory_bytes()
+        fields = {
+            "server": {
+                "redis_version": REDIS_VERSION,
+                "redis_mode": "standalone",
+                "server_name": "educational-redis-clone",
+                "server_version": SERVER_VERSION,
+                "os": f"{platform.system()} {platform.release()} {platform.machine()}",
+                "arch_bits": "64" if sys.maxsize > 2**32 else "32",
+                "multiplexing_api": "asyncio",
+                "python_version": platform.python_version(),
+                "process_id": str(os.getpid()),
+                "tcp_port": str(self.port),
+                "uptime_in_seconds": str(uptime),
+                "uptime_in_days": str(uptime // 86400),
+                "hz": str(CONFIG_DEFAULT_HZ),
+                "executable": os.path.abspath(__file__),
+            },
+            "clients": {"connected_clients": str(len(self.clients)), "blocked_clients": "0"},
+            "memory": {"used_memory": str(memory), "used_memory_rss": str(memory), "maxmemory": "0"},
+            "persistence": {
+                "loading": "0",
+                "rdb_changes_since_last_save": "0",
+                "rdb_bgsave_in_progress": "0",
+                "rdb_last_save_time": str(self.last_save),
+                "aof_enabled": "0",
+            },
+            "stats": {
+                "total_connections_received": str(self.connections_received),
+                "total_commands_processed": str(self.commands_processed),
+                "expired_keys": str(self.keyspace.expired_count()),
+            },
+            "replication": {"role": "master", "connected_slaves": "0"},
+            "cluster": {"cluster_enabled": "0"},
+            "keyspace": {
+                f"db{db.index}": f"keys={len(db.data)},expires={len(db.expires)},avg_ttl={db.avg_ttl}"
+                for db in self.keyspace.databases if db.data
+            },
+        }
+        wanted = sections & {"all", "everything", "default"} and set(fields) or sections or set(fields)
+        return "\r\n".join(
+            f"# {name.capitalize()}\r\n" + "".join(f"{key}:{value}\r\n" for key, value in values.items())
+            for name, values in fields.items() if name in wanted
+        )
+
+    def schedule_active_expiry(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.keyspace.active_expire_cycle()
+        loop.call_later(1 / CONFIG_DEFAULT_HZ, self.schedule_active_expiry, loop)
+
+
+def resident_memory_bytes() -> int:
+    """This process's resident memory, from /proc where there is one (Linux), else its peak."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+# =============================================================================
+# 6. Main: flags, startup and shutdown
+# =============================================================================
+
+SHUTDOWN_FLUSH_TIMEOUT = 2.0  # seconds to let replies in flight reach their clients
+LOG_LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "notice": logging.INFO, "warning": logging.WARNING}
+
+
+def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Educational Redis Clone: a Redis-compatible server in one readable Python file.",
+        epilog="Flags use redis-server's names. Example: python server.py --port 6380 --dir /tmp",
+    )
+    parser.add_argument("--port", type=int, default=6379, help="TCP port to listen on; 0 picks a free one (default 6379)")
+    parser.add_argument("--bind", nargs="+", default=["127.0.0.1"], metavar="ADDRESS",
+                        help="addresses to listen on (default 127.0.0.1; use 0.0.0.0 to listen on every interface)")
+    parser.add_argument("--dir", default=".", help="directory of the snapshot file (default: current directory)")
+    parser.add_argument("--dbfilename", default="dump.json", help="snapshot file name (default dump.json)")
+    parser.add_argument("--loglevel", choices=list(LOG_LEVELS), default="notice", help="log verbosity (default notice)")
+    return parser.parse_args(argv)
+
+
+async def serve(server: Server) -> None:
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(lambda: ClientConnection(server), host=server.options.bind,
+                                        port=server.options.port, reuse_address=True)
+    server.port = listener.sockets[0].getsockname()[1]
+    server.address = f"{server.options.bind[0]}:{server.port}"
+    server.shutdown_requested = loop.create_future()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, server.request_shutdown, True)
+    loop.call_later(1 / CONFIG_DEFAULT_HZ, server.schedule_active_expiry, loop)
+    log.info("Ready to accept connections on %s", ", ".join(
+        f"{sock.getsockname()[0]}:{sock.getsockname()[1]}" for sock in listener.sockets))
+
+    save = await server.shutdown_requested
+    log.info("Shutting down: no new connections; closing %d client(s)", len(server.clients))
+    listener.close()
+    for client in list(server.clients):
+        client.transport.close()  # flushes the replies already written, then closes
+    deadline = loop.time() + SHUTDOWN_FLUSH_TIMEOUT
+    while server.clients and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    if save:
+        server.save()
+    log.info("Redis clone is now ready to exit, bye bye...")
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_options(argv)
+    logging.basicConfig(level=LOG_LEVELS[options.loglevel], stream=sys.stdout,
+                        format=f"{os.getpid()}:M %(asctime)s.%(msecs)03d * %(message)s", datefmt="%d %b %Y %H:%M:%S")
+    server = Server(options)
+    log.info("Educational Redis Clone %s (Redis %s compatible), pid %d, persisting to %s", SERVER_VERSION,
+             REDIS_VERSION, os.getpid(), os.path.abspath(server.dump_path))
+    try:
+        server.load()
+    except DumpError as error:
+        log.error("Cannot load the snapshot %s: %s", os.path.abspath(server.dump_path), error)
+        log.error("Refusing to start, so that the file is not overwritten. Fix or move it, then start again.")
+        return 1
+    try:
+        asyncio.run(serve(server))
+    except OSError as error:
+        log.error("Cannot listen on %s port %d: %s", " ".join(options.bind), options.port, error.strerror or error)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
