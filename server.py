@@ -102,6 +102,8 @@ def split_inline_args(line: bytes) -> list[bytes]:
     \\n \\r \\t \\b \\a and \\xHH; 'single quotes' only understand \\'. A closing
     quote must be followed by whitespace or the end of the line.
     """
+    if INLINE_NEEDS_CAREFUL_SPLIT.search(line) is None:
+        return line.split()  # no quotes, no odd characters: plain whitespace splitting is the same
     line = line.split(b"\0", 1)[0]  # Redis reads the line as a C string
     words = []
     pos, end = 0, len(line)
@@ -154,6 +156,7 @@ def split_inline_args(line: bytes) -> list[bytes]:
         words.append(bytes(word))
 
 
+INLINE_NEEDS_CAREFUL_SPLIT = re.compile(rb"[\"'\v\f\0]")  # what bytes.split() would treat differently
 INLINE_ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"a": b"\a"}
 
 
@@ -305,6 +308,104 @@ class RequestParser:
             args.append(lines[first] if first == end else CRLF.join(lines[first : end + 1]))
             i = end + 1
         return args, i
+
+
+# --- Parsing replies: the client's side -------------------------------------
+#
+# client.py and the tests read replies with this parser. Replies nest (an
+# array of arrays), so it is a small recursive reader over a byte buffer. Each
+# RESP type maps to a Python type: bulk string -> bytes, integer -> int,
+# null -> None, array -> list, boolean -> bool, and the marker classes below
+# for the types that need telling apart from those.
+
+
+class Status(bytes):
+    """A simple string reply, such as OK."""
+
+
+class ErrorReply(bytes):
+    """An error reply, such as ERR syntax error."""
+
+
+class Double(bytes):
+    """A RESP3 double, kept as the text the server sent (",3.14")."""
+
+
+class BigNumber(bytes):
+    """A RESP3 big number ("(12345678901234567890")."""
+
+
+class Verbatim(bytes):
+    """A RESP3 verbatim string; the text after its "txt:" format prefix."""
+
+
+class RespMap(list):
+    """A RESP3 map, as a list of (key, value) pairs: keys need not be hashable."""
+
+
+class RespSet(list):
+    """A RESP3 set."""
+
+
+class Push(list):
+    """A RESP3 out-of-band push message."""
+
+
+class IncompleteReply(Exception):
+    """The buffer ends before the reply does."""
+
+
+def parse_reply(buffer: bytes, pos: int = 0) -> tuple[object, int]:
+    """Parse one reply starting at buffer[pos]; return it and the position after it.
+
+    Raises IncompleteReply if more bytes are needed, ProtocolError if the bytes are not RESP.
+    """
+    end = buffer.find(CRLF, pos)
+    if end < 0:
+        raise IncompleteReply
+    kind, line, pos = buffer[pos : pos + 1], buffer[pos + 1 : end], end + 2
+    if kind == b"+":
+        return Status(line), pos
+    if kind == b"-":
+        return ErrorReply(line), pos
+    if kind == b":":
+        return int(line), pos
+    if kind == b"_":
+        return None, pos
+    if kind == b"#":
+        return line == b"t", pos
+    if kind == b",":
+        return Double(line), pos
+    if kind == b"(":
+        return BigNumber(line), pos
+    if kind in (b"$", b"=", b"!"):  # bulk string, verbatim string, bulk error
+        length = int(line)
+        if length < 0:
+            return None, pos
+        if len(buffer) < pos + length + 2:
+            raise IncompleteReply
+        payload = buffer[pos : pos + length]
+        kinds = {b"$": bytes, b"=": lambda p: Verbatim(p[4:]), b"!": ErrorReply}
+        return kinds[kind](payload), pos + length + 2
+    if kind in (b"*", b"~", b">", b"%", b"|"):
+        count = int(line)
+        if count < 0:
+            return None, pos
+        items = []
+        for _ in range(count * 2 if kind in (b"%", b"|") else count):
+            item, pos = parse_reply(buffer, pos)
+            items.append(item)
+        if kind == b"|":  # attributes describe the reply that follows: skip them
+            return parse_reply(buffer, pos)
+        if kind == b"%":
+            return RespMap(zip(items[::2], items[1::2], strict=True)), pos
+        return {b"*": list, b"~": RespSet, b">": Push}[kind](items), pos
+    raise ProtocolError(f"unexpected reply type {kind!r}")
+
+
+def encode_request(args: Iterable[bytes]) -> bytes:
+    """A command as a client sends it: an array of bulk strings."""
+    return bulk_array(args)
 
 
 # --- Encoding replies ---------------------------------------------------------
@@ -471,7 +572,8 @@ class Database:
             if self._expire_scan_pos >= len(self._expire_scan):
                 self._expire_scan = list(self.expires)
                 self._expire_scan_pos = 0
-            sample = self._expire_scan[self._expire_scan_pos : self._expire_scan_pos + ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP]
+            start = self._expire_scan_pos
+            sample = self._expire_scan[start : start + ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP]
             self._expire_scan_pos += len(sample)
             now = now_ms()
             expired = ttl_sum = ttl_count = 0
@@ -771,7 +873,8 @@ def check_client_name(name: bytes) -> bytes:
     return name
 
 
-@command("client|setname", 3, "", "Set the current connection name", "connection-name", group="connection", since="2.6.9")
+@command("client|setname", 3, "", "Set the current connection name", "connection-name", group="connection",
+         since="2.6.9")
 def client_setname_command(client: Client, args: list[bytes]) -> bytes:
     client.name = check_client_name(args[2])
     return OK
@@ -1034,7 +1137,7 @@ def rename(db: Database, old: bytes, new: bytes, replace: bool) -> bool:
 @command("copy", -3, "write", "Copy a key", "source destination [DB destination-db] [REPLACE]", keys=(1, 2, 1),
          group="keyspace", since="6.2.0")
 def copy_command(client: Client, args: list[bytes]) -> bytes:
-    target_index = None
+    source = target = client.db
     replace = False
     i = 3
     while i < len(args):
@@ -1043,12 +1146,10 @@ def copy_command(client: Client, args: list[bytes]) -> bytes:
             replace = True
             i += 1
         elif option == b"DB" and i + 1 < len(args):
-            target_index = args[i + 1]
+            target = client.server.database(args[i + 1])
             i += 2
         else:
             raise CommandError(SYNTAX_ERROR)
-    source = client.db
-    target = source if target_index is None else client.server.database(target_index)
     if source is target and args[1] == args[2]:
         raise CommandError("ERR source and destination objects are the same")
     value = source.lookup(args[1])
@@ -1107,9 +1208,7 @@ MAX_OPEN_SCANS = 64
 @command("scan", -2, "readonly", "Incrementally iterate the keys space",
          "cursor [MATCH pattern] [COUNT count] [TYPE type]", group="keyspace", since="2.8.0")
 def scan_command(client: Client, args: list[bytes]) -> bytes:
-    cursor = parse_integer(args[1]) if args[1][:1] != b"-" else None
-    if cursor is None:
-        raise CommandError("ERR invalid cursor")
+    cursor = parse_scan_cursor(args[1])
     count, matches, type_name = 10, glob_matcher(b"*"), None
     i = 2
     while i < len(args):
@@ -1129,6 +1228,16 @@ def scan_command(client: Client, args: list[bytes]) -> bytes:
     next_cursor, batch = client.server.scans.next_batch(db, cursor, count)
     keys = [key for key in batch if matches(key) and db.exists(key) and type_name in (None, b"string")]
     return array([bulk(b"%d" % next_cursor), bulk_array(keys)])
+
+
+def parse_scan_cursor(value: bytes) -> int:
+    # Redis reads the cursor with C's strtoul(): a sign is allowed, and "-1" wraps around.
+    if SCAN_CURSOR.fullmatch(value) is None or abs(int(value)) >= 2**64:
+        raise CommandError("ERR invalid cursor")
+    return int(value) % 2**64
+
+
+SCAN_CURSOR = re.compile(rb"[+-]?[0-9]+")
 
 
 class ScanSnapshots:
@@ -1286,7 +1395,9 @@ def persist_command(client: Client, args: list[bytes]) -> bytes:
 # do the arithmetic, and store the result back as a string.
 
 
-def parse_set_options(args: list[bytes], start: int, allowed: set[bytes]) -> tuple[set[bytes], bytes | None, bytes | None]:
+def parse_set_options(
+    args: list[bytes], start: int, allowed: set[bytes]
+) -> tuple[set[bytes], bytes | None, bytes | None]:
     """Parse the options shared by SET and GETEX, exactly as Redis's parseExtendedStringArgumentsOrReply().
 
     Returns (flags, expire option, expire argument). Options that exclude each
@@ -1334,7 +1445,8 @@ def expire_at_ms(option: bytes, argument: bytes, command_name: str) -> int:
 
 
 @command("set", -3, "write", "Set the string value of a key",
-         "key value [NX|XX] [GET] [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds|KEEPTTL]",
+         "key value [NX|XX] [GET] [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds"
+         "|KEEPTTL]",
          keys=(1, 1, 1), group="string")
 def set_command(client: Client, args: list[bytes]) -> bytes:
     db = client.db
@@ -1643,8 +1755,8 @@ def setrange_command(client: Client, args: list[bytes]) -> bytes:
     return integer(len(value))
 
 
-@command("lcs", -3, "readonly", "Find longest common substring", "key1 key2 [LEN] [IDX] [MINMATCHLEN len] [WITHMATCHLEN]",
-         keys=(1, 2, 1), group="string", since="7.0.0")
+@command("lcs", -3, "readonly", "Find longest common substring", "key1 key2 [LEN]", keys=(1, 2, 1), group="string",
+         since="7.0.0")
 def lcs_command(client: Client, args: list[bytes]) -> bytes:
     want_len = False
     for arg in args[3:]:
@@ -1890,7 +2002,7 @@ class ClientConnection(asyncio.Protocol):
                 break
         self.server.commands_processed += len(replies)
         if protocol_error is not None and not client.close_after_reply:
-            replies.append(error_reply(str(protocol_error)))
+            replies.append(error_reply(f"ERR {protocol_error}"))
             log.debug("Protocol error from client %d (%s): %s", client.id, client.address, protocol_error)
             client.close_after_reply = True
         self.transport.write(b"".join(replies))
@@ -2063,7 +2175,8 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
         description="Educational Redis Clone: a Redis-compatible server in one readable Python file.",
         epilog="Flags use redis-server's names. Example: python server.py --port 6380 --dir /tmp",
     )
-    parser.add_argument("--port", type=int, default=6379, help="TCP port to listen on; 0 picks a free one (default 6379)")
+    parser.add_argument("--port", type=int, default=6379,
+                        help="TCP port to listen on; 0 picks a free one and logs it (default 6379)")
     parser.add_argument("--bind", nargs="+", default=["127.0.0.1"], metavar="ADDRESS",
                         help="addresses to listen on (default 127.0.0.1; use 0.0.0.0 to listen on every interface)")
     parser.add_argument("--dir", default=".", help="directory of the snapshot file (default: current directory)")

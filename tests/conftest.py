@@ -1,0 +1,252 @@
+"""Shared fixtures: this server and a real redis-server as subprocesses, and raw socket connections."""
+
+from __future__ import annotations
+
+import pathlib
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import redis
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import server as srv  # noqa: E402  (the module under test, imported for its parser and helpers)
+
+READY_LINE = re.compile(r"Ready to accept connections on \S+:(\d+)")
+START_TIMEOUT = 10.0
+
+
+class ServerProcess:
+    """python server.py --port 0, running in a directory of its own; its log is collected as it runs."""
+
+    def __init__(self, directory: pathlib.Path, *extra_args: str) -> None:
+        self.directory = directory
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "server.py"), "--port", "0", "--dir", str(directory), *extra_args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.log: list[str] = []
+        threading.Thread(target=self._drain, daemon=True).start()
+        self.port = self._wait_for_port()
+
+    def _drain(self) -> None:
+        for line in self.process.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _wait_for_port(self) -> int | None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                break
+            if line is None:
+                return None  # exited before it was ready
+            self.log.append(line)
+            if match := READY_LINE.search(line):
+                return int(match[1])
+        raise TimeoutError("server did not start:\n" + "".join(self.log))
+
+    def output(self) -> str:
+        """Everything the server has logged so far."""
+        while True:
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                return "".join(self.log)
+            if line is not None:
+                self.log.append(line)
+
+    def wait(self, timeout: float = 10.0) -> int:
+        code = self.process.wait(timeout)
+        time.sleep(0)  # let the drain thread see EOF
+        return code
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        return self.wait()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServerProcess:
+    """A real redis-server on a free loopback port, with persistence off."""
+
+    def __init__(self, directory: pathlib.Path) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(directory), "--daemonize", "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+class RawConnection:
+    """A plain socket to a server: send exact bytes, read exact reply bytes."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.buffer = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read_reply(self) -> bytes:
+        """The raw bytes of the next complete reply."""
+        while True:
+            try:
+                _, end = srv.parse_reply(self.buffer)
+            except srv.IncompleteReply:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError(f"connection closed; unparsed bytes: {self.buffer!r}") from None
+                self.buffer += chunk
+                continue
+            reply, self.buffer = self.buffer[:end], self.buffer[end:]
+            return reply
+
+    def call(self, *args: bytes | str | int) -> bytes:
+        self.send(srv.encode_request([a if isinstance(a, bytes) else str(a).encode() for a in args]))
+        return self.read_reply()
+
+    def is_closed_by_server(self) -> bool:
+        """True once the server has closed the connection (after any replies still unread)."""
+        try:
+            while chunk := self.sock.recv(65536):
+                self.buffer += chunk
+        except OSError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    process = ServerProcess(tmp_path_factory.mktemp("server"))
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """Start servers of a test's own (for restarts, bad dump files...); all stopped afterwards."""
+    started = []
+
+    def start(*extra_args: str, directory: pathlib.Path = tmp_path) -> ServerProcess:
+        process = ServerProcess(directory, *extra_args)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
+
+
+@pytest.fixture
+def r(server):
+    """redis-py with its defaults (RESP3 via HELLO 3), on a flushed server."""
+    client = redis.Redis(port=server.port)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def r2(server):
+    """redis-py speaking RESP2."""
+    client = redis.Redis(port=server.port, protocol=2)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def raw(server):
+    connection = RawConnection(server.port)
+    connection.call("FLUSHALL")
+    yield connection
+    connection.close()
+
+
+requires_redis_server = pytest.mark.skipif(shutil.which("redis-server") is None,
+                                            reason="redis-server is not installed")
+requires_redis_cli = pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli is not installed")
+
+
+@pytest.fixture(scope="session")
+def real_redis(tmp_path_factory):
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    process = RedisServerProcess(tmp_path_factory.mktemp("redis"))
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def both(server, real_redis):
+    """Raw connections to this server and to real Redis, both flushed: (ours, theirs)."""
+    ours, theirs = RawConnection(server.port), RawConnection(real_redis.port)
+    for connection in (ours, theirs):
+        connection.call("FLUSHALL")
+    yield ours, theirs
+    ours.close()
+    theirs.close()
+
+
+
+# Commands whose integer replies are clock readings: two servers answer a few ms apart.
+CLOCK_TOLERANCE = {b"TTL": 1, b"PTTL": 50}
+
+
+# Commands that reply with keys in hash table order, which differs between any two servers.
+UNORDERED = {b"KEYS"}
+
+
+def replies_match(args: list, ours: bytes, theirs: bytes) -> bool:
+    """Byte-equal replies, except that TTL readings may differ by a clock tick and KEYS may come in any order."""
+    if ours == theirs:
+        return True
+    name = (args[0] if isinstance(args[0], bytes) else str(args[0]).encode()).upper()
+    if name in UNORDERED and ours.startswith(b"*") and theirs.startswith(b"*"):
+        return sorted(srv.parse_reply(ours)[0]) == sorted(srv.parse_reply(theirs)[0])
+    tolerance = CLOCK_TOLERANCE.get(name)
+    if tolerance is None or not (ours.startswith(b":") and theirs.startswith(b":")):
+        return False
+    ours_value, theirs_value = int(ours[1:]), int(theirs[1:])
+    return ours_value >= 0 and theirs_value >= 0 and abs(ours_value - theirs_value) <= tolerance

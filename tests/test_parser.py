@@ -1,0 +1,185 @@
+"""Unit tests of the streaming RESP request parser and the reply parser, without a server."""
+
+import pytest
+
+from server import (
+    PROTO_INLINE_MAX_SIZE,
+    BigNumber,
+    Double,
+    ErrorReply,
+    IncompleteReply,
+    ProtocolError,
+    RequestParser,
+    RespMap,
+    Status,
+    encode_request,
+    parse_reply,
+    split_inline_args,
+)
+
+
+def parse_all(data: bytes) -> list[list[bytes]]:
+    commands, error = RequestParser().feed(data)
+    assert error is None
+    return commands
+
+
+def parse_bytewise(data: bytes) -> list[list[bytes]]:
+    """Feed one byte at a time: the worst case of TCP splitting a request."""
+    parser = RequestParser()
+    commands = []
+    for i in range(len(data)):
+        more, error = parser.feed(data[i : i + 1])
+        assert error is None
+        commands += more
+    return commands
+
+
+def protocol_error(data: bytes) -> tuple[list[list[bytes]], str]:
+    commands, error = RequestParser().feed(data)
+    assert isinstance(error, ProtocolError), f"expected a protocol error for {data!r}"
+    return commands, str(error)
+
+
+# Every frame shape, each with the commands it must produce.
+FRAMES = [
+    (b"*1\r\n$4\r\nPING\r\n", [[b"PING"]]),
+    (b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nvalue\r\n", [[b"SET", b"k", b"value"]]),
+    (b"*2\r\n$4\r\nECHO\r\n$0\r\n\r\n", [[b"ECHO", b""]]),  # empty bulk string
+    (b"*2\r\n$4\r\nECHO\r\n$4\r\na\r\nb\r\n", [[b"ECHO", b"a\r\nb"]]),  # payload containing CRLF
+    (b"*2\r\n$4\r\nECHO\r\n$6\r\n\r\n\r\n\r\n\r\n", [[b"ECHO", b"\r\n\r\n\r\n"]]),  # payload of only CRLFs
+    (b"*2\r\n$4\r\nECHO\r\n$3\r\n\x00\xff\n\r\n", [[b"ECHO", b"\x00\xff\n"]]),  # binary payload
+    (b"*0\r\n*-1\r\n*1\r\n$4\r\nPING\r\n", [[b"PING"]]),  # empty requests are skipped
+    (b"PING\r\n", [[b"PING"]]),  # inline
+    (b"ping\n", [[b"ping"]]),  # inline with a bare LF
+    (b"\r\n\n  \r\nPING\r\n", [[b"PING"]]),  # empty lines are ignored
+    (b"SET k 'a b'\r\n", [[b"SET", b"k", b"a b"]]),
+    (b'ECHO "x\\ny\\x41\\t"\r\n', [[b"ECHO", b"x\ny\x41\t"]]),
+    (b"a\nb\r\nc\n", [[b"a"], [b"b"], [b"c"]]),
+    (b"PING\n*1\r\n$4\r\nPING\r\n", [[b"PING"], [b"PING"]]),  # inline, then an array after a bare LF
+    # pipelining: three commands of different shapes in one read
+    (b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\nGET a\r\n*1\r\n$4\r\nPING\r\n",
+     [[b"SET", b"a", b"1"], [b"GET", b"a"], [b"PING"]]),
+]
+
+
+@pytest.mark.parametrize(("data", "expected"), FRAMES)
+def test_frame_in_one_read(data, expected):
+    assert parse_all(data) == expected
+
+
+@pytest.mark.parametrize(("data", "expected"), FRAMES)
+def test_frame_one_byte_at_a_time(data, expected):
+    assert parse_bytewise(data) == expected
+
+
+@pytest.mark.parametrize(("data", "expected"), FRAMES)
+def test_frame_split_at_every_position(data, expected):
+    for split in range(1, len(data)):
+        parser = RequestParser()
+        first, error1 = parser.feed(data[:split])
+        second, error2 = parser.feed(data[split:])
+        assert (error1, error2) == (None, None)
+        assert first + second == expected, f"split at {split}"
+
+
+def test_partial_command_waits_for_the_rest():
+    parser = RequestParser()
+    assert parser.feed(b"*2\r\n$4\r\nECHO\r\n$5\r\nhel") == ([], None)
+    assert parser.feed(b"lo") == ([], None)  # payload complete, its CRLF not yet
+    assert parser.feed(b"\r\n") == ([[b"ECHO", b"hello"]], None)
+
+
+def test_large_bulk_string_in_many_chunks():
+    payload = bytes(range(256)) * 4096  # 1 MiB with every byte value, CRLFs included
+    data = encode_request([b"SET", b"big", payload])
+    parser = RequestParser()
+    commands = []
+    for i in range(0, len(data), 1000):
+        more, error = parser.feed(data[i : i + 1000])
+        assert error is None
+        commands += more
+    assert commands == [[b"SET", b"big", payload]]
+
+
+def test_many_pipelined_commands():
+    data = b"".join(encode_request([b"SET", b"key:%d" % i, b"v" * i]) for i in range(1000))
+    assert parse_all(data) == [[b"SET", b"key:%d" % i, b"v" * i] for i in range(1000)]
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"*abc\r\n", "Protocol error: invalid multibulk length"),
+    (b"*2147483648\r\n", "Protocol error: invalid multibulk length"),
+    (b"*01\r\n", "Protocol error: invalid multibulk length"),
+    (b"*1\r\n+PING\r\n", "Protocol error: expected '$', got '+'"),
+    (b"*1\r\n:1\r\n", "Protocol error: expected '$', got ':'"),
+    (b"*2\r\n$3\r\nGET\r\n$x\r\n", "Protocol error: invalid bulk length"),
+    (b"*1\r\n$-1\r\n", "Protocol error: invalid bulk length"),
+    (b"*1\r\n$536870913\r\n", "Protocol error: invalid bulk length"),  # over proto-max-bulk-len
+    (b"*1\r\n$ 4\r\nPING\r\n", "Protocol error: invalid bulk length"),
+    (b"*1\r\n$2\r\nPING\r\n", "Protocol error: invalid bulk length"),  # payload longer than announced
+    (b'GET "unbalanced\r\n', "Protocol error: unbalanced quotes in request"),
+    (b"GET 'unbalanced\r\n", "Protocol error: unbalanced quotes in request"),
+    (b'GET "a"b\r\n', "Protocol error: unbalanced quotes in request"),
+    (b"x" * (PROTO_INLINE_MAX_SIZE + 1), "Protocol error: too big inline request"),
+    (b"*" + b"1" * PROTO_INLINE_MAX_SIZE, "Protocol error: too big mbulk count string"),
+    (b"*1\r\n$" + b"1" * PROTO_INLINE_MAX_SIZE, "Protocol error: too big bulk count string"),
+])
+def test_protocol_errors(data, message):
+    assert protocol_error(data)[1] == message
+
+
+def test_commands_before_a_protocol_error_are_returned():
+    commands, message = protocol_error(b"PING\r\n*1\r\n$4\r\nECHO\r\n*x\r\n")
+    assert commands == [[b"PING"], [b"ECHO"]]
+    assert message == "Protocol error: invalid multibulk length"
+
+
+def test_incomplete_header_is_not_an_error_yet():
+    # Redis judges a header line only once its CRLF has arrived.
+    parser = RequestParser()
+    assert parser.feed(b"*1\r\n+PI") == ([], None)
+    assert str(parser.feed(b"NG\r\n")[1]) == "Protocol error: expected '$', got '+'"
+
+
+@pytest.mark.parametrize(("line", "words"), [
+    (b"SET a b", [b"SET", b"a", b"b"]),
+    (b"  SET   a\tb  ", [b"SET", b"a", b"b"]),
+    (b'SET "a b" c', [b"SET", b"a b", b"c"]),
+    (b"SET 'it\\'s' x", [b"SET", b"it's", b"x"]),
+    (b"SET 'a\\nb' x", [b"SET", b"a\\nb", b"x"]),  # single quotes keep backslashes
+    (b'ECHO "\\x41\\x4a\\xzz"', [b"ECHO", b"AJxzz"]),
+    (b'ECHO "\\a\\b\\r\\n\\t\\q"', [b"ECHO", b"\a\b\r\n\tq"]),
+    (b'ECHO ""', [b"ECHO", b""]),
+    (b'ECHO ab"cd"', [b"ECHO", b"abcd"]),  # a quote inside a word opens a quoted part
+    (b"ECHO a\x00b c", [b"ECHO", b"a"]),  # Redis stops at a NUL byte
+    (b"ECHO a\vb", [b"ECHO", b"a\vb"]),  # \v separates nothing inside a word
+    (b"", []),
+])
+def test_split_inline_args(line, words):
+    assert split_inline_args(line) == words
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    (b"+OK\r\n", Status(b"OK")),
+    (b"-ERR bad\r\n", ErrorReply(b"ERR bad")),
+    (b":-42\r\n", -42),
+    (b"$5\r\nhello\r\n", b"hello"),
+    (b"$2\r\n\r\n\r\n", b"\r\n"),
+    (b"$-1\r\n", None),
+    (b"_\r\n", None),
+    (b"*-1\r\n", None),
+    (b"*2\r\n$1\r\na\r\n*1\r\n:1\r\n", [b"a", [1]]),
+    (b"%1\r\n$1\r\nk\r\n:1\r\n", RespMap([(b"k", 1)])),
+    (b"#t\r\n", True),
+    (b",3.5\r\n", Double(b"3.5")),
+    (b"(123456789012345678901234\r\n", BigNumber(b"123456789012345678901234")),
+    (b"|1\r\n+ttl\r\n:3\r\n:7\r\n", 7),  # attributes are skipped
+])
+def test_parse_reply(data, expected):
+    reply, end = parse_reply(data)
+    assert reply == expected and type(reply) is type(expected)
+    assert end == len(data)
+    for split in range(len(data)):
+        with pytest.raises(IncompleteReply):
+            parse_reply(data[:split])
