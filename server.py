@@ -533,7 +533,11 @@ class Database:
         return self.expires.get(key)
 
     def set_expire(self, key: bytes, when_ms: int) -> None:
-        """Give an existing key an absolute expire time; a time already past deletes it now."""
+        """Give an existing key an absolute expire time (a past one makes it expire at its next lookup)."""
+        self.expires[key] = when_ms
+
+    def expire_or_delete(self, key: bytes, when_ms: int) -> None:
+        """What EXPIRE and GETEX do: set the expire time, or delete the key now if that time has passed."""
         if when_ms <= now_ms():
             self.delete(key)
         else:
@@ -705,7 +709,7 @@ def execute(client: Client, args: list[bytes]) -> bytes:
             return error_reply(f"ERR wrong number of arguments for '{entry.name}' command")
         sub = entry.subcommands.get(args[1].lower())
         if sub is None:
-            return error_reply(f"ERR unknown subcommand '{text(args[1])[:128]}'. Try {entry.name.upper()} HELP.")
+            return error_reply(f"ERR unknown subcommand '{c_string(args[1])[:128]}'. Try {entry.name.upper()} HELP.")
         entry = sub
     arity = entry.arity
     if (len(args) != arity) if arity > 0 else (len(args) < -arity):
@@ -725,14 +729,19 @@ def unknown_command_error(args: list[bytes]) -> bytes:
     for arg in args[1:]:
         if len(quoted) >= 128:
             break
-        quoted += "'" + text(arg.split(b"\0", 1)[0])[: 128 - len(quoted)] + "' "
-    name = text(args[0].split(b"\0", 1)[0])[:128]
+        quoted += "'" + c_string(arg)[: 128 - len(quoted)] + "' "
+    name = c_string(args[0])[:128]
     return error_reply(f"ERR unknown command '{name}', with args beginning with: {quoted}")
 
 
 def text(value: bytes) -> str:
     """Bytes as str for messages and logs; bytes that are not UTF-8 survive the round trip."""
     return value.decode("utf-8", "surrogateescape")
+
+
+def c_string(value: bytes) -> str:
+    """An argument as Redis's C code prints it in an error message: it ends at the first NUL byte."""
+    return text(value.split(b"\0", 1)[0])
 
 
 def parse_int_arg(value: bytes, message: str = NOT_AN_INTEGER) -> int:
@@ -849,7 +858,7 @@ def hello_command(client: Client, args: list[bytes]) -> bytes:
             name = check_client_name(args[i + 1])
             i += 2
         else:
-            raise CommandError(f"ERR Syntax error in HELLO option '{text(args[i])}'")
+            raise CommandError(f"ERR Syntax error in HELLO option '{c_string(args[i])}'")
     if name is not None:
         client.name = name
     client.set_protocol(protocol)
@@ -896,7 +905,7 @@ def client_setinfo_command(client: Client, args: list[bytes]) -> bytes:
     # Added in Redis 7.2; redis-py sends it on every connection, so we accept it.
     attribute = args[2].lower()
     if attribute not in (b"lib-name", b"lib-ver"):
-        raise CommandError(f"ERR Unrecognized option '{text(args[2])}'")
+        raise CommandError(f"ERR Unrecognized option '{c_string(args[2])}'")
     client.library[attribute] = check_client_name(args[3])
     return OK
 
@@ -1295,7 +1304,7 @@ def expire_generic(client: Client, args: list[bytes], base_ms: int, unit: int) -
     for arg in args[3:]:
         option = arg.upper()
         if option not in (b"NX", b"XX", b"GT", b"LT"):
-            raise CommandError(f"ERR Unsupported option {text(arg)}")
+            raise CommandError(f"ERR Unsupported option {c_string(arg)}")
         options.add(option)
     if b"NX" in options and len(options) > 1:
         raise CommandError("ERR NX and XX, GT or LT options at the same time are not compatible")
@@ -1317,7 +1326,7 @@ def expire_generic(client: Client, args: list[bytes], base_ms: int, unit: int) -
         return ZERO
     if b"LT" in options and current is not None and when >= current:
         return ZERO
-    db.set_expire(args[1], when)
+    db.expire_or_delete(args[1], when)
     return ONE
 
 
@@ -1530,7 +1539,7 @@ def getex_command(client: Client, args: list[bytes]) -> bytes:
     if value is None:
         return client.null
     if expire_option:
-        db.set_expire(args[1], expire_at_ms(expire_option, expire_arg, "getex"))
+        db.expire_or_delete(args[1], expire_at_ms(expire_option, expire_arg, "getex"))
     elif b"PERSIST" in flags:
         db.remove_expire(args[1])
     return bulk(value)
@@ -1643,7 +1652,6 @@ def parse_long_double(value: bytes) -> Fraction | str | None:
     """Parse a number as Redis's string2ld() does (strtold, then checks); None if it is not a valid float."""
     if not value or len(value) >= MAX_LONG_DOUBLE_CHARS or value[:1].isspace():
         return None
-    value = value.split(b"\0", 1)[0]  # strtold stops at a NUL byte
     if INFINITY_TEXT.fullmatch(value):
         return INFINITY
     if match := HEX_FLOAT.fullmatch(value):

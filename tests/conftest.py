@@ -231,7 +231,7 @@ def both(server, real_redis):
 
 
 # Commands whose integer replies are clock readings: two servers answer a few ms apart.
-CLOCK_TOLERANCE = {b"TTL": 1, b"PTTL": 50}
+CLOCK_TOLERANCE = {b"TTL": 1, b"PTTL": 50, b"EXPIRETIME": 1, b"PEXPIRETIME": 50}
 
 
 # Commands that reply with keys in hash table order, which differs between any two servers.
@@ -250,3 +250,8 @@ def replies_match(args: list, ours: bytes, theirs: bytes) -> bool:
         return False
     ours_value, theirs_value = int(ours[1:]), int(theirs[1:])
     return ours_value >= 0 and theirs_value >= 0 and abs(ours_value - theirs_value) <= tolerance
+
+
+def pytest_addoption(parser):
+    parser.addoption("--ops", type=int, default=4000, help="operations per differential run (test_against_redis.py)")
+    parser.addoption("--seed", type=int, default=None, help="seed of the differential run (default: random)")

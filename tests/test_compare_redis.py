@@ -109,7 +109,8 @@ SCENARIOS = {
         ["INCRBYFLOAT", "f", "-1000.3"], ["INCRBYFLOAT", "f", "abc"], ["INCRBYFLOAT", "f", "inf"],
         ["INCRBYFLOAT", "f", "nan"], ["INCRBYFLOAT", "f", "1e400"], ["INCRBYFLOAT", "g", "1e308"],
         ["INCRBYFLOAT", "g", "1e308"], ["INCRBYFLOAT", "h", "5.0e3"], ["INCRBYFLOAT", "h", "0x10"],
-        ["INCRBYFLOAT", "h", " 1"], ["INCRBYFLOAT", "h", "1 "], ["INCRBYFLOAT", "h", "+1.5"], ["INCRBYFLOAT", "h", ".5"],
+        ["INCRBYFLOAT", "h", " 1"], ["INCRBYFLOAT", "h", "1 "], ["INCRBYFLOAT", "h", "+1.5"],
+        ["INCRBYFLOAT", "h", ".5"],
         ["INCRBYFLOAT", "h", "5."], ["INCRBYFLOAT", "i", "3.0"], ["INCRBYFLOAT", "i", "-3"],
         ["INCRBYFLOAT", "j", "1.23456789012345678901"], ["INCRBYFLOAT", "k", "1e-20"], ["INCRBYFLOAT", "l", "-1e-5"],
         ["SET", "m", "inf"], ["INCRBYFLOAT", "m", "1"], ["SET", "m", "1e-5000"], ["INCRBYFLOAT", "m", "1"],
@@ -131,7 +132,7 @@ SCENARIOS = {
     "setrange": [
         ["SETRANGE", "k", "5", "hi"], ["GET", "k"], ["SETRANGE", "k", "0", "abc"], ["GET", "k"],
         ["SETRANGE", "k", "-1", "x"], ["SETRANGE", "k", "1", ""], ["SETRANGE", "n", "10", ""], ["EXISTS", "n"],
-        ["SETRANGE", "k", "536870911", "x"], ["SETRANGE", "k", "536870912", "x"], ["SETRANGE", "k", "abc", "x"],
+        ["SETRANGE", "k", "536870911", ""], ["SETRANGE", "k", "536870912", "x"], ["SETRANGE", "k", "abc", "x"],
         ["SET", "t", "aaa", "EX", "100"], ["SETRANGE", "t", "1", "b"], ["TTL", "t"], ["GET", "t"],
     ],
     "lcs": [["MSET", "a", "ohmytext", "b", "mynewtext"], ["LCS", "a", "b"], ["LCS", "a", "b", "LEN"],

@@ -135,7 +135,8 @@ def test_redis_py_handshake_works_with_client_name(server):
 def test_hello_switches_protocol_per_connection(raw):
     assert raw.call("GET", "missing") == b"$-1\r\n"
     hello = raw.call("HELLO", "3")
-    assert hello.startswith(b"%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n$5\r\nproto\r\n:3\r\n")
+    assert hello.startswith(b"%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n"
+                            b"$5\r\nproto\r\n:3\r\n")
     assert raw.call("GET", "missing") == b"_\r\n"
     assert raw.call("HELLO", "4") == b"-NOPROTO unsupported protocol version\r\n"
     assert raw.call("HELLO", "2").startswith(b"*14\r\n")
