@@ -695,18 +695,16 @@ def command(
 
 
 def container(name: str, summary: str, group: str, since: str) -> None:
-    """Register a command that only groups subcommands, such as CLIENT or CONFIG."""
+    """Register a command that only groups subcommands, such as CLIENT or CONFIG: alone, it is an arity error."""
     command(name, -2, "", summary, group=group, since=since)(None)
 
 
 def execute(client: Client, args: list[bytes]) -> bytes:
-    """Look the command up, check its arity, run it, and return its reply."""
+    """Look the command (or subcommand) up, check its arity, run it, and return its reply."""
     entry = COMMANDS.get(args[0].lower())
     if entry is None:
         return unknown_command_error(args)
-    if entry.subcommands:
-        if len(args) < 2:
-            return error_reply(f"ERR wrong number of arguments for '{entry.name}' command")
+    if entry.subcommands and len(args) > 1:
         sub = entry.subcommands.get(args[1].lower())
         if sub is None:
             return error_reply(f"ERR unknown subcommand '{c_string(args[1])[:128]}'. Try {entry.name.upper()} HELP.")
@@ -980,6 +978,25 @@ def time_command(client: Client, args: list[bytes]) -> bytes:
     return bulk_array([b"%d" % seconds, b"%d" % micros])
 
 
+@command("debug", -2, "admin noscript", "Debugging switches: turn active expiry off or on, block the server",
+         "SET-ACTIVE-EXPIRE 0|1|SLEEP seconds", group="server")
+def debug_command(client: Client, args: list[bytes]) -> bytes:
+    # Two of Redis's DEBUG switches, kept because they let you watch a design choice at work:
+    #   DEBUG SET-ACTIVE-EXPIRE 0  stops the active expiry cycle: expired keys then stay in
+    #                              memory (DBSIZE, INFO memory) until something looks them up.
+    #   DEBUG SLEEP 2              blocks the event loop, and so every client, for two seconds.
+    subcommand = args[1].upper()
+    if subcommand == b"SET-ACTIVE-EXPIRE" and len(args) == 3:
+        client.server.active_expiry_enabled = args[2] != b"0"
+        return OK
+    if subcommand == b"SLEEP" and len(args) == 3:
+        seconds = parse_long_double(args[2])  # like C's atof(), anything unreadable counts as 0
+        time.sleep(float(seconds) if isinstance(seconds, Fraction) and seconds > 0 else 0)
+        return OK
+    raise CommandError(f"ERR unknown subcommand or wrong number of arguments for '{c_string(args[1])}'. "
+                       "Try DEBUG HELP.")
+
+
 @command("info", -1, "", "Get information and statistics about the server", "[section [section ...]]",
          group="server")
 def info_command(client: Client, args: list[bytes]) -> bytes:
@@ -1006,7 +1023,9 @@ def config_resetstat_command(client: Client, args: list[bytes]) -> bytes:
     return OK
 
 
-container("command", "Get array of Redis command details", "server", "2.8.13")
+@command("command", -1, "", "Get array of Redis command details", group="server", since="2.8.13")
+def command_command(client: Client, args: list[bytes]) -> bytes:
+    return array([command_info(entry) for entry in COMMANDS.values()])
 
 
 def command_info(entry: Command) -> bytes:
@@ -2037,6 +2056,7 @@ class Server:
         self.commands_processed = 0
         self.connections_received = 0
         self.shutdown_requested: asyncio.Future | None = None
+        self.active_expiry_enabled = True  # DEBUG SET-ACTIVE-EXPIRE 0 turns it off
 
     @property
     def dump_path(self) -> str:
@@ -2154,7 +2174,8 @@ class Server:
         )
 
     def schedule_active_expiry(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.keyspace.active_expire_cycle()
+        if self.active_expiry_enabled:
+            self.keyspace.active_expire_cycle()
         loop.call_later(1 / CONFIG_DEFAULT_HZ, self.schedule_active_expiry, loop)
 
 

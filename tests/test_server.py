@@ -315,3 +315,27 @@ def test_select_keeps_sixteen_databases_apart(raw):
     for db in range(16):
         raw.call("SELECT", db)
         assert raw.call("GET", "k") == b"$%d\r\n%d\r\n" % (len(str(db)), db)
+
+
+def test_debug_set_active_expire_switches_the_cycle_off_and_on(r):
+    r.execute_command("DEBUG", "SET-ACTIVE-EXPIRE", "0")
+    try:
+        for i in range(50):
+            r.set(f"k{i}", "v", px=10)
+        time.sleep(0.3)  # waits for something NOT to happen: three active cycles would have run by now
+        assert r.dbsize() == 50
+    finally:
+        r.execute_command("DEBUG", "SET-ACTIVE-EXPIRE", "1")
+    assert wait_until(lambda: r.dbsize() == 0)
+
+
+def test_debug_sleep_and_unknown_debug_subcommands(raw):
+    assert raw.call("DEBUG", "SLEEP", "0") == b"+OK\r\n"
+    assert raw.call("DEBUG", "SLEEP", "x") == b"+OK\r\n"
+    assert raw.call("DEBUG", "FOO") == (b"-ERR unknown subcommand or wrong number of arguments for 'FOO'. "
+                                        b"Try DEBUG HELP.\r\n")
+
+
+def test_bare_command_lists_every_command(raw):
+    reply = raw.call("COMMAND")
+    assert reply.startswith(b"*%d\r\n" % int(raw.call("COMMAND", "COUNT")[1:]))
