@@ -2,8 +2,9 @@
 
 import re
 
-import server
 from conftest import ROOT
+
+import server
 
 
 def test_readme_lists_every_command():
