@@ -78,9 +78,10 @@ LLONG_MIN = -(2**63)
 # spaces, no leading zeros, no "-0", and at most 20 characters.
 STRICT_INTEGER = re.compile(rb"0|-?[1-9][0-9]{0,19}")
 
-# The lengths that nearly every request uses, precomputed: looking up b"$3" in a
-# dict is several times cheaper than slicing and parsing it on every argument.
-BULK_HEADER_LENGTHS = {b"$%d" % n: n for n in range(4096)}
+# The header lines that nearly every request uses, precomputed: a table lookup
+# is several times cheaper than slicing out the number and parsing it.
+MULTIBULK_COUNTS = {b"*%d" % n: n for n in range(1, 1024)}  # b"*3" -> 3
+BULK_HEADERS = [b"$%d" % n for n in range(4096)]  # 3 -> b"$3"
 
 
 class ProtocolError(Exception):
@@ -89,6 +90,8 @@ class ProtocolError(Exception):
 
 def parse_integer(text: bytes) -> int | None:
     """Parse a 64-bit signed integer exactly as Redis's string2ll() does, or return None."""
+    if text.isdigit() and len(text) < 19 and (text[0] != 48 or len(text) == 1):
+        return int(text)  # the common case, a small non-negative number, without the regex
     if STRICT_INTEGER.fullmatch(text) is None:
         return None
     value = int(text)
@@ -169,37 +172,69 @@ class RequestParser:
 
     The parser works on lines: it splits everything it has on "\\r\\n" in one
     call (fast, because the splitting happens in C) and then walks the lines.
+
     A well-formed "*N" request is N header lines ("$len") alternating with N
-    payload lines, so the arguments are simply every second line. A payload
-    that contains "\\r\\n" itself spans several lines; the parser notices the
-    length mismatch and joins them back together.
+    payload lines, so its arguments are simply every second line. That
+    shortcut is right only if no payload contains "\\r\\n" itself (it would
+    then span several lines), so _take_whole_requests() takes requests this
+    way while it can and then checks every header against its payload in one
+    go (two C-level passes, not a Python loop per argument). What it does not
+    take, or takes wrongly, _parse_carefully() walks argument by argument,
+    with every check and error that Redis makes.
     """
 
     def __init__(self) -> None:
-        self._pending = bytearray()  # bytes received that do not yet form a whole request
-        self._needed = 0  # do not try to parse again before _pending holds this many bytes
+        self._pending: list[bytes] = []  # received bytes that do not yet form a whole request
+        self._pending_size = 0
+        self._needed = 0  # do not parse again before this many bytes are pending (a large bulk string)
 
     def feed(self, data: bytes) -> tuple[list[list[bytes]], ProtocolError | None]:
         """Add bytes from the socket; return the complete commands, and the protocol error that ended them if any."""
         if self._pending:
-            self._pending += data
-            if len(self._pending) < self._needed:
+            self._pending.append(data)
+            self._pending_size += len(data)
+            if self._pending_size < self._needed:
                 return [], None  # still inside a large bulk string: no need to look yet
-            data = bytes(self._pending)
+            data = b"".join(self._pending)
         commands: list[list[bytes]] = []
+        lines = data.split(CRLF)
         try:
-            rest, self._needed = self._parse(data, commands)
+            start = self._take_whole_requests(lines, commands)
+            rest, self._needed = self._parse_carefully(lines, start, commands)
         except ProtocolError as error:
-            self._pending = bytearray()
+            self._pending, self._pending_size = [], 0
             return commands, error
-        self._pending = bytearray(rest)
+        self._pending, self._pending_size = ([rest], len(rest)) if rest else ([], 0)
         return commands, None
 
-    def _parse(self, data: bytes, commands: list[list[bytes]]) -> tuple[bytes, int]:
-        """Append every complete command in data to commands; return (unused bytes, bytes needed to continue)."""
-        lines = data.split(CRLF)
+    @staticmethod
+    def _take_whole_requests(lines: list[bytes], commands: list[list[bytes]]) -> int:
+        """Take complete "*N" requests from the start of lines the fast way; return the index of the first line left."""
         last = len(lines) - 1  # lines[last] has no "\r\n" after it yet: it is incomplete
+        taken, headers, payloads = [], [], []
         i = 0
+        while i < last:
+            count = MULTIBULK_COUNTS.get(lines[i])  # b"*3" -> 3, for the usual small counts
+            end = i + 1 + 2 * count if count is not None else last + 1
+            if end > last:
+                break
+            args = lines[i + 2 : end : 2]
+            headers += lines[i + 1 : end : 2]
+            payloads += args
+            taken.append(args)
+            i = end
+        try:
+            consistent = headers == list(map(BULK_HEADERS.__getitem__, map(len, payloads)))
+        except IndexError:  # a payload too long for the table: rare, and slow to move anyway
+            consistent = False
+        if not consistent:  # a payload held "\r\n", or a header was odd: leave it all to the careful parser
+            return 0
+        commands += taken
+        return i
+
+    def _parse_carefully(self, lines: list[bytes], i: int, commands: list[list[bytes]]) -> tuple[bytes, int]:
+        """Parse lines[i:] request by request; return (the unused bytes, how many bytes to wait for)."""
+        last = len(lines) - 1
         while i < last:
             line = lines[i]
             if line[:1] != b"*":
@@ -209,29 +244,25 @@ class RequestParser:
             if count <= 0:  # "*0" and "*-1" are empty requests: Redis skips them
                 i += 1
                 continue
-            # Fast path: every payload is one line and every header matches its payload.
-            end = i + 1 + 2 * count
-            if end <= last:
-                args = lines[i + 2 : end : 2]
-                if list(map(len, args)) == list(map(BULK_HEADER_LENGTHS.get, lines[i + 1 : end : 2])):
-                    commands.append(args)
-                    i = end
-                    continue
-            # Slow path: walk the arguments one by one, with every check.
             parsed = self._parse_bulk_strings(lines, i + 1, last, count)
             if isinstance(parsed, int):  # incomplete: parsed is how many more bytes are needed
                 rest = CRLF.join(lines[i:])
                 return rest, len(rest) + parsed
             args, i = parsed
             commands.append(args)
-        return self._parse_incomplete_tail(lines[last], commands), 0
+        tail = lines[last]
+        return (self._parse_incomplete_tail(tail, commands) if tail else tail), 0
 
     def _parse_inline_line(self, lines: list[bytes], i: int, commands: list[list[bytes]]) -> int:
         """Parse a complete line that is not a "*N" request: inline commands. Return the next line's index."""
+        line = lines[i]
+        if b"\n" not in line:  # the usual case: one command, ended by "\r\n"
+            self._add_inline(line, commands)
+            return i + 1
         # Redis ends an inline command at "\n", so one "\r\n" line may hold
         # several commands separated by bare "\n"s, and its last part may be
         # the "*N" header of a request that follows.
-        *commands_before, tail = lines[i].split(b"\n")
+        *commands_before, tail = line.split(b"\n")
         for inline in commands_before:
             if inline[:1] == b"*":  # a "*N" header that ends in "\n" instead of "\r\n"
                 raise ProtocolError("Protocol error: invalid multibulk length")
@@ -520,6 +551,14 @@ class Database:
         if not keep_ttl and self.expires:
             self.expires.pop(key, None)
 
+    def set_many(self, keys_and_values: list[bytes]) -> None:
+        """MSET: store each value under the key before it, forgetting TTLs, in one C-level dict update."""
+        pairs = iter(keys_and_values)
+        self.data.update(zip(pairs, pairs, strict=False))  # the same iterator twice: (key, value) pairs
+        if self.expires:
+            for key in keys_and_values[::2]:
+                self.expires.pop(key, None)
+
     def delete(self, key: bytes) -> bool:
         """Remove key; return whether it existed (an expired key did not)."""
         if self.lookup(key) is None:
@@ -649,7 +688,7 @@ STRING_TOO_LONG = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
 CommandHandler = Callable[["Client", list], bytes]
 
 
-@dataclass
+@dataclass(slots=True)
 class Command:
     """One row of the command table: what COMMAND and COMMAND DOCS report, and how to run it."""
 
@@ -1580,9 +1619,7 @@ def mget_command(client: Client, args: list[bytes]) -> bytes:
 def mset_command(client: Client, args: list[bytes]) -> bytes:
     if len(args) % 2 == 0:
         raise CommandError("ERR wrong number of arguments for 'mset' command")
-    set_value = client.db.set
-    for i in range(1, len(args), 2):
-        set_value(args[i], args[i + 1])
+    client.db.set_many(args[1:])
     return OK
 
 
