@@ -130,9 +130,11 @@ def throughput(ours: Server, redis: Server, args: argparse.Namespace) -> list[fl
                             for name in ("this", "redis"))
             ratio = this["rps"] / theirs["rps"]
             ratios.append(ratio)
+            # CPU time is counted in clock ticks (10 ms): a very short run may show none at all.
+            cpu_ratio = f"{this['cpu_us'] / theirs['cpu_us']:>10.2f}" if theirs["cpu_us"] else f"{'n/a':>10}"
             print(f"{test.upper() + ' ' + label:<28}{this['rps']:>12,.0f}{theirs['rps']:>13,.0f}{ratio:>7.2f}"
                   f"{this['p50']:>7.3f}/{theirs['p50']:<7.3f}{this['p99']:>7.3f}/{theirs['p99']:<7.3f}"
-                  f"{this['cpu_us']:>7.2f}/{theirs['cpu_us']:<7.2f}{this['cpu_us'] / theirs['cpu_us']:>10.2f}",
+                  f"{this['cpu_us']:>7.2f}/{theirs['cpu_us']:<7.2f}{cpu_ratio}",
                   flush=True)
     return ratios
 
