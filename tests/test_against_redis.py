@@ -6,7 +6,7 @@ wrong arity and bad option combinations included. Every reply must match byte
 for byte (TTL readings within a clock tick). On a mismatch the test prints the
 seed and a minimal sequence of commands that still reproduces it.
 
-    python -m pytest tests/test_against_redis.py --ops 50000 --seed 1234
+    python -m pytest tests/test_against_redis.py --ops 50000 --seed 1234 --seed 5678
 """
 
 from __future__ import annotations
@@ -181,10 +181,16 @@ def minimize(ours, theirs, commands: list[list[bytes]]) -> list[list[bytes]]:
     return commands
 
 
-def test_random_command_streams_match_redis(both, request):
+DEFAULT_SEEDS = [1, 2, 3]  # fixed, so that CI is repeatable; pass --seed N (or several) for others
+
+
+def pytest_generate_tests(metafunc):
+    if "seed" in metafunc.fixturenames:
+        metafunc.parametrize("seed", metafunc.config.getoption("--seed") or DEFAULT_SEEDS)
+
+
+def test_random_command_streams_match_redis(both, request, seed):
     ours, theirs = both
-    seed = request.config.getoption("--seed")
-    seed = random.randrange(2**32) if seed is None else seed
     generator = Generator(seed)
     commands = [generator.command() for _ in range(request.config.getoption("--ops"))]
     mismatch = first_mismatch(ours, theirs, commands)
