@@ -538,7 +538,7 @@ class Database:
     def lookup_string(self, key: bytes) -> bytes | None:
         """Like lookup(), but fail with WRONGTYPE if the value is not a string."""
         value = self.lookup(key)
-        if value is not None and type(value) is not bytes:
+        if value is not None and not isinstance(value, bytes):
             raise CommandError(WRONGTYPE)
         return value
 
@@ -1335,7 +1335,21 @@ class ScanSnapshots:
 
 container("object", "A container for object introspection commands", "keyspace", "2.2.3")
 
-OBJ_ENCODING_EMBSTR_SIZE_LIMIT = 44  # strings up to this long live in one allocation with their header
+# Redis stores a string in one of three encodings: a 64-bit integer in place of
+# a pointer ("int"), a short string in the same allocation as its header
+# ("embstr"), or a separate, growable buffer ("raw"). SET tries them in that
+# order; APPEND and SETRANGE edit strings in place, so they leave them raw; and
+# INCRBYFLOAT stores its result without trying "int". This server keeps every
+# string as bytes, and remembers just enough for OBJECT ENCODING to answer.
+OBJ_ENCODING_EMBSTR_SIZE_LIMIT = 44
+
+
+class RawString(bytes):
+    """A string value that APPEND or SETRANGE has edited: Redis reports it as "raw"."""
+
+
+class FloatString(bytes):
+    """A string value INCRBYFLOAT wrote: Redis does not try the "int" encoding for it."""
 
 
 @command("object|encoding", 3, "readonly", "Inspect the internal encoding of a Redis object", "key", keys=(2, 2, 1),
@@ -1344,11 +1358,11 @@ def object_encoding_command(client: Client, args: list[bytes]) -> bytes:
     value = client.db.lookup(args[2])
     if value is None:
         return client.null
-    # Redis stores a string that reads as a 64-bit integer as a machine integer,
-    # a short string next to its header ("embstr"), a longer one separately ("raw").
-    if len(value) <= 20 and parse_integer(value) is not None:
+    if type(value) is RawString or len(value) > OBJ_ENCODING_EMBSTR_SIZE_LIMIT:
+        return bulk(b"raw")
+    if type(value) is not FloatString and len(value) <= 20 and parse_integer(value) is not None:
         return bulk(b"int")
-    return bulk(b"embstr" if len(value) <= OBJ_ENCODING_EMBSTR_SIZE_LIMIT else b"raw")
+    return bulk(b"embstr")
 
 
 # --- Expiry commands ----------------------------------------------------------
@@ -1610,7 +1624,7 @@ def mget_command(client: Client, args: list[bytes]) -> bytes:
     replies = []
     for key in args[1:]:
         value = lookup(key)
-        replies.append(bulk(value) if type(value) is bytes else null)  # other types read as nil
+        replies.append(bulk(value) if isinstance(value, bytes) else null)  # other types read as nil
     return array(replies)
 
 
@@ -1751,7 +1765,7 @@ def incrbyfloat_command(client: Client, args: list[bytes]) -> bytes:
     result = round_to_long_double(value + increment_by)
     if result == INFINITY:
         raise CommandError("ERR increment would produce NaN or Infinity")
-    formatted = format_long_double(result)
+    formatted = FloatString(format_long_double(result))
     db.set(args[1], formatted, keep_ttl=True)
     return bulk(formatted)
 
@@ -1770,7 +1784,7 @@ def append_command(client: Client, args: list[bytes]) -> bytes:
         db.set(args[1], args[2])
         return integer(len(args[2]))
     check_string_length(len(old) + len(args[2]))
-    db.set(args[1], old + args[2], keep_ttl=True)
+    db.set(args[1], RawString(old + args[2]), keep_ttl=True)
     return integer(len(old) + len(args[2]))
 
 
@@ -1814,7 +1828,7 @@ def setrange_command(client: Client, args: list[bytes]) -> bytes:
         return integer(0 if old is None else len(old))
     check_string_length(offset + len(patch))
     old = old or b""
-    value = old[:offset].ljust(offset, b"\0") + patch + old[offset + len(patch) :]
+    value = RawString(old[:offset].ljust(offset, b"\0") + patch + old[offset + len(patch) :])
     db.set(args[1], value, keep_ttl=True)
     return integer(len(value))
 

@@ -33,7 +33,8 @@ SET_TOKENS = [b"NX", b"XX", b"GET", b"KEEPTTL", b"EX", b"PX", b"EXAT", b"PXAT", 
 
 
 READ_ONLY = {b"GET", b"EXISTS", b"TOUCH", b"TYPE", b"TTL", b"PTTL", b"EXPIRETIME", b"PEXPIRETIME", b"KEYS",
-             b"DBSIZE", b"MGET", b"STRLEN", b"GETRANGE", b"SUBSTR", b"SCAN", b"RANDOMKEY", b"ECHO", b"PING"}
+             b"DBSIZE", b"MGET", b"STRLEN", b"GETRANGE", b"SUBSTR", b"SCAN", b"RANDOMKEY", b"ECHO", b"PING",
+             b"OBJECT"}
 
 
 class Generator:
@@ -123,6 +124,7 @@ class Generator:
             lambda: [b"SWAPDB", rng.choice([b"0", b"1"]), rng.choice([b"0", b"1", b"x"])],
             lambda: [b"SCAN", b"0", b"COUNT", b"1000", *rng.choice([[], [b"MATCH", b"k*"], [b"TYPE", b"string"]])],
             lambda: [b"RANDOMKEY"],
+            lambda: [b"OBJECT", b"ENCODING", k()],
             lambda: [b"ECHO", v()],
             lambda: [b"PING", *rng.choice([[], [v()]])],
             lambda: [b"FLUSHDB"] if rng.random() < 0.1 else [b"PING"],
