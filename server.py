@@ -2275,8 +2275,10 @@ async def serve(server: Server) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, server.request_shutdown, True)
     loop.call_later(1 / CONFIG_DEFAULT_HZ, server.schedule_active_expiry, loop)
-    log.info("Ready to accept connections on %s", ", ".join(
-        f"{sock.getsockname()[0]}:{sock.getsockname()[1]}" for sock in listener.sockets))
+    addresses = ", ".join(f"{sock.getsockname()[0]}:{sock.getsockname()[1]}" for sock in listener.sockets)
+    log.info("Educational Redis Clone %s (Redis %s compatible), pid %d, ready to accept connections on %s, "
+             "persisting to %s", SERVER_VERSION, REDIS_VERSION, os.getpid(), addresses,
+             os.path.abspath(server.dump_path))
 
     save = await server.shutdown_requested
     log.info("Shutting down: no new connections; closing %d client(s)", len(server.clients))
@@ -2296,8 +2298,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=LOG_LEVELS[options.loglevel], stream=sys.stdout,
                         format=f"{os.getpid()}:M %(asctime)s.%(msecs)03d * %(message)s", datefmt="%d %b %Y %H:%M:%S")
     server = Server(options)
-    log.info("Educational Redis Clone %s (Redis %s compatible), pid %d, persisting to %s", SERVER_VERSION,
-             REDIS_VERSION, os.getpid(), os.path.abspath(server.dump_path))
     try:
         server.load()
     except DumpError as error:

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 import server as srv  # noqa: E402  (the module under test, imported for its parser and helpers)
 
-READY_LINE = re.compile(r"Ready to accept connections on \S+:(\d+)")
+READY_LINE = re.compile(r"ready to accept connections on [^,]+:(\d+)")
 START_TIMEOUT = 10.0
 
 

@@ -33,11 +33,11 @@ def test_help_documents_the_flags():
 
 def test_startup_line_names_version_pid_address_and_dump_file(start_server, tmp_path):
     process = start_server()
-    log = process.output()
-    assert "Educational Redis Clone" in log and "7.0.15" in log
-    assert f"pid {process.process.pid}" in log
-    assert str(tmp_path / "dump.json") in log
-    assert f"127.0.0.1:{process.port}" in log
+    line = next(line for line in process.output().splitlines() if "ready to accept connections" in line)
+    assert "Educational Redis Clone" in line and "7.0.15" in line
+    assert f"pid {process.process.pid}" in line
+    assert str(tmp_path / "dump.json") in line
+    assert f"127.0.0.1:{process.port}" in line
 
 
 def test_port_zero_picks_a_free_port_and_config_reports_the_real_settings(start_server, tmp_path):
