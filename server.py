@@ -71,6 +71,7 @@ CRLF = b"\r\n"
 PROTO_INLINE_MAX_SIZE = 64 * 1024  # longest inline request or "*N"/"$N" header line
 PROTO_MAX_BULK_LEN = 512 * 1024 * 1024  # proto-max-bulk-len: the largest bulk string
 PROTO_MAX_MULTIBULK_LEN = 2**31 - 1  # Redis rejects "*N" above INT_MAX
+CLIENT_QUERY_BUFFER_LIMIT = 1024 * 1024 * 1024  # default client-query-buffer-limit: unparsed bytes per client
 LLONG_MAX = 2**63 - 1  # the range of Redis's 64-bit integers (long long)
 LLONG_MIN = -(2**63)
 
@@ -187,6 +188,11 @@ class RequestParser:
         self._pending: list[bytes] = []  # received bytes that do not yet form a whole request
         self._pending_size = 0
         self._needed = 0  # do not parse again before this many bytes are pending (a large bulk string)
+
+    @property
+    def pending_size(self) -> int:
+        """How many received bytes wait for the rest of their request."""
+        return self._pending_size
 
     def feed(self, data: bytes) -> tuple[list[list[bytes]], ProtocolError | None]:
         """Add bytes from the socket; return the complete commands, and the protocol error that ended them if any."""
@@ -1024,6 +1030,11 @@ def debug_command(client: Client, args: list[bytes]) -> bytes:
     #   DEBUG SET-ACTIVE-EXPIRE 0  stops the active expiry cycle: expired keys then stay in
     #                              memory (DBSIZE, INFO memory) until something looks them up.
     #   DEBUG SLEEP 2              blocks the event loop, and so every client, for two seconds.
+    if not client.server.debug_allowed(client):
+        raise CommandError(
+            'ERR DEBUG command not allowed. If the enable-debug-command option is set to "local", you can run it '
+            "from a local connection, otherwise you need to set this option in the configuration file, and then "
+            "restart the server.")
     subcommand = args[1].upper()
     if subcommand == b"SET-ACTIVE-EXPIRE" and len(args) == 3:
         client.server.active_expiry_enabled = args[2] != b"0"
@@ -1163,10 +1174,8 @@ def randomkey_command(client: Client, args: list[bytes]) -> bytes:
     db = client.db
     # A Python dict cannot pick a random entry in O(1) as Redis's table does:
     # copying the keys out is O(n), fine for a command used to peek at data.
-    for _ in range(100):  # Redis also gives up after many expired picks
-        if not db.data:
-            break
-        key = random.choice(list(db.data))
+    keys = list(db.data)
+    for key in random.sample(keys, min(len(keys), 100)):  # an expired pick is deleted: try another
         if db.exists(key):
             return bulk(key)
     return client.null
@@ -1833,38 +1842,6 @@ def setrange_command(client: Client, args: list[bytes]) -> bytes:
     return integer(len(value))
 
 
-@command("lcs", -3, "readonly", "Find longest common substring", "key1 key2 [LEN]", keys=(1, 2, 1), group="string",
-         since="7.0.0")
-def lcs_command(client: Client, args: list[bytes]) -> bytes:
-    want_len = False
-    for arg in args[3:]:
-        if arg.upper() != b"LEN":
-            raise CommandError(SYNTAX_ERROR)  # IDX and its options are not implemented
-        want_len = True
-    a = client.db.lookup_string(args[1]) or b""
-    b = client.db.lookup_string(args[2]) or b""
-    # The textbook dynamic programme, one row at a time: O(len(a) * len(b)).
-    lengths = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
-    for i in range(1, len(a) + 1):
-        for j in range(1, len(b) + 1):
-            if a[i - 1] == b[j - 1]:
-                lengths[i][j] = lengths[i - 1][j - 1] + 1
-            else:
-                lengths[i][j] = max(lengths[i - 1][j], lengths[i][j - 1])
-    if want_len:
-        return integer(lengths[len(a)][len(b)])
-    common = bytearray()
-    i, j = len(a), len(b)
-    while i and j:
-        if a[i - 1] == b[j - 1]:
-            common.append(a[i - 1])
-            i, j = i - 1, j - 1
-        elif lengths[i - 1][j] >= lengths[i][j - 1]:
-            i -= 1
-        else:
-            j -= 1
-    return bulk(bytes(reversed(common)))
-
 
 # =============================================================================
 # 4. Persistence: the JSON snapshot
@@ -2084,6 +2061,9 @@ class ClientConnection(asyncio.Protocol):
             log.debug("Protocol error from client %d (%s): %s", client.id, client.address, protocol_error)
             client.close_after_reply = True
         self.transport.write(b"".join(replies))
+        if self.parser.pending_size > self.server.options.client_query_buffer_limit:
+            log.warning("Closing client %d (%s): it reached the query buffer limit", client.id, client.address)
+            client.close_after_reply = True
         if client.close_after_reply:
             self.transport.close()  # sends what is buffered first
 
@@ -2148,6 +2128,11 @@ class Server:
         log.info("DB loaded from disk: %d keys in %.3f seconds (%s)", count, time.perf_counter() - started,
                  self.dump_path)
 
+    def debug_allowed(self, client: Client) -> bool:
+        """DEBUG can stop the server for everyone: like Redis, allow it by --enable-debug-command."""
+        setting = self.options.enable_debug_command
+        return setting == "yes" or (setting == "local" and client.address.startswith(("127.", "::1", "[::1]")))
+
     def request_shutdown(self, save: bool) -> None:
         if self.shutdown_requested is not None and not self.shutdown_requested.done():
             self.shutdown_requested.set_result(save)
@@ -2168,6 +2153,8 @@ class Server:
             "maxmemory": "0",
             "maxclients": "10000",
             "timeout": "0",
+            "enable-debug-command": self.options.enable_debug_command,
+            "client-query-buffer-limit": str(self.options.client_query_buffer_limit),
         }
 
     def reset_stats(self) -> None:
@@ -2218,10 +2205,11 @@ class Server:
                 for db in self.keyspace.databases if db.data
             },
         }
-        wanted = sections & {"all", "everything", "default"} and set(fields) or sections or set(fields)
+        if not sections or sections & {"all", "everything", "default"}:
+            sections = set(fields)
         return "\r\n".join(
             f"# {name.capitalize()}\r\n" + "".join(f"{key}:{value}\r\n" for key, value in values.items())
-            for name, values in fields.items() if name in wanted
+            for name, values in fields.items() if name in sections
         )
 
     def schedule_active_expiry(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -2262,6 +2250,10 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dir", default=".", help="directory of the snapshot file (default: current directory)")
     parser.add_argument("--dbfilename", default="dump.json", help="snapshot file name (default dump.json)")
     parser.add_argument("--loglevel", choices=list(LOG_LEVELS), default="notice", help="log verbosity (default notice)")
+    parser.add_argument("--enable-debug-command", choices=["no", "yes", "local"], default="local",
+                        help="who may use DEBUG, which can block the server: local connections only by default")
+    parser.add_argument("--client-query-buffer-limit", type=int, default=CLIENT_QUERY_BUFFER_LIMIT, metavar="BYTES",
+                        help="close a client whose unparsed input grows past this (default 1 GiB)")
     return parser.parse_args(argv)
 
 

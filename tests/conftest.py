@@ -148,7 +148,9 @@ class RawConnection:
         try:
             while chunk := self.sock.recv(65536):
                 self.buffer += chunk
-        except OSError:
+        except ConnectionResetError:  # closed with our unread bytes still in its buffer
+            return True
+        except OSError:  # including the socket's timeout: still open
             return False
         return True
 

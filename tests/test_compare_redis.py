@@ -135,8 +135,6 @@ SCENARIOS = {
         ["SETRANGE", "k", "536870911", ""], ["SETRANGE", "k", "536870912", "x"], ["SETRANGE", "k", "abc", "x"],
         ["SET", "t", "aaa", "EX", "100"], ["SETRANGE", "t", "1", "b"], ["TTL", "t"], ["GET", "t"],
     ],
-    "lcs": [["MSET", "a", "ohmytext", "b", "mynewtext"], ["LCS", "a", "b"], ["LCS", "a", "b", "LEN"],
-            ["LCS", "a", "nokey"], ["LCS", "a", "b", "FOO"]],
     "rename": [
         ["RENAME", "a", "b"], ["SET", "a", "1", "EX", "100"], ["RENAME", "a", "b"], ["TTL", "b"], ["EXISTS", "a"],
         ["RENAME", "b", "b"], ["RENAMENX", "b", "b"], ["SET", "c", "3"], ["RENAMENX", "b", "c"],

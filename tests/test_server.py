@@ -339,3 +339,18 @@ def test_debug_sleep_and_unknown_debug_subcommands(raw):
 def test_bare_command_lists_every_command(raw):
     reply = raw.call("COMMAND")
     assert reply.startswith(b"*%d\r\n" % int(raw.call("COMMAND", "COUNT")[1:]))
+
+
+def test_client_over_the_query_buffer_limit_is_closed(start_server):
+    process = start_server("--client-query-buffer-limit", "100000")
+    hog = RawConnection(process.port)
+    hog.send(b"*2\r\n$4\r\nECHO\r\n$1000000\r\n" + b"x" * 200_000)
+    assert hog.is_closed_by_server()
+    assert RawConnection(process.port).call("PING") == b"+PONG\r\n"
+    assert "query buffer limit" in process.output()
+
+
+def test_debug_can_be_refused(start_server):
+    process = start_server("--enable-debug-command", "no")
+    reply = RawConnection(process.port).call("DEBUG", "SLEEP", "0")
+    assert reply.startswith(b"-ERR DEBUG command not allowed.")
