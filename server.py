@@ -83,6 +83,7 @@ STRICT_INTEGER = re.compile(rb"0|-?[1-9][0-9]{0,19}")
 # is several times cheaper than slicing out the number and parsing it.
 MULTIBULK_COUNTS = {b"*%d" % n: n for n in range(1, 1024)}  # b"*3" -> 3
 BULK_HEADERS = [b"$%d" % n for n in range(4096)]  # 3 -> b"$3"
+SHORTCUT_MAX_BUFFER = 1024 * 1024  # larger buffers (a big value arriving) are parsed without splitting them
 
 
 class ProtocolError(Exception):
@@ -171,17 +172,18 @@ def _is_hex(text: bytes) -> bool:
 class RequestParser:
     """A streaming RESP request parser: feed it bytes, get back complete commands.
 
-    The parser works on lines: it splits everything it has on "\\r\\n" in one
-    call (fast, because the splitting happens in C) and then walks the lines.
+    _parse_carefully() is the parser proper: it walks the buffer byte offset by
+    byte offset exactly as Redis's processMultibulkBuffer() and
+    processInlineBuffer() do, with every check and error message they have.
+    Read it first.
 
-    A well-formed "*N" request is N header lines ("$len") alternating with N
-    payload lines, so its arguments are simply every second line. That
-    shortcut is right only if no payload contains "\\r\\n" itself (it would
-    then span several lines), so _take_whole_requests() takes requests this
-    way while it can and then checks every header against its payload in one
-    go (two C-level passes, not a Python loop per argument). What it does not
-    take, or takes wrongly, _parse_carefully() walks argument by argument,
-    with every check and error that Redis makes.
+    _take_whole_requests() is a shortcut for the common case, pipelines of
+    well-formed "*N" requests. It splits the buffer on "\\r\\n" in one call
+    (the splitting happens in C) and takes each request's arguments as every
+    second line, since a request is N "$len" header lines alternating with N
+    payload lines. That is only right if no payload contains "\\r\\n" itself,
+    so it checks every header against its payload in one go afterwards, and
+    hands the whole buffer to the careful parser if any pair disagrees.
     """
 
     def __init__(self) -> None:
@@ -203,19 +205,67 @@ class RequestParser:
                 return [], None  # still inside a large bulk string: no need to look yet
             data = b"".join(self._pending)
         commands: list[list[bytes]] = []
-        lines = data.split(CRLF)
         try:
-            start = self._take_whole_requests(lines, commands)
-            rest, self._needed = self._parse_carefully(lines, start, commands)
+            start = self._take_whole_requests(data, commands) if len(data) <= SHORTCUT_MAX_BUFFER else 0
+            rest, self._needed = self._parse_carefully(data, start, commands) if start < len(data) else (b"", 0)
         except ProtocolError as error:
             self._pending, self._pending_size = [], 0
             return commands, error
         self._pending, self._pending_size = ([rest], len(rest)) if rest else ([], 0)
         return commands, None
 
+    def _parse_carefully(self, data: bytes, pos: int, commands: list[list[bytes]]) -> tuple[bytes, int]:
+        """Parse data[pos:] request by request; return (the unused bytes, how many bytes to wait for)."""
+        end = len(data)
+        while pos < end:
+            start = pos
+            if data[pos] != 42:  # not "*": an inline command, which ends at "\n"
+                newline = data.find(b"\n", pos)
+                if newline < 0:
+                    if end - pos > PROTO_INLINE_MAX_SIZE:
+                        raise ProtocolError("Protocol error: too big inline request")
+                    break
+                line = data[pos : newline - 1 if newline > pos and data[newline - 1] == 13 else newline]
+                args = split_inline_args(line)
+                if args:  # an empty line is no command
+                    commands.append(args)
+                pos = newline + 1
+                continue
+            # "*N": Redis reads the number up to the "\r" and steps over the "\n" after it unseen.
+            newline = data.find(b"\r", pos)
+            if newline < 0 or newline + 2 > end:
+                if newline < 0 and end - pos > PROTO_INLINE_MAX_SIZE:
+                    raise ProtocolError("Protocol error: too big mbulk count string")
+                break
+            count = parse_integer(data[pos + 1 : newline])
+            if count is None or count > PROTO_MAX_MULTIBULK_LEN:
+                raise ProtocolError("Protocol error: invalid multibulk length")
+            pos = newline + 2
+            args = []
+            while len(args) < count:
+                newline = data.find(b"\r", pos)
+                if newline < 0 or newline + 2 > end:
+                    if newline < 0 and end - pos > PROTO_INLINE_MAX_SIZE:
+                        raise ProtocolError("Protocol error: too big bulk count string")
+                    return data[start:], 0
+                if data[pos] != 36:  # "$"
+                    raise ProtocolError(f"Protocol error: expected '$', got '{chr(data[pos])}'")
+                length = parse_integer(data[pos + 1 : newline])
+                if length is None or not 0 <= length <= PROTO_MAX_BULK_LEN:
+                    raise ProtocolError("Protocol error: invalid bulk length")
+                pos = newline + 2
+                if pos + length + 2 > end:  # the payload and its "\r\n" have not all arrived
+                    return data[start:], pos + length + 2 - start
+                args.append(data[pos : pos + length])
+                pos += length + 2  # like Redis, step over the two bytes after the payload unseen
+            if args:  # "*0" and "*-1" are empty requests: Redis skips them
+                commands.append(args)
+        return data[start:] if pos < end else b"", 0
+
     @staticmethod
-    def _take_whole_requests(lines: list[bytes], commands: list[list[bytes]]) -> int:
-        """Take complete "*N" requests from the start of lines the fast way; return the index of the first line left."""
+    def _take_whole_requests(data: bytes, commands: list[list[bytes]]) -> int:
+        """Take complete "*N" requests from the start of data the fast way; return how many bytes they used."""
+        lines = data.split(CRLF)
         last = len(lines) - 1  # lines[last] has no "\r\n" after it yet: it is incomplete
         taken, headers, payloads = [], [], []
         i = 0
@@ -236,115 +286,9 @@ class RequestParser:
         if not consistent:  # a payload held "\r\n", or a header was odd: leave it all to the careful parser
             return 0
         commands += taken
-        return i
-
-    def _parse_carefully(self, lines: list[bytes], i: int, commands: list[list[bytes]]) -> tuple[bytes, int]:
-        """Parse lines[i:] request by request; return (the unused bytes, how many bytes to wait for)."""
-        last = len(lines) - 1
-        while i < last:
-            line = lines[i]
-            if line[:1] != b"*":
-                i = self._parse_inline_line(lines, i, commands)
-                continue
-            count = self._parse_multibulk_count(line)
-            if count <= 0:  # "*0" and "*-1" are empty requests: Redis skips them
-                i += 1
-                continue
-            parsed = self._parse_bulk_strings(lines, i + 1, last, count)
-            if isinstance(parsed, int):  # incomplete: parsed is how many more bytes are needed
-                rest = CRLF.join(lines[i:])
-                return rest, len(rest) + parsed
-            args, i = parsed
-            commands.append(args)
-        tail = lines[last]
-        return (self._parse_incomplete_tail(tail, commands) if tail else tail), 0
-
-    def _parse_inline_line(self, lines: list[bytes], i: int, commands: list[list[bytes]]) -> int:
-        """Parse a complete line that is not a "*N" request: inline commands. Return the next line's index."""
-        line = lines[i]
-        if b"\n" not in line:  # the usual case: one command, ended by "\r\n"
-            self._add_inline(line, commands)
-            return i + 1
-        # Redis ends an inline command at "\n", so one "\r\n" line may hold
-        # several commands separated by bare "\n"s, and its last part may be
-        # the "*N" header of a request that follows.
-        *commands_before, tail = line.split(b"\n")
-        for inline in commands_before:
-            if inline[:1] == b"*":  # a "*N" header that ends in "\n" instead of "\r\n"
-                raise ProtocolError("Protocol error: invalid multibulk length")
-            self._add_inline(inline, commands)
-        if tail[:1] == b"*":
-            lines[i] = tail  # parse it as a request header
-            return i
-        self._add_inline(tail, commands)
-        return i + 1
-
-    def _parse_incomplete_tail(self, tail: bytes, commands: list[list[bytes]]) -> bytes:
-        """Parse the bytes after the last "\\r\\n": inline commands ended by bare "\\n". Return what is left."""
-        if tail[:1] != b"*":
-            *complete, tail = tail.split(b"\n")
-            for k, inline in enumerate(complete):
-                if inline[:1] == b"*":  # a request header: wait for its "\r\n"
-                    return b"\n".join(complete[k:] + [tail])
-                self._add_inline(inline, commands)
-            if len(tail) > PROTO_INLINE_MAX_SIZE:
-                raise ProtocolError("Protocol error: too big inline request")
-        elif len(tail) > PROTO_INLINE_MAX_SIZE:
-            raise ProtocolError("Protocol error: too big mbulk count string")
-        return tail
-
-    @staticmethod
-    def _add_inline(line: bytes, commands: list[list[bytes]]) -> None:
-        args = split_inline_args(line)
-        if args:  # empty lines are ignored
-            commands.append(args)
-
-    @staticmethod
-    def _parse_multibulk_count(line: bytes) -> int:
-        count = parse_integer(line[1:])
-        if count is None or count > PROTO_MAX_MULTIBULK_LEN:
-            raise ProtocolError("Protocol error: invalid multibulk length")
-        return count
-
-    @staticmethod
-    def _parse_bulk_strings(lines: list[bytes], i: int, last: int, count: int) -> tuple[list[bytes], int] | int:
-        """Read count "$len" + payload pairs starting at lines[i].
-
-        Returns (arguments, index of the next line), or the number of bytes
-        still missing when the request is incomplete.
-        """
-        args = []
-        for _ in range(count):
-            if i >= last:  # the header line is not complete yet
-                if i == last and len(lines[last]) > PROTO_INLINE_MAX_SIZE:
-                    raise ProtocolError("Protocol error: too big bulk count string")
-                return 1
-            header = lines[i]
-            if header[:1] != b"$":
-                got = chr(header[0]) if header else "\r"
-                raise ProtocolError(f"Protocol error: expected '$', got '{got}'")
-            length = parse_integer(header[1:])
-            if length is None or not 0 <= length <= PROTO_MAX_BULK_LEN:
-                raise ProtocolError("Protocol error: invalid bulk length")
-            # The payload runs over lines[i + 1 ...] until it has `length` bytes.
-            first = end = i + 1
-            size = len(lines[first]) if first <= last else 0
-            while size < length and end < last:
-                end += 1
-                size += 2 + len(lines[end])
-            if end >= last:  # the payload, or the "\r\n" after it, has not fully arrived
-                available = size if first <= last else -2
-                if available >= length + 2:
-                    raise ProtocolError("Protocol error: invalid bulk length")
-                return length + 2 - available
-            if size != length:
-                # The payload is not followed by "\r\n". Redis would skip two
-                # bytes and carry on; a client that sends this is broken, and
-                # we stop it here rather than guess where the next request starts.
-                raise ProtocolError("Protocol error: invalid bulk length")
-            args.append(lines[first] if first == end else CRLF.join(lines[first : end + 1]))
-            i = end + 1
-        return args, i
+        if i == last:  # the usual case: everything up to the unfinished last line was taken
+            return len(data) - len(lines[last])
+        return sum(map(len, lines[:i])) + 2 * i
 
 
 # --- Parsing replies: the client's side -------------------------------------

@@ -120,7 +120,7 @@ def throughput(ours: Server, redis: Server, args: argparse.Namespace) -> list[fl
     ratios = []
     for label, flags, tests, share in CONFIGS:
         for test in tests:
-            if args.only and not any(word.lower() in f"{test} {label}" for word in args.only):
+            if args.only and not any(word.lower() in f"{test} {label}".lower() for word in args.only):
                 continue
             results: dict[str, list[dict[str, float]]] = {"this": [], "redis": []}
             for _ in range(args.rounds):

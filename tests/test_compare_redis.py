@@ -204,6 +204,10 @@ RAW_INPUTS = [
     b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n*2\r\n$3\r\nGET\r\n$1\r\na\r\n*1\r\n$4\r\nPING\r\n",
     b"*0\r\n*-1\r\nPING\r\n",
     b"$3\r\nfoo\r\n",
+    b"*1\r\n$2\r\nPING\r\n",
+    b"*1\r\n$4\r\nPINGxy*1\r\n$4\r\nPING\r\n",
+    b"*1\r\n$4\r\nPING\r\r",
+    b"PING\n*1\r\n$4\r\nPING\r\n",
 ]
 
 
@@ -226,6 +230,10 @@ def test_same_replies_to_raw_input(both, data):
     b"*1\r\n+PING\r\n",
     b'GET "unbalanced\r\n',
     b"PING\r\n*1\r\n:1\r\n",
+    b"a\n*1\nb\r\n",
+    b"*1\rx\n$4\r\nPING\r\n",
+    b"*1\r\n$-1\r\n",
+    b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$536870913\r\n",
 ])
 def test_same_protocol_errors_and_connection_closed(both, data):
     outcomes = []

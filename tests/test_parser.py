@@ -57,6 +57,10 @@ FRAMES = [
     (b'ECHO "x\\ny\\x41\\t"\r\n', [[b"ECHO", b"x\ny\x41\t"]]),
     (b"a\nb\r\nc\n", [[b"a"], [b"b"], [b"c"]]),
     (b"PING\n*1\r\n$4\r\nPING\r\n", [[b"PING"], [b"PING"]]),  # inline, then an array after a bare LF
+    # Like Redis, the two bytes after a payload are skipped unseen, whatever they are:
+    (b"*1\r\n$2\r\nPING\r\n", [[b"PI"]]),  # "NG" skipped, then "\r\n" is an empty inline line
+    (b"*1\r\n$4\r\nPINGxy*1\r\n$4\r\nPING\r\n", [[b"PING"], [b"PING"]]),
+    (b"*1\r\n$4\r\nPING\r\r", [[b"PING"]]),
     # pipelining: three commands of different shapes in one read
     (b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\nGET a\r\n*1\r\n$4\r\nPING\r\n",
      [[b"SET", b"a", b"1"], [b"GET", b"a"], [b"PING"]]),
@@ -117,7 +121,8 @@ def test_many_pipelined_commands():
     (b"*1\r\n$-1\r\n", "Protocol error: invalid bulk length"),
     (b"*1\r\n$536870913\r\n", "Protocol error: invalid bulk length"),  # over proto-max-bulk-len
     (b"*1\r\n$ 4\r\nPING\r\n", "Protocol error: invalid bulk length"),
-    (b"*1\r\n$2\r\nPING\r\n", "Protocol error: invalid bulk length"),  # payload longer than announced
+    (b"*1\rx\n$4\r\nPING\r\n", "Protocol error: expected '$', got '\n'"),  # the 2 bytes after "\r" go unseen
+    (b"a\n*1\nb\r\n", "Protocol error: invalid multibulk length"),
     (b'GET "unbalanced\r\n', "Protocol error: unbalanced quotes in request"),
     (b"GET 'unbalanced\r\n", "Protocol error: unbalanced quotes in request"),
     (b'GET "a"b\r\n', "Protocol error: unbalanced quotes in request"),
@@ -183,3 +188,15 @@ def test_parse_reply(data, expected):
     for split in range(len(data)):
         with pytest.raises(IncompleteReply):
             parse_reply(data[:split])
+
+
+def test_payload_made_of_line_breaks_in_many_chunks():
+    payload = b"\r\n" * (3 * 1024 * 1024)  # 6 MiB of nothing but "\r\n": no splitting it into lines
+    data = encode_request([b"SET", b"k", payload]) + b"PING\r\n"
+    parser = RequestParser()
+    commands = []
+    for i in range(0, len(data), 65536):
+        more, error = parser.feed(data[i : i + 65536])
+        assert error is None
+        commands += more
+    assert commands == [[b"SET", b"k", payload], [b"PING"]]
