@@ -121,28 +121,19 @@ def split_inline_args(line: bytes) -> list[bytes]:
         quote = None  # b'"' or b"'" while inside quotes
         while True:
             char = line[pos : pos + 1]
-            if quote == b'"':
-                if char == b"\\" and line[pos + 1 : pos + 2] == b"x" and _is_hex(line[pos + 2 : pos + 4]):
-                    word.append(int(line[pos + 2 : pos + 4], 16))
+            if quote is not None:
+                # In double quotes a backslash escapes any byte (\n, \xHH... mean what they mean
+                # in C); in single quotes it only escapes a single quote.
+                escapes = pos + 1 < end if quote == b'"' else line[pos + 1 : pos + 2] == b"'"
+                hex_digits = line[pos + 2 : pos + 4]
+                if quote == b'"' and char == b"\\" and line[pos + 1 : pos + 2] == b"x" and _is_hex(hex_digits):
+                    word.append(int(hex_digits, 16))
                     pos += 3
-                elif char == b"\\" and pos + 1 < end:
+                elif char == b"\\" and escapes:
                     pos += 1
                     escaped = line[pos : pos + 1]
-                    word += INLINE_ESCAPES.get(escaped, escaped)
-                elif char == b'"':
-                    if pos + 1 < end and line[pos + 1] not in b" \t\n\r\v\f":
-                        raise ProtocolError("Protocol error: unbalanced quotes in request")
-                    pos += 1
-                    break
-                elif not char:
-                    raise ProtocolError("Protocol error: unbalanced quotes in request")
-                else:
-                    word += char
-            elif quote == b"'":
-                if char == b"\\" and line[pos + 1 : pos + 2] == b"'":
-                    pos += 1
-                    word += b"'"
-                elif char == b"'":
+                    word += INLINE_ESCAPES.get(escaped, escaped) if quote == b'"' else escaped
+                elif char == quote:  # the closing quote
                     if pos + 1 < end and line[pos + 1] not in b" \t\n\r\v\f":
                         raise ProtocolError("Protocol error: unbalanced quotes in request")
                     pos += 1

@@ -208,6 +208,9 @@ RAW_INPUTS = [
     b"*1\r\n$4\r\nPINGxy*1\r\n$4\r\nPING\r\n",
     b"*1\r\n$4\r\nPING\r\r",
     b"PING\n*1\r\n$4\r\nPING\r\n",
+    b'ECHO "say \\"hi\\"" \'it\\\'s\' "\\x41\\xZZ\\q"\r\n',
+    b"ECHO 'a\\\\b' \"\\\\\"\r\n",
+    b"ECHO a\x00b\r\nECHO a\x0bb\r\n",
 ]
 
 

@@ -200,3 +200,14 @@ def test_payload_made_of_line_breaks_in_many_chunks():
         assert error is None
         commands += more
     assert commands == [[b"SET", b"k", payload], [b"PING"]]
+
+
+@pytest.mark.parametrize(("line", "words"), [
+    (b'ECHO "say \\"hi\\""', [b"ECHO", b'say "hi"']),
+    (b"ECHO 'a\\\\b'", [b"ECHO", b"a\\\\b"]),
+    (b'ECHO "\\\\"', [b"ECHO", b"\\"]),
+    (b'ECHO "a" "b"', [b"ECHO", b"a", b"b"]),
+    (b"ECHO '' x", [b"ECHO", b"", b"x"]),
+])
+def test_split_inline_args_escapes(line, words):
+    assert split_inline_args(line) == words
