@@ -210,7 +210,7 @@ RAW_INPUTS = [
     b"PING\n*1\r\n$4\r\nPING\r\n",
     b'ECHO "say \\"hi\\"" \'it\\\'s\' "\\x41\\xZZ\\q"\r\n',
     b"ECHO 'a\\\\b' \"\\\\\"\r\n",
-    b"ECHO a\x00b\r\nECHO a\x0bb\r\n",
+    b"ECHO a\x0bb\r\n",  # (an inline line with a NUL byte hangs Redis: its strchr() never finds the "\n")
 ]
 
 
