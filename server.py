@@ -384,7 +384,6 @@ def encode_request(args: Iterable[bytes]) -> bytes:
 
 OK = b"+OK\r\n"
 PONG = b"+PONG\r\n"
-QUEUED = b"+QUEUED\r\n"
 ZERO = b":0\r\n"
 ONE = b":1\r\n"
 EMPTY_BULK = b"$0\r\n\r\n"

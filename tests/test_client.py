@@ -247,3 +247,44 @@ def test_repl_reconnects_when_the_server_comes_back(start_server, tmp_path):
     assert "PONG" in repl.before
     repl.sendline("quit")
     repl.expect(pexpect.EOF)
+
+
+INTERACTIVE_SESSION = ["FLUSHALL", "SET name Alice", "GET name", "MGET name x", "HELLO 3", "GET x", "SELECT 2", "FOO",
+                       'SET a "b', "CONFIG GET appendonly", "SET bin '\\x00\\n'", 'GET bin', "HELLO 2"]
+
+
+def interactive_transcript(command: str, args: list[str]) -> list[str]:
+    """What a person sees after each line of INTERACTIVE_SESSION, typed at a prompt (client ids masked)."""
+    import re
+
+    pexpect = pytest.importorskip("pexpect")
+    repl = pexpect.spawn(command, args, encoding="utf-8", timeout=10, env=dict(os.environ, TERM="dumb"))
+    prompt = r"127\.0\.0\.1:\d+(\[\d+\])?> "
+    repl.expect(prompt)
+    transcript = []
+    for line in INTERACTIVE_SESSION:
+        repl.sendline(line)
+        repl.expect(prompt)
+        transcript.append(re.sub(r'"id" => \(integer\) \d+|\d+\) \(integer\) \d+\r\n( \d+\) "mode")',
+                                 "ID", repl.before))
+    repl.sendline("quit")
+    repl.expect(pexpect.EOF)
+    return transcript
+
+
+@pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli is not installed")
+def test_interactive_session_looks_like_redis_cli_with_real_redis(server, real_redis):
+    ours = interactive_transcript(sys.executable, [str(ROOT / "client.py"), "-p", str(server.port)])
+    theirs = interactive_transcript("redis-cli", ["-p", str(real_redis.port)])
+    assert ours == theirs
+
+
+@pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli is not installed")
+@pytest.mark.parametrize("mode", ["--raw", "--no-raw"])
+def test_one_shot_output_is_redis_cli_output(server, real_redis, mode):
+    for line in ["FLUSHALL", "SET k v", "GET k", "MGET k nokey", "INCR k", "EXPIRE k 100", "TTL k", "GET nokey"]:
+        args = line.split()
+        ours = run_client("-p", str(server.port), mode, *args)
+        theirs = subprocess.run(["redis-cli", "-p", str(real_redis.port), mode, *args], capture_output=True,
+                                timeout=30)
+        assert ours.stdout == theirs.stdout, line
