@@ -34,7 +34,7 @@ TESTS = ["ping_inline", "ping_mbulk", "set", "get", "incr", "mset"]
 CONFIGS = [
     ("-c 50", ["-c", "50"], TESTS, 1.0),
     ("-c 50 -P 16", ["-c", "50", "-P", "16"], TESTS, 4.0),
-    ("-c 1", ["-c", "1"], ["ping_mbulk", "set", "get"], 0.2),
+    ("-c 1", ["-c", "1"], ["ping_mbulk", "set", "get"], 0.6),
     ("-c 50 -d 1024", ["-c", "50", "-d", "1024"], ["set", "get"], 1.0),
 ]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -230,7 +230,7 @@ def describe_machine() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", "--requests", type=int, default=50_000, help="requests per unpipelined test")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per test (median taken)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per test (median taken)")
     parser.add_argument("--keys", type=int, default=1_000_000, help="keys for the memory and snapshot figures")
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "memory", "persistence"])
     parser.add_argument("--only", nargs="*", default=[], metavar="WORD",
