@@ -258,7 +258,8 @@ class RequestParser:
         """Take complete "*N" requests from the start of data the fast way; return how many bytes they used."""
         lines = data.split(CRLF)
         last = len(lines) - 1  # lines[last] has no "\r\n" after it yet: it is incomplete
-        taken, headers, payloads = [], [], []
+        already = len(commands)
+        headers, payloads = [], []
         i = 0
         while i < last:
             count = MULTIBULK_COUNTS.get(lines[i])  # b"*3" -> 3, for the usual small counts
@@ -268,15 +269,15 @@ class RequestParser:
             args = lines[i + 2 : end : 2]
             headers += lines[i + 1 : end : 2]
             payloads += args
-            taken.append(args)
+            commands.append(args)
             i = end
         try:
             consistent = headers == list(map(BULK_HEADERS.__getitem__, map(len, payloads)))
         except IndexError:  # a payload too long for the table: rare, and slow to move anyway
             consistent = False
         if not consistent:  # a payload held "\r\n", or a header was odd: leave it all to the careful parser
+            del commands[already:]
             return 0
-        commands += taken
         if i == last:  # the usual case: everything up to the unfinished last line was taken
             return len(data) - len(lines[last])
         return sum(map(len, lines[:i])) + 2 * i
@@ -491,12 +492,11 @@ class Database:
         if not keep_ttl and self.expires:
             self.expires.pop(key, None)
 
-    def set_many(self, keys_and_values: list[bytes]) -> None:
-        """MSET: store each value under the key before it, forgetting TTLs, in one C-level dict update."""
-        pairs = iter(keys_and_values)
-        self.data.update(zip(pairs, pairs, strict=False))  # the same iterator twice: (key, value) pairs
+    def set_many(self, keys: list[bytes], values: list[bytes]) -> None:
+        """MSET: store values[i] under keys[i], forgetting their TTLs, in one C-level dict update."""
+        self.data.update(zip(keys, values, strict=True))
         if self.expires:
-            for key in keys_and_values[::2]:
+            for key in keys:
                 self.expires.pop(key, None)
 
     def delete(self, key: bytes) -> bool:
@@ -1576,7 +1576,7 @@ def mget_command(client: Client, args: list[bytes]) -> bytes:
 def mset_command(client: Client, args: list[bytes]) -> bytes:
     if len(args) % 2 == 0:
         raise CommandError("ERR wrong number of arguments for 'mset' command")
-    client.db.set_many(args[1:])
+    client.db.set_many(args[1::2], args[2::2])
     return OK
 
 
