@@ -438,7 +438,9 @@ def bulk_array(values: Iterable[bytes]) -> bytes:
 #     have a TTL and deletes the expired ones, so keys that nobody reads again
 #     do not sit in memory forever (Keyspace.active_expire_cycle below).
 #
-# Values are bytes: this server implements Redis's string type.
+# Values are bytes: this server implements Redis's string type. String commands
+# read keys through Database.lookup_string(), the one place that would answer
+# WRONGTYPE once other types (lists, hashes...) live in the same dicts.
 
 DATABASES = 16  # Redis's default "databases" setting
 CONFIG_DEFAULT_HZ = 10  # how many times a second background jobs (active expiry) run
