@@ -357,12 +357,16 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
     cli = Cli(options)
-    if not options.command:
-        return repl(cli)
-    if not cli.connect():
+    try:
+        if not options.command:
+            return repl(cli)
+        if not cli.connect():
+            return 1
+        args = [arg.encode("utf-8", "surrogateescape") for arg in options.command]
+        return 0 if cli.run(args) else 1
+    except BrokenPipeError:  # our reader went away (| head): stop quietly, as a C program would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    args = [arg.encode("utf-8", "surrogateescape") for arg in options.command]
-    return 0 if cli.run(args) else 1
 
 
 if __name__ == "__main__":
