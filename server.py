@@ -2003,6 +2003,16 @@ class ClientConnection(asyncio.Protocol):
         if client.close_after_reply:
             self.transport.close()  # sends what is buffered first
 
+    # A client that sends requests faster than it reads the replies would make its
+    # replies pile up in memory. asyncio calls these two when the transport's
+    # write buffer passes its high and low water marks: stop reading that
+    # client's requests until its replies have drained.
+    def pause_writing(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.transport.resume_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.client_disconnected(self.client)
 

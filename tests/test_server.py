@@ -354,3 +354,14 @@ def test_debug_can_be_refused(start_server):
     process = start_server("--enable-debug-command", "no")
     reply = RawConnection(process.port).call("DEBUG", "SLEEP", "0")
     assert reply.startswith(b"-ERR DEBUG command not allowed.")
+
+
+def test_a_client_that_reads_slowly_still_gets_every_reply(server, raw):
+    value = bytes(range(256)) * 400  # 100 KiB
+    raw.call("SET", "big", value)
+    raw.send(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n" * 300)  # 30 MiB of replies, not read yet
+    other = RawConnection(server.port)
+    assert other.call("PING") == b"+PONG\r\n"  # while everyone else is served
+    expected = b"$%d\r\n%s\r\n" % (len(value), value)
+    for _ in range(300):
+        assert raw.read_reply() == expected
