@@ -205,3 +205,24 @@ def test_random_command_streams_match_redis(both, request, seed):
     shown = "\n".join("    " + " ".join(map(cli_quote, c)) for c in minimal)
     pytest.fail(f"seed {seed}: reply {index} to {commands[index]!r} was {got[:200]!r}, redis said {expected[:200]!r}\n"
                 f"minimal reproduction ({len(minimal)} commands):\n{shown}")
+
+
+def test_pipelined_command_streams_match_redis(both, request, seed):
+    """The same streams, sent in pipelined batches of 1 to 50 commands: the parser's shortcut at work."""
+    import server as srv
+
+    ours, theirs = both
+    generator, batch_sizes = Generator(seed + 1000), random.Random(seed)
+    commands = [generator.command() for _ in range(request.config.getoption("--ops"))]
+    done = 0
+    while done < len(commands):
+        batch = commands[done : done + batch_sizes.randint(1, 50)]
+        payload = b"".join(srv.encode_request(args) for args in batch)
+        ours.send(payload)
+        theirs.send(payload)
+        for offset, args in enumerate(batch):
+            got, expected = ours.read_reply(), theirs.read_reply()
+            if not replies_match(args, normalize(args, got), normalize(args, expected)):
+                pytest.fail(f"seed {seed}: reply {done + offset} to {args!r} (in a batch of {len(batch)}) was "
+                            f"{got[:200]!r}, redis said {expected[:200]!r}")
+        done += len(batch)
