@@ -177,7 +177,8 @@ class RequestParser:
     hands the whole buffer to the careful parser if any pair disagrees.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, shortcut: bool = True) -> None:
+        self._shortcut_limit = SHORTCUT_MAX_BUFFER if shortcut else -1  # --parser-shortcut no: never take it
         self._pending: list[bytes] = []  # received bytes that do not yet form a whole request
         self._pending_size = 0
         self._needed = 0  # do not parse again before this many bytes are pending (a large bulk string)
@@ -197,7 +198,7 @@ class RequestParser:
             data = b"".join(self._pending)
         commands: list[list[bytes]] = []
         try:
-            start = self._take_whole_requests(data, commands) if len(data) <= SHORTCUT_MAX_BUFFER else 0
+            start = self._take_whole_requests(data, commands) if len(data) <= self._shortcut_limit else 0
             rest, self._needed = self._parse_carefully(data, start, commands) if start < len(data) else (b"", 0)
         except ProtocolError as error:
             self._pending, self._pending_size = [], 0
@@ -1969,7 +1970,7 @@ class ClientConnection(asyncio.Protocol):
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.parser = RequestParser()
+        self.parser = RequestParser(shortcut=server.options.parser_shortcut == "yes")
         self.transport: asyncio.Transport | None = None
         self.client: Client | None = None
 
@@ -2198,6 +2199,8 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--loglevel", choices=list(LOG_LEVELS), default="notice", help="log verbosity (default notice)")
     parser.add_argument("--enable-debug-command", choices=["no", "yes", "local"], default="local",
                         help="who may use DEBUG, which can block the server: local connections only by default")
+    parser.add_argument("--parser-shortcut", choices=["yes", "no"], default="yes",
+                        help="take well-formed pipelines the fast way (see RequestParser); no, to measure the gain")
     parser.add_argument("--client-query-buffer-limit", type=int, default=CLIENT_QUERY_BUFFER_LIMIT, metavar="BYTES",
                         help="close a client whose unparsed input grows past this (default 1 GiB)")
     return parser.parse_args(argv)

@@ -21,6 +21,7 @@ from server import (
 def parse_all(data: bytes) -> list[list[bytes]]:
     commands, error = RequestParser().feed(data)
     assert error is None
+    assert RequestParser(shortcut=False).feed(data) == (commands, None)  # the careful parser agrees
     return commands
 
 
@@ -38,6 +39,8 @@ def parse_bytewise(data: bytes) -> list[list[bytes]]:
 def protocol_error(data: bytes) -> tuple[list[list[bytes]], str]:
     commands, error = RequestParser().feed(data)
     assert isinstance(error, ProtocolError), f"expected a protocol error for {data!r}"
+    careful_commands, careful_error = RequestParser(shortcut=False).feed(data)
+    assert (careful_commands, str(careful_error)) == (commands, str(error))
     return commands, str(error)
 
 
