@@ -122,3 +122,15 @@ def test_save_command_failure_is_an_error_reply(start_server, tmp_path):
     with pytest.raises(redis.ResponseError):
         client.save()
     assert client.ping()
+
+
+def test_a_crash_loses_what_came_after_the_last_snapshot_and_nothing_before(start_server):
+    process = start_server()
+    client = redis.Redis(port=process.port)
+    client.set("saved", "1")
+    client.save()
+    client.set("unsaved", "2")
+    process.kill()  # SIGKILL: no shutdown, no save
+    client = redis.Redis(port=start_server().port)
+    assert client.get("saved") == b"1"
+    assert client.get("unsaved") is None
