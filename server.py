@@ -2102,6 +2102,7 @@ class Server:
             "timeout": "0",
             "enable-debug-command": self.options.enable_debug_command,
             "client-query-buffer-limit": str(self.options.client_query_buffer_limit),
+            "parser-shortcut": self.options.parser_shortcut,  # this server's own setting
         }
 
     def reset_stats(self) -> None:

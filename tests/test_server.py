@@ -365,3 +365,14 @@ def test_a_client_that_reads_slowly_still_gets_every_reply(server, raw):
     expected = b"$%d\r\n%s\r\n" % (len(value), value)
     for _ in range(300):
         assert raw.read_reply() == expected
+
+
+def test_parser_shortcut_can_be_switched_off(start_server):
+    process = start_server("--parser-shortcut", "no")
+    client = redis.Redis(port=process.port)
+    pipe = client.pipeline(transaction=False)
+    for i in range(100):
+        pipe.set(f"k{i}", f"a\r\nb{i}")
+        pipe.get(f"k{i}")
+    assert pipe.execute()[1::2] == [f"a\r\nb{i}".encode() for i in range(100)]
+    assert client.config_get("parser-shortcut") == {"parser-shortcut": "no"}
