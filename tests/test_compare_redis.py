@@ -246,3 +246,45 @@ def test_same_protocol_errors_and_connection_closed(both, data):
         outcomes.append((connection.buffer, closed))
     assert outcomes[0] == outcomes[1]
     assert outcomes[0][1] is True
+
+
+def test_mangled_byte_streams_get_the_same_treatment(server, real_redis):
+    """Fuzz: pieces of requests, stray CRLFs, quotes and digits. Each stream goes to both servers on a fresh
+    connection, followed by padding and an ECHO marker; everything sent back (and whether the connection was
+    closed, or is still waiting for a bulk string to end) must be the same."""
+    import random
+    import socket
+
+    from server import encode_request
+
+    marker, marker_reply = encode_request([b"ECHO", b"end-fuzz!"]), b"$9\r\nend-fuzz!\r\n"
+
+    def outcome(port: int, data: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.settimeout(0.3)
+            sock.sendall(data + b"\r\n" * 64 + marker)
+            received = b""
+            try:
+                while marker_reply not in received:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        return received + b"<closed>"
+                    received += chunk
+            except TimeoutError:
+                return received + b"<waiting>"
+            except ConnectionResetError:
+                return received + b"<closed>"
+            return received
+
+    rng = random.Random(7)
+    fragments = [b"*", b"$", b"\r", b"\n", b"\r\n", b"0", b"1", b"3", b"-", b"x", b" ", b'"', b"'", b"\\"]
+    for _ in range(1000):
+        pieces = []
+        for _ in range(rng.randint(1, 5)):
+            if rng.random() < 0.5:
+                args = [bytes(rng.choices(b"abc\r\n$*\"' \\", k=rng.randint(0, 5))) for _ in range(rng.randint(1, 3))]
+                pieces.append(encode_request(args))
+            else:
+                pieces.append(b"".join(rng.choices(fragments, k=rng.randint(1, 10))))
+        data = b"".join(pieces)
+        assert outcome(server.port, data) == outcome(real_redis.port, data), data

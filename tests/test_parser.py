@@ -214,3 +214,32 @@ def test_payload_made_of_line_breaks_in_many_chunks():
 ])
 def test_split_inline_args_escapes(line, words):
     assert split_inline_args(line) == words
+
+
+def test_random_bytes_never_break_the_parser():
+    """Fuzz: mangled requests in random pieces give commands or a ProtocolError, never another exception,
+    and the shortcut and the careful parser always agree."""
+    import random
+
+    rng = random.Random(42)
+    alphabet = [b"*", b"$", b"\r", b"\n", b"\r\n", b"0", b"1", b"3", b"-", b"x", b" ", b'"', b"'", b"\\", b"\x00"]
+    for _ in range(3000):
+        pieces = []
+        for _ in range(rng.randint(1, 6)):
+            if rng.random() < 0.5:
+                args = [bytes(rng.choices(range(256), k=rng.randint(0, 6))) for _ in range(rng.randint(1, 3))]
+                pieces.append(encode_request(args))
+            else:
+                pieces.append(b"".join(rng.choices(alphabet, k=rng.randint(1, 12))))
+        data = b"".join(pieces)
+        outcomes = []
+        for shortcut in (True, False):
+            parser, commands, error = RequestParser(shortcut=shortcut), [], None
+            cut = rng.randint(0, len(data))
+            for chunk in (data[:cut], data[cut:]):
+                more, error = parser.feed(chunk)
+                commands += more
+                if error is not None:
+                    break
+            outcomes.append((commands, str(error) if error else None))
+        assert outcomes[0] == outcomes[1], data
