@@ -2181,6 +2181,12 @@ def resident_memory_bytes() -> int:
 # =============================================================================
 # 6. Main: flags, startup and shutdown
 # =============================================================================
+#
+# Startup happens in Redis's order: read the configuration, load the snapshot
+# (and refuse to go on if it is unreadable), only then listen, and log one line
+# saying where. Shutdown is the same path backwards: on SIGTERM, Ctrl+C or
+# SHUTDOWN, stop accepting connections, let each client's queued replies go out,
+# save the snapshot, and exit 0.
 
 SHUTDOWN_FLUSH_TIMEOUT = 2.0  # seconds to let replies in flight reach their clients
 LOG_LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "notice": logging.INFO, "warning": logging.WARNING}
