@@ -243,8 +243,8 @@ class Cli:
             return
         docs = self.connection.call([b"COMMAND", b"DOCS"])
         entries = []
-        for name, doc in docs if isinstance(docs, RespMap) else zip(docs[::2], docs[1::2], strict=True):
-            fields = dict(doc) if isinstance(doc, RespMap) else dict(zip(doc[::2], doc[1::2], strict=True))
+        for name, doc in pairs(docs):
+            fields = dict(pairs(doc))
             entries.append((name.upper(), fields))
             for sub_name, sub_doc in pairs(fields.get(b"subcommands", [])):
                 entries.append((sub_name.upper().replace(b"|", b" "), dict(pairs(sub_doc))))

@@ -1132,19 +1132,23 @@ def renamenx_command(client: Client, args: list[bytes]) -> bytes:
 
 def rename(db: Database, old: bytes, new: bytes, replace: bool) -> bool:
     """Move a value and its TTL to a new name; False if not replace and the new name is taken."""
-    value = db.lookup(old)
-    if value is None:
+    if not db.exists(old):
         raise CommandError(NO_SUCH_KEY)
     if old == new:
         return replace
     if db.exists(new) and not replace:
         return False
-    when = db.get_expire(old)
+    copy_key(db, old, db, new)
     db.delete(old)
-    db.set(new, value)
-    if when is not None:
-        db.expires[new] = when
     return True
+
+
+def copy_key(source: Database, key: bytes, target: Database, new_key: bytes) -> None:
+    """Store source's value under key, and its expire time, as new_key in target (RENAME, COPY, MOVE)."""
+    target.set(new_key, source.data[key])
+    when = source.get_expire(key)
+    if when is not None:
+        target.set_expire(new_key, when)
 
 
 @command("copy", -3, "write", "Copy a key", "source destination [DB destination-db] [REPLACE]", keys=(1, 2, 1),
@@ -1165,13 +1169,9 @@ def copy_command(client: Client, args: list[bytes]) -> bytes:
             raise CommandError(SYNTAX_ERROR)
     if source is target and args[1] == args[2]:
         raise CommandError("ERR source and destination objects are the same")
-    value = source.lookup(args[1])
-    if value is None or (target.exists(args[2]) and not replace):
+    if not source.exists(args[1]) or (target.exists(args[2]) and not replace):
         return ZERO
-    when = source.get_expire(args[1])
-    target.set(args[2], value)
-    if when is not None:
-        target.expires[args[2]] = when
+    copy_key(source, args[1], target, args[2])
     return ONE
 
 
@@ -1181,14 +1181,10 @@ def move_command(client: Client, args: list[bytes]) -> bytes:
     target = client.server.database(args[2])
     if source is target:
         raise CommandError("ERR source and destination objects are the same")
-    value = source.lookup(args[1])
-    if value is None or target.exists(args[1]):
+    if not source.exists(args[1]) or target.exists(args[1]):
         return ZERO
-    when = source.get_expire(args[1])
+    copy_key(source, args[1], target, args[1])
     source.delete(args[1])
-    target.set(args[1], value)
-    if when is not None:
-        target.expires[args[1]] = when
     return ONE
 
 

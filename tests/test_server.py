@@ -377,3 +377,19 @@ def test_parser_shortcut_can_be_switched_off(start_server):
         pipe.get(f"k{i}")
     assert pipe.execute()[1::2] == [f"a\r\nb{i}".encode() for i in range(100)]
     assert client.config_get("parser-shortcut") == {"parser-shortcut": "no"}
+
+
+def test_replies_to_a_client_that_does_not_read_do_not_pile_up_in_memory(start_server):
+    process = start_server()
+    control = RawConnection(process.port)
+    control.call("SET", "big", "x" * 1_000_000)
+    baseline = int(control.call("INFO", "memory").split(b"used_memory:")[1].split(b"\r\n")[0])
+    hog = RawConnection(process.port)
+    for _ in range(200):  # 200 MB of replies asked for, one request at a time, none read
+        hog.send(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n")
+    deadline = time.monotonic() + 1.0  # a bounded look for something that must NOT happen
+    while time.monotonic() < deadline:
+        used = int(control.call("INFO", "memory").split(b"used_memory:")[1].split(b"\r\n")[0])
+        assert used - baseline < 50_000_000  # the server stopped reading the hog, not buffering for it
+    expected = b"$1000000\r\n" + b"x" * 1_000_000 + b"\r\n"
+    assert all(hog.read_reply() == expected for _ in range(200))
