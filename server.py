@@ -28,6 +28,7 @@ import os
 import platform
 import random
 import re
+import selectors
 import signal
 import socket
 import sys
@@ -1918,11 +1919,22 @@ def _load_entries(keyspace: Keyspace, raw: bytes) -> int:
 #
 # asyncio gives Python the same design. For each connection it creates one
 # ClientConnection (an asyncio.Protocol) and calls data_received() with
-# whatever bytes arrived. We parse them, run every complete command, and send
-# all the replies in a single write: with pipelining, one read can carry many
-# commands, and one system call per read instead of per reply saves a lot.
+# whatever bytes arrived. We parse them and run every complete command.
 # Nothing in this path awaits, so a command can never be interleaved with
 # another.
+#
+# Replies are not sent the moment they are ready. Like Redis, which queues
+# them and writes them all in beforeSleep() (handleClientsWithPendingWrites),
+# just before its event loop waits for new events, the server collects the
+# replies of every client served in one pass of the loop and then writes
+# them back to back, one write per client. With pipelining, one read carries
+# many commands, so that is one system call per read instead of per reply;
+# and with many busy clients, writing them together is cheaper than
+# interleaving each write with the next client's work: the receiving
+# processes are woken once in a burst rather than one at a time. asyncio has
+# no beforeSleep hook, so BeforeSleepSelector adds one where the loop is
+# about to wait: in the selector's select(). --batch-writes no sends each
+# read's replies at once instead, to measure the difference.
 
 
 class Client:
@@ -1969,6 +1981,7 @@ class ClientConnection(asyncio.Protocol):
         self.parser = RequestParser(shortcut=server.options.parser_shortcut == "yes")
         self.transport: asyncio.Transport | None = None
         self.client: Client | None = None
+        self.queued_replies: list[bytes] = []  # encoded replies not yet written to the socket
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -1993,12 +2006,25 @@ class ClientConnection(asyncio.Protocol):
             replies.append(error_reply(f"ERR {protocol_error}"))
             log.debug("Protocol error from client %d (%s): %s", client.id, client.address, protocol_error)
             client.close_after_reply = True
-        self.transport.write(b"".join(replies))
         if self.parser.pending_size > self.server.options.client_query_buffer_limit:
             log.warning("Closing client %d (%s): it reached the query buffer limit", client.id, client.address)
             client.close_after_reply = True
-        if client.close_after_reply:
+        if not replies and not client.close_after_reply:
+            return  # only part of a request arrived: nothing to send yet
+        if not self.queued_replies:
+            self.server.clients_pending_write.append(self)
+        self.queued_replies += replies
+        if not self.server.batch_writes:
+            self.server.write_pending_replies()
+
+    def write_replies(self) -> bool:
+        """Send the queued replies in one write, then close if the client is done; return whether it closed."""
+        self.transport.write(b"".join(self.queued_replies))
+        self.queued_replies.clear()
+        if self.client.close_after_reply:
             self.transport.close()  # sends what is buffered first
+            return True
+        return False
 
     # A client that sends requests faster than it reads the replies would make its
     # replies pile up in memory. asyncio calls these two when the transport's
@@ -2030,7 +2056,22 @@ class Server:
         self.commands_processed = 0
         self.connections_received = 0
         self.shutdown_requested: asyncio.Future | None = None
+        self.batch_writes = options.batch_writes == "yes"
+        self.clients_pending_write: list[ClientConnection] = []  # connections with queued replies
         self.active_expiry_enabled = True  # DEBUG SET-ACTIVE-EXPIRE 0 turns it off
+
+    def write_pending_replies(self) -> bool:
+        """Write every queued reply, one write per connection; return whether any connection closed.
+
+        Redis's handleClientsWithPendingWrites(): BeforeSleepSelector calls it
+        each time the event loop is about to wait for events.
+        """
+        closed = False
+        for connection in self.clients_pending_write:
+            if connection.write_replies():
+                closed = True
+        self.clients_pending_write.clear()
+        return closed
 
     @property
     def dump_path(self) -> str:
@@ -2098,7 +2139,8 @@ class Server:
             "timeout": "0",
             "enable-debug-command": self.options.enable_debug_command,
             "client-query-buffer-limit": str(self.options.client_query_buffer_limit),
-            "parser-shortcut": self.options.parser_shortcut,  # this server's own setting
+            "parser-shortcut": self.options.parser_shortcut,  # this server's own settings
+            "batch-writes": self.options.batch_writes,
         }
 
     def reset_stats(self) -> None:
@@ -2174,6 +2216,26 @@ def resident_memory_bytes() -> int:
         return peak if sys.platform == "darwin" else peak * 1024
 
 
+class BeforeSleepSelector(selectors.DefaultSelector):
+    """The event loop's selector (epoll on Linux), with Redis's beforeSleep() hook.
+
+    asyncio's loop calls select() once per pass, to wait for the next events,
+    so the start of select() is the moment Redis runs beforeSleep(): every
+    handler of this pass has run, and the loop is about to sleep.
+    """
+
+    def __init__(self, before_sleep: Callable[[], bool]) -> None:
+        super().__init__()
+        self._before_sleep = before_sleep  # returns True if it closed a connection
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if self._before_sleep():
+            # Closing a transport schedules a callback (connection_lost). The loop
+            # chose this timeout before that callback existed, so do not sleep now.
+            timeout = 0
+        return super().select(timeout)
+
+
 # =============================================================================
 # 6. Main: flags, startup and shutdown
 # =============================================================================
@@ -2204,6 +2266,9 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
                         help="who may use DEBUG, which can block the server: local connections only by default")
     parser.add_argument("--parser-shortcut", choices=["yes", "no"], default="yes",
                         help="take well-formed pipelines the fast way (see RequestParser); no, to measure the gain")
+    parser.add_argument("--batch-writes", choices=["yes", "no"], default="yes",
+                        help="write the replies of one event-loop pass together, as Redis does (see "
+                             "BeforeSleepSelector); no, to write each read's replies at once and measure the gain")
     parser.add_argument("--client-query-buffer-limit", type=int, default=CLIENT_QUERY_BUFFER_LIMIT, metavar="BYTES",
                         help="close a client whose unparsed input grows past this (default 1 GiB)")
     return parser.parse_args(argv)
@@ -2227,6 +2292,7 @@ async def serve(server: Server) -> None:
     save = await server.shutdown_requested
     log.info("Shutting down: no new connections; closing %d client(s)", len(server.clients))
     listener.close()
+    server.write_pending_replies()
     for client in list(server.clients):
         client.transport.close()  # flushes the replies already written, then closes
     deadline = loop.time() + SHUTDOWN_FLUSH_TIMEOUT
@@ -2248,11 +2314,14 @@ def main(argv: list[str] | None = None) -> int:
         log.error("Cannot load the snapshot %s: %s", os.path.abspath(server.dump_path), error)
         log.error("Refusing to start, so that the file is not overwritten. Fix or move it, then start again.")
         return 1
+    loop = asyncio.SelectorEventLoop(BeforeSleepSelector(server.write_pending_replies))
     try:
-        asyncio.run(serve(server))
+        loop.run_until_complete(serve(server))
     except OSError as error:
         log.error("Cannot listen on %s port %d: %s", " ".join(options.bind), options.port, error.strerror or error)
         return 1
+    finally:
+        loop.close()
     return 0
 
 

@@ -1,6 +1,7 @@
 """End-to-end tests: python server.py as a subprocess, driven through redis-py and raw sockets."""
 
 import concurrent.futures
+import socket
 import subprocess
 import sys
 import time
@@ -377,6 +378,32 @@ def test_parser_shortcut_can_be_switched_off(start_server):
         pipe.get(f"k{i}")
     assert pipe.execute()[1::2] == [f"a\r\nb{i}".encode() for i in range(100)]
     assert client.config_get("parser-shortcut") == {"parser-shortcut": "no"}
+
+
+def test_batch_writes_can_be_switched_off(start_server):
+    process = start_server("--batch-writes", "no")
+    clients = [redis.Redis(port=process.port) for _ in range(5)]
+    pipes = [client.pipeline(transaction=False) for client in clients]
+    for n, pipe in enumerate(pipes):
+        for i in range(100):
+            pipe.set(f"k{n}:{i}", i)
+            pipe.incr(f"k{n}:{i}")
+    expected = [reply for i in range(100) for reply in (True, i + 1)]
+    assert all(pipe.execute() == expected for pipe in pipes)
+    assert clients[0].config_get("batch-writes") == {"batch-writes": "no"}
+
+
+def test_a_closing_connection_closes_at_once_not_at_the_next_timer_tick(server):
+    # A connection closed while replies are written just before the event loop
+    # sleeps must not wait for the next timer (active expiry, every 100 ms) to
+    # be torn down. 20 closes that each waited for a tick would take ~1 s.
+    started = time.monotonic()
+    for request in [b"QUIT\r\n", b"*1\r\n$4\r\nQUIT\r\n", b"*x\r\n", b"*1\r\n$x\r\n"] * 5:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(request)
+            while sock.recv(4096):  # read until the server closes the connection
+                pass
+    assert time.monotonic() - started < 0.5
 
 
 def test_replies_to_a_client_that_does_not_read_do_not_pile_up_in_memory(start_server):
