@@ -274,7 +274,7 @@ class RequestParser:
             commands.append(args)
             i = end
         try:
-            consistent = headers == list(map(BULK_HEADERS.__getitem__, map(len, payloads)))
+            consistent = headers == [BULK_HEADERS[len(payload)] for payload in payloads]
         except IndexError:  # a payload too long for the table: rare, and slow to move anyway
             consistent = False
         if not consistent:  # a payload held "\r\n", or a header was odd: leave it all to the careful parser
