@@ -1933,8 +1933,10 @@ def _load_entries(keyspace: Keyspace, raw: bytes) -> int:
 # interleaving each write with the next client's work: the receiving
 # processes are woken once in a burst rather than one at a time. asyncio has
 # no beforeSleep hook, so BeforeSleepSelector adds one where the loop is
-# about to wait: in the selector's select(). --batch-writes no sends each
-# read's replies at once instead, to measure the difference.
+# about to wait: in the selector's select(). When a pass of the loop serves a
+# single client, there is nothing to batch with, and its replies go at once
+# rather than wait behind the loop's own bookkeeping. --batch-writes no sends
+# each read's replies at once, to measure the difference.
 
 
 class Client:
@@ -2014,17 +2016,16 @@ class ClientConnection(asyncio.Protocol):
         if not self.queued_replies:
             self.server.clients_pending_write.append(self)
         self.queued_replies += replies
-        if not self.server.batch_writes:
+        alone = self.server.selector.ready_count == 1  # the only client in this pass: nothing to batch with
+        if alone or client.close_after_reply or not self.server.batch_writes:
             self.server.write_pending_replies()
 
-    def write_replies(self) -> bool:
-        """Send the queued replies in one write, then close if the client is done; return whether it closed."""
+    def write_replies(self) -> None:
+        """Send the queued replies in one write, then close the connection if the client is done."""
         self.transport.write(b"".join(self.queued_replies))
         self.queued_replies.clear()
         if self.client.close_after_reply:
             self.transport.close()  # sends what is buffered first
-            return True
-        return False
 
     # A client that sends requests faster than it reads the replies would make its
     # replies pile up in memory. asyncio calls these two when the transport's
@@ -2058,20 +2059,18 @@ class Server:
         self.shutdown_requested: asyncio.Future | None = None
         self.batch_writes = options.batch_writes == "yes"
         self.clients_pending_write: list[ClientConnection] = []  # connections with queued replies
+        self.selector = BeforeSleepSelector(self.write_pending_replies)  # main() runs the event loop on it
         self.active_expiry_enabled = True  # DEBUG SET-ACTIVE-EXPIRE 0 turns it off
 
-    def write_pending_replies(self) -> bool:
-        """Write every queued reply, one write per connection; return whether any connection closed.
+    def write_pending_replies(self) -> None:
+        """Write every queued reply, one write per connection.
 
         Redis's handleClientsWithPendingWrites(): BeforeSleepSelector calls it
         each time the event loop is about to wait for events.
         """
-        closed = False
         for connection in self.clients_pending_write:
-            if connection.write_replies():
-                closed = True
+            connection.write_replies()
         self.clients_pending_write.clear()
-        return closed
 
     @property
     def dump_path(self) -> str:
@@ -2224,16 +2223,19 @@ class BeforeSleepSelector(selectors.DefaultSelector):
     handler of this pass has run, and the loop is about to sleep.
     """
 
-    def __init__(self, before_sleep: Callable[[], bool]) -> None:
+    def __init__(self, before_sleep: Callable[[], None]) -> None:
         super().__init__()
-        self._before_sleep = before_sleep  # returns True if it closed a connection
+        self._before_sleep = before_sleep
+        self.ready_count = 0  # how many sockets the last wait reported ready
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        if self._before_sleep():
-            # Closing a transport schedules a callback (connection_lost). The loop
-            # chose this timeout before that callback existed, so do not sleep now.
-            timeout = 0
-        return super().select(timeout)
+        # Nothing here may close a connection: closing schedules a callback
+        # (connection_lost), and the loop chose this timeout before it existed.
+        # So a client that is closing has its replies written at once instead.
+        self._before_sleep()
+        events = super().select(timeout)
+        self.ready_count = len(events)
+        return events
 
 
 # =============================================================================
@@ -2314,7 +2316,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("Cannot load the snapshot %s: %s", os.path.abspath(server.dump_path), error)
         log.error("Refusing to start, so that the file is not overwritten. Fix or move it, then start again.")
         return 1
-    loop = asyncio.SelectorEventLoop(BeforeSleepSelector(server.write_pending_replies))
+    loop = asyncio.SelectorEventLoop(server.selector)
     try:
         loop.run_until_complete(serve(server))
     except OSError as error:

@@ -10,6 +10,8 @@ import pytest
 import redis
 from conftest import ROOT, RawConnection
 
+from server import encode_request
+
 
 def wait_until(condition, timeout: float = 5.0, interval: float = 0.01) -> bool:
     """Poll condition() until it is true; the way to wait for expiry without guessing a sleep."""
@@ -391,6 +393,21 @@ def test_batch_writes_can_be_switched_off(start_server):
     expected = [reply for i in range(100) for reply in (True, i + 1)]
     assert all(pipe.execute() == expected for pipe in pipes)
     assert clients[0].config_get("batch-writes") == {"batch-writes": "no"}
+
+
+def test_replies_held_for_the_end_of_a_loop_pass_are_all_sent(server):
+    # While DEBUG SLEEP blocks the loop, three clients' requests wait in the
+    # kernel; the next pass of the loop serves them together, so their replies
+    # are queued and written by the beforeSleep hook, not one by one.
+    sleeper = RawConnection(server.port)
+    sleeper.send(encode_request([b"DEBUG", b"SLEEP", b"0.2"]))
+    clients = [RawConnection(server.port) for _ in range(3)]
+    for n, client in enumerate(clients):
+        client.send(encode_request([b"SET", b"pass:%d" % n, b"%d" % n]) + encode_request([b"GET", b"pass:%d" % n]))
+    assert sleeper.read_reply() == b"+OK\r\n"
+    for n, client in enumerate(clients):
+        assert client.read_reply() == b"+OK\r\n"
+        assert client.read_reply() == b"$1\r\n%d\r\n" % n
 
 
 def test_a_closing_connection_closes_at_once_not_at_the_next_timer_tick(server):
