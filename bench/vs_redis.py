@@ -31,9 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVER_CORE, CLIENT_CORE = "0", "1"
 TESTS = ["ping_inline", "ping_mbulk", "set", "get", "incr", "mset"]
 # (label, redis-benchmark flags, tests, share of -n): unpipelined, pipelined, one client, 1 KiB values.
+UNPIPELINED, PIPELINED = "-c 50", "-c 50 -P 16"
 CONFIGS = [
-    ("-c 50", ["-c", "50"], TESTS, 1.0),
-    ("-c 50 -P 16", ["-c", "50", "-P", "16"], TESTS, 4.0),
+    (UNPIPELINED, ["-c", "50"], TESTS, 1.0),
+    (PIPELINED, ["-c", "50", "-P", "16"], TESTS, 4.0),
     ("-c 1", ["-c", "1"], ["ping_mbulk", "set", "get"], 0.6),
     ("-c 50 -d 1024", ["-c", "50", "-d", "1024"], ["set", "get"], 1.0),
 ]
@@ -118,6 +119,7 @@ def throughput(ours: Server, redis: Server, args: argparse.Namespace) -> list[fl
     print(f"{'test':<28}{'this req/s':>12}{'redis req/s':>13}{'ratio':>7}{'p50 ms':>15}{'p99 ms':>15}"
           f"{'CPU us/req':>15}{'CPU ratio':>10}")
     ratios = []
+    rps: dict[tuple[str, str], tuple[float, float]] = {}  # (test, label) -> (this, redis) requests/s
     for label, flags, tests, share in CONFIGS:
         for test in tests:
             if args.only and not any(word.lower() in f"{test} {label}".lower() for word in args.only):
@@ -130,12 +132,19 @@ def throughput(ours: Server, redis: Server, args: argparse.Namespace) -> list[fl
                             for name in ("this", "redis"))
             ratio = this["rps"] / theirs["rps"]
             ratios.append(ratio)
+            rps[test, label] = this["rps"], theirs["rps"]
             # CPU time is counted in clock ticks (10 ms): a very short run may show none at all.
             cpu_ratio = f"{this['cpu_us'] / theirs['cpu_us']:>10.2f}" if theirs["cpu_us"] else f"{'n/a':>10}"
             print(f"{test.upper() + ' ' + label:<28}{this['rps']:>12,.0f}{theirs['rps']:>13,.0f}{ratio:>7.2f}"
                   f"{this['p50']:>7.3f}/{theirs['p50']:<7.3f}{this['p99']:>7.3f}/{theirs['p99']:<7.3f}"
                   f"{this['cpu_us']:>7.2f}/{theirs['cpu_us']:<7.2f}{cpu_ratio}",
                   flush=True)
+    gains = [(test, rps[test, PIPELINED], rps[test, UNPIPELINED]) for test in TESTS
+             if (test, PIPELINED) in rps and (test, UNPIPELINED) in rps]
+    if gains:
+        print(f"\nPipelining gain (req/s with {PIPELINED} over {UNPIPELINED}): this / redis")
+        print("  " + "   ".join(f"{test.upper()} {piped[0] / plain[0]:.1f}x / {piped[1] / plain[1]:.1f}x"
+                                for test, piped, plain in gains))
     return ratios
 
 
