@@ -496,12 +496,13 @@ class Database:
         if not keep_ttl and self.expires:
             self.expires.pop(key, None)
 
-    def set_many(self, keys: list[bytes], values: list[bytes]) -> None:
-        """MSET: store values[i] under keys[i], forgetting their TTLs, in one C-level dict update."""
-        self.data.update(zip(keys, values, strict=True))
-        if self.expires:
-            for key in keys:
-                self.expires.pop(key, None)
+    def set_many(self, pairs: Iterable[tuple[bytes, bytes]]) -> None:
+        """MSET: store each (key, value) pair, forgetting the keys' TTLs."""
+        if self.expires:  # some of the keys may have a TTL to forget: one at a time
+            for key, value in pairs:
+                self.set(key, value)
+        else:
+            self.data.update(pairs)  # all in one C-level dict update
 
     def delete(self, key: bytes) -> bool:
         """Remove key; return whether it existed (an expired key did not)."""
@@ -1576,7 +1577,11 @@ def mget_command(client: Client, args: list[bytes]) -> bytes:
 def mset_command(client: Client, args: list[bytes]) -> bytes:
     if len(args) % 2 == 0:
         raise CommandError("ERR wrong number of arguments for 'mset' command")
-    client.db.set_many(args[1::2], args[2::2])
+    # One iterator zipped with itself yields the arguments two at a time: (key, value), (key, value)...
+    # Not zip(strict=True): the count is checked above, and any keyword argument makes zip() slower.
+    arguments = iter(args)
+    next(arguments)  # skip the command name
+    client.db.set_many(zip(arguments, arguments))  # noqa: B905
     return OK
 
 
