@@ -2260,7 +2260,8 @@ LOG_LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "notice": logging
 def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Educational Redis Clone: a Redis-compatible server in one readable Python file.",
-        epilog="Flags use redis-server's names. Example: python server.py --port 6380 --dir /tmp",
+        epilog="Flags use redis-server's names where Redis has the setting. "
+               "Example: python server.py --port 6380 --dir /tmp",
     )
     parser.add_argument("--port", type=int, default=6379,
                         help="TCP port to listen on; 0 picks a free one and logs it (default 6379)")
