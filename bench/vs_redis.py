@@ -3,12 +3,15 @@
     python bench/vs_redis.py              # about three minutes
     python bench/vs_redis.py -n 200000    # more requests per test, steadier figures
 
-Both servers run pinned to one core and redis-benchmark to another (taskset, where
+The servers run pinned to one core and redis-benchmark to another (taskset, where
 available), with persistence off in Redis. The tests run interleaved, A B A B, for
 --rounds rounds; each figure is the median. For every test it prints requests/s,
 p50/p99 latency and server CPU time per request (from /proc/PID/stat) for both
-servers, and the ratio this/redis; then memory per key, snapshot save and load
-times, and startup time. The last line is the geometric mean of the throughput ratios.
+servers, and the ratio this/redis. bench/bare_asyncio.py, the least an asyncio
+server can do, joins the same rounds of the one-client and pipelined PING, SET
+and GET tests, to show how much of the gap to Redis asyncio itself accounts
+for. Then memory per key, snapshot save and load times, and startup time. The
+last line is the geometric mean of the throughput ratios this/redis.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ CONFIGS = [
     ("-c 1", ["-c", "1"], ["ping_mbulk", "set", "get"], 0.6),
     ("-c 50 -d 1024", ["-c", "50", "-d", "1024"], ["set", "get"], 1.0),
 ]
+# The tests bench/bare_asyncio.py also runs: the commands it knows, where asyncio's ceiling matters most.
+BARE_TESTS, BARE_LABELS = {"ping_mbulk", "set", "get"}, {PIPELINED, "-c 1"}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -56,7 +61,7 @@ def wait_for_pong(port: int, timeout: float = 30.0) -> None:
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
+                sock.sendall(b"*1\r\n$4\r\nPING\r\n")
                 if sock.recv(16) == b"+PONG\r\n":
                     return
         except OSError:
@@ -65,7 +70,7 @@ def wait_for_pong(port: int, timeout: float = 30.0) -> None:
 
 
 class Server:
-    """A server process under test: ours or redis-server."""
+    """A server process under test: ours, redis-server, or the bare asyncio one."""
 
     def __init__(self, name: str, command: list[str], port: int) -> None:
         self.name, self.port = name, port
@@ -84,6 +89,11 @@ class Server:
         port = free_port()
         return cls("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", directory], port)
+
+    @classmethod
+    def bare(cls) -> Server:
+        port = free_port()
+        return cls("bare", [sys.executable, str(ROOT / "bench" / "bare_asyncio.py"), "--port", str(port)], port)
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -115,24 +125,29 @@ def run_benchmark(server: Server, flags: list[str], test: str, requests: int) ->
             "cpu_us": cpu / requests * 1e6}
 
 
-def throughput(ours: Server, redis: Server, args: argparse.Namespace) -> list[float]:
+def throughput(ours: Server, redis: Server, bare: Server, args: argparse.Namespace) -> list[float]:
     print(f"{'test':<28}{'this req/s':>12}{'redis req/s':>13}{'ratio':>7}{'p50 ms':>15}{'p99 ms':>15}"
           f"{'CPU us/req':>15}{'CPU ratio':>10}")
     ratios = []
     rps: dict[tuple[str, str], tuple[float, float]] = {}  # (test, label) -> (this, redis) requests/s
+    ceiling = []  # (test name, bare, this, redis requests/s) for the tests the bare server joins
     for label, flags, tests, share in CONFIGS:
         for test in tests:
             if args.only and not any(word.lower() in f"{test} {label}".lower() for word in args.only):
                 continue
-            results: dict[str, list[dict[str, float]]] = {"this": [], "redis": []}
+            servers = (ours, redis, bare) if test in BARE_TESTS and label in BARE_LABELS else (ours, redis)
+            results: dict[str, list[dict[str, float]]] = {server.name: [] for server in servers}
             for _ in range(args.rounds):
-                for server in (ours, redis):  # interleaved: A B A B
+                for server in servers:  # interleaved: A B A B, or A B C A B C
                     results[server.name].append(run_benchmark(server, flags, test, int(args.requests * share)))
-            this, theirs = ({key: statistics.median(r[key] for r in results[name]) for key in results[name][0]}
-                            for name in ("this", "redis"))
+            medians = {name: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+                       for name, runs in results.items()}
+            this, theirs = medians["this"], medians["redis"]
             ratio = this["rps"] / theirs["rps"]
             ratios.append(ratio)
             rps[test, label] = this["rps"], theirs["rps"]
+            if "bare" in medians:
+                ceiling.append((f"{test.upper()} {label}", medians["bare"]["rps"], this["rps"], theirs["rps"]))
             # CPU time is counted in clock ticks (10 ms): a very short run may show none at all.
             cpu_ratio = f"{this['cpu_us'] / theirs['cpu_us']:>10.2f}" if theirs["cpu_us"] else f"{'n/a':>10}"
             print(f"{test.upper() + ' ' + label:<28}{this['rps']:>12,.0f}{theirs['rps']:>13,.0f}{ratio:>7.2f}"
@@ -145,6 +160,11 @@ def throughput(ours: Server, redis: Server, args: argparse.Namespace) -> list[fl
         print(f"\nPipelining gain (req/s with {PIPELINED} over {UNPIPELINED}): this / redis")
         print("  " + "   ".join(f"{test.upper()} {piped[0] / plain[0]:.1f}x / {piped[1] / plain[1]:.1f}x"
                                 for test, piped, plain in gains))
+    if ceiling:
+        print("\nasyncio's ceiling: bench/bare_asyncio.py (PING, SET and GET, no checks), in the same rounds")
+        print(f"{'test':<28}{'bare req/s':>12}{'bare/redis':>12}{'this/bare':>11}")
+        for name, bare_rps, this_rps, redis_rps in ceiling:
+            print(f"{name:<28}{bare_rps:>12,.0f}{bare_rps / redis_rps:>12.2f}{this_rps / bare_rps:>11.2f}")
     return ratios
 
 
@@ -255,12 +275,12 @@ def main() -> int:
     ratios = []
     if "throughput" not in args.skip:
         with tempfile.TemporaryDirectory() as directory:
-            ours, redis = Server.ours(directory), Server.redis(directory)
+            ours, redis, bare = Server.ours(directory), Server.redis(directory), Server.bare()
             try:
-                ratios = throughput(ours, redis, args)
+                ratios = throughput(ours, redis, bare, args)
             finally:
-                ours.stop()
-                redis.stop()
+                for server in (ours, redis, bare):
+                    server.stop()
     if "memory" not in args.skip:
         memory(args)
     if "persistence" not in args.skip:
