@@ -10,7 +10,8 @@ Contents
     2. Keyspace     databases, keys, values and their expire times (lazy and active expiry)
     3. Commands     one function per Redis command, registered in a dispatch table
     4. Persistence  the JSON snapshot: saved atomically, loaded strictly
-    5. Server       one asyncio event loop, one protocol object per connection
+    5. Server       one asyncio event loop, one protocol object per connection, replies
+                    written just before the loop sleeps
     6. Main         command-line flags, startup and graceful shutdown
 
 Runtime: Python 3.10+ and its standard library only.
