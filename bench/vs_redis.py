@@ -2,6 +2,7 @@
 
     python bench/vs_redis.py              # about three minutes
     python bench/vs_redis.py -n 200000    # more requests per test, steadier figures
+    /usr/bin/python3 bench/vs_redis.py    # the Python servers run under this script's interpreter
 
 The servers run pinned to one core and redis-benchmark to another (taskset, where
 available), with persistence off in Redis. The tests run interleaved, A B A B, for
@@ -253,7 +254,7 @@ def describe_machine() -> str:
         pass
     redis_version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
     return (f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
-            f"Python {platform.python_version()}; redis-server {redis_version}")
+            f"Python {platform.python_version()} ({sys.executable}); redis-server {redis_version}")
 
 
 def main() -> int:
