@@ -19,5 +19,6 @@ def test_benchmark_runs_and_reports_every_figure():
     for line in ("SET -c 50 ", "GET -c 50 -P 16", "SET -c 1 ", "GET -c 50 -d 1024", "bytes per key", "with a TTL",
                  "save", "load", "startup to first PONG", "Pipelining gain", "geometric mean ratio this/redis"):
         assert line in report, f"missing {line!r} in:\n{report}"
+    assert f"({sys.executable})" in report.splitlines()[0], report  # the interpreter the figures depend on
     ceiling = report.split("asyncio's ceiling")[1].split("\n\n")[0]  # the bare server's section
     assert "GET -c 50 -P 16" in ceiling and "SET -c 1" in ceiling and "-d 1024" not in ceiling, report
