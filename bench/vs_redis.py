@@ -2,7 +2,7 @@
 
     python bench/vs_redis.py              # about three minutes
     python bench/vs_redis.py -n 200000    # more requests per test, steadier figures
-    /usr/bin/python3 bench/vs_redis.py    # the Python servers run under this script's interpreter
+    /usr/bin/python3 bench/vs_redis.py    # the servers run under the script's interpreter: here Debian's optimised one
 
 The servers run pinned to one core and redis-benchmark to another (taskset, where
 available), with persistence off in Redis. The tests run interleaved, A B A B, for
