@@ -158,6 +158,54 @@ class RawConnection:
         self.sock.close()
 
 
+class Responsiveness:
+    """Another client that PINGs the server over its own connection while a test does something hostile.
+
+        with Responsiveness(port) as watcher:
+            ...hostile requests...
+        # on leaving the block: every PING was answered, none took longer than max_latency seconds
+
+    A frozen server fails the test within a few seconds instead of hanging it.
+    """
+
+    def __init__(self, port: int, max_latency: float = 1.0, interval: float = 0.01) -> None:
+        self.port, self.max_latency, self.interval = port, max_latency, interval
+        self.latencies: list[float] = []
+        self.failure: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            connection = RawConnection(self.port)
+            connection.sock.settimeout(self.max_latency + 2)
+            try:
+                while not self._stop.is_set():
+                    started = time.monotonic()
+                    reply = connection.call("PING")
+                    self.latencies.append(time.monotonic() - started)
+                    if reply != b"+PONG\r\n":
+                        raise AssertionError(f"PING answered {reply!r}")
+                    self._stop.wait(self.interval)
+            finally:
+                connection.close()
+        except BaseException as error:  # reported by __exit__, in the test's thread
+            self.failure = error
+
+    def __enter__(self) -> Responsiveness:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(self.max_latency + 5)
+        if exc_info[0] is not None:
+            return  # the test's own failure comes first
+        assert self.failure is None, f"another client's PING failed: {self.failure!r}"
+        assert self.latencies, "no PING was answered"
+        assert max(self.latencies) < self.max_latency, f"a PING took {max(self.latencies):.2f} s"
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     process = ServerProcess(tmp_path_factory.mktemp("server"))
