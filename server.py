@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import gc
 import itertools
 import json
@@ -701,6 +702,9 @@ def execute(client: Client, args: list[bytes]) -> bytes:
         return entry.handler(client, args)
     except CommandError as error:
         return error_reply(str(error))
+    except MemoryError:  # this request needed more memory than there is: it fails alone, the server goes on
+        log.warning("Out of memory while running '%s' for client %d", entry.name, client.id)
+        return error_reply(f"ERR out of memory while running '{entry.name}'")
     except Exception:  # a bug must not cost the client its connection, or others theirs
         log.exception("Command %s failed", text(args[0]))
         return error_reply(f"ERR internal error while running '{entry.name}'")
@@ -1943,6 +1947,13 @@ def _load_entries(keyspace: Keyspace, raw: bytes) -> int:
 # single client, there is nothing to batch with, and its replies go at once
 # rather than wait behind the loop's own bookkeeping. --batch-writes no sends
 # each read's replies at once, to measure the difference.
+#
+# A client can ask for more than it reads: one packet of 2,000 "GET k" of a
+# 1 MB value asks for 2 GB of replies. So a connection runs its requests only
+# while its unsent output stays under OUTPUT_PAUSE_BYTES; past that it stops,
+# and stops reading the socket, until the client has read enough. Large
+# replies are handed to the socket a slice at a time (ReplyBuffer). What one
+# client costs in memory is bounded by its own reads, not by what it asks.
 
 
 class Client:
@@ -1981,6 +1992,69 @@ class Client:
                 f"lib-ver={text(self.library.get(b'lib-ver', b''))}").encode()
 
 
+# How much unsent output one client may have before the server stops running its
+# commands. A client that pipelines requests but never reads the replies would
+# otherwise make the server produce replies without end (Redis's own answer is
+# client-output-buffer-limit, which disconnects such a client). This server
+# pauses instead: it stops running the client's commands and reading its
+# socket until the client has read enough, so nobody is disconnected and the
+# memory a client holds stays bounded by this limit plus one reply.
+OUTPUT_PAUSE_BYTES = 1024 * 1024  # this server's own setting; Redis has no such pause
+NET_MAX_WRITES_PER_EVENT = 64 * 1024  # Redis writes at most this much to one client per event
+
+
+class ReplyBuffer:
+    """One connection's replies that are not yet handed to the socket (Redis's per-client reply list).
+
+    Small replies leave together, in one write. A large reply leaves a slice
+    at a time, as the client reads it, so that the server never holds more
+    than the one copy of it that the reply itself is.
+
+    >>> replies = ReplyBuffer()
+    >>> replies.append(b"+OK\\r\\n"); replies.append(b":1\\r\\n")
+    >>> replies.size, replies.take()
+    (9, b'+OK\\r\\n:1\\r\\n')
+    >>> replies.append(b"x" * 100_000)
+    >>> len(replies.take()), replies.size
+    (65536, 34464)
+    """
+
+    def __init__(self) -> None:
+        self._replies: collections.deque[bytes] = collections.deque()
+        self._offset = 0  # how much of the first reply was already taken
+        self.size = 0  # bytes not yet taken
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+    def append(self, reply: bytes) -> None:
+        self._replies.append(reply)
+        self.size += len(reply)
+
+    def take(self, limit: int = NET_MAX_WRITES_PER_EVENT) -> bytes | memoryview:
+        """Remove and return the next bytes to write: whole replies up to about limit bytes, or a slice of one."""
+        if self.size <= limit and not self._offset:  # the usual case: everything, in one piece
+            data = b"".join(self._replies)
+            self._replies.clear()
+        elif len(self._replies[0]) - self._offset > limit:  # a large reply: its next slice, without copying it
+            data = memoryview(self._replies[0])[self._offset : self._offset + limit]
+            self._offset += limit
+        else:  # the rest of the first reply, and as many whole replies after it as fit
+            pieces = [memoryview(self._replies.popleft())[self._offset :]]
+            self._offset = 0
+            taken = len(pieces[0])
+            while self._replies and taken + len(self._replies[0]) <= limit:
+                taken += len(self._replies[0])
+                pieces.append(self._replies.popleft())
+            data = b"".join(pieces)
+        self.size -= len(data)
+        return data
+
+    def clear(self) -> None:
+        self._replies.clear()
+        self._offset = self.size = 0
+
+
 class ClientConnection(asyncio.Protocol):
     """Bytes in, commands run, replies out: the life of one TCP connection."""
 
@@ -1989,7 +2063,12 @@ class ClientConnection(asyncio.Protocol):
         self.parser = RequestParser(shortcut=server.options.parser_shortcut == "yes")
         self.transport: asyncio.Transport | None = None
         self.client: Client | None = None
-        self.queued_replies: list[bytes] = []  # encoded replies not yet written to the socket
+        self.requests: collections.deque[list[bytes]] = collections.deque()  # parsed, not yet run
+        self.last_reply: bytes | None = None  # after the requests: a final reply (b"" for none), then close
+        self.replies = ReplyBuffer()  # encoded replies not yet handed to the socket
+        self.transport_full = False  # between pause_writing() and resume_writing()
+        self.reading_paused = False  # while requests wait for the client to read its replies
+        self.write_queued = False  # in the server's list of connections to write before the loop sleeps
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -2002,48 +2081,81 @@ class ClientConnection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
-        commands, protocol_error = self.parser.feed(data)
+        try:
+            commands, protocol_error = self.parser.feed(data)
+            self.requests += commands
+            client = self.client
+            if protocol_error is not None:
+                log.debug("Protocol error from client %d (%s): %s", client.id, client.address, protocol_error)
+                self.last_reply = error_reply(f"ERR {protocol_error}")
+            elif self.parser.pending_size > self.server.options.client_query_buffer_limit:
+                log.warning("Closing client %d (%s): it reached the query buffer limit", client.id, client.address)
+                self.last_reply = b""
+            self.run_requests()
+        except MemoryError:
+            self.out_of_memory()
+
+    def run_requests(self) -> None:
+        """Run the parsed requests in order and queue their replies, while the client's unsent output allows."""
         client = self.client
-        replies = []
-        for args in commands:
-            replies.append(execute(client, args))
-            if client.close_after_reply:
+        ran = 0
+        while True:
+            while self.requests and not client.close_after_reply and not self.output_full():
+                self.replies.append(execute(client, self.requests.popleft()))
+                ran += 1
+            if not self.requests or client.close_after_reply or self.transport_full:
                 break
-        self.server.commands_processed += len(replies)
-        if protocol_error is not None and not client.close_after_reply:
-            replies.append(error_reply(f"ERR {protocol_error}"))
-            log.debug("Protocol error from client %d (%s): %s", client.id, client.address, protocol_error)
+            self.write_replies()  # over the limit: hand the replies to the socket now, then go on if it took them
+        self.server.commands_processed += ran
+        if self.requests and not client.close_after_reply:
+            self.transport.pause_reading()  # until the client reads: resume_writing() carries on
+            self.reading_paused = True
+            return
+        if self.reading_paused:
+            self.transport.resume_reading()
+            self.reading_paused = False
+        if self.last_reply is not None and not client.close_after_reply:
+            self.replies.append(self.last_reply)
             client.close_after_reply = True
-        if self.parser.pending_size > self.server.options.client_query_buffer_limit:
-            log.warning("Closing client %d (%s): it reached the query buffer limit", client.id, client.address)
-            client.close_after_reply = True
-        if not replies and not client.close_after_reply:
+        if not self.replies and not client.close_after_reply:
             return  # only part of a request arrived: nothing to send yet
-        if not self.queued_replies:
-            self.server.clients_pending_write.append(self)
-        self.queued_replies += replies
-        alone = self.server.selector.ready_count == 1  # the only client in this pass: nothing to batch with
-        if alone or client.close_after_reply or not self.server.batch_writes:
-            self.server.write_pending_replies()
+        self.server.queue_write(self)
+
+    def output_full(self) -> bool:
+        return self.replies.size + self.transport.get_write_buffer_size() > OUTPUT_PAUSE_BYTES
 
     def write_replies(self) -> None:
-        """Send the queued replies in one write, then close the connection if the client is done."""
-        self.transport.write(b"".join(self.queued_replies))
-        self.queued_replies.clear()
-        if self.client.close_after_reply:
+        """Hand queued replies to the socket until it has plenty to send; close the connection if the client is done."""
+        closing = self.client.close_after_reply
+        while self.replies and (closing or not self.transport_full):
+            self.transport.write(self.replies.take())
+        if closing:
             self.transport.close()  # sends what is buffered first
 
-    # A client that sends requests faster than it reads the replies would make its
-    # replies pile up in memory. asyncio calls these two when the transport's
-    # write buffer passes its high and low water marks: stop reading that
-    # client's requests until its replies have drained.
+    # asyncio calls these two when the transport's own write buffer passes its
+    # high and low water marks: the client is not reading as fast as we write.
     def pause_writing(self) -> None:
-        self.transport.pause_reading()
+        self.transport_full = True
 
     def resume_writing(self) -> None:
-        self.transport.resume_reading()
+        self.transport_full = False
+        try:
+            self.write_replies()
+            if not self.transport_full:
+                self.run_requests()  # requests that waited for the client to read
+        except MemoryError:
+            self.out_of_memory()
+
+    def out_of_memory(self) -> None:
+        """Drop one client that needed more memory than the machine has, rather than crash everyone."""
+        log.warning("Closing client %d (%s): out of memory while serving it", self.client.id, self.client.address)
+        self.requests.clear()
+        self.replies.clear()
+        self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.requests.clear()
+        self.replies.clear()
         self.server.client_disconnected(self.client)
 
 
@@ -2064,9 +2176,18 @@ class Server:
         self.connections_received = 0
         self.shutdown_requested: asyncio.Future | None = None
         self.batch_writes = options.batch_writes == "yes"
-        self.clients_pending_write: list[ClientConnection] = []  # connections with queued replies
+        self.clients_pending_write: list[ClientConnection] = []  # connections with replies to write before sleep
         self.selector = BeforeSleepSelector(self.write_pending_replies)  # main() runs the event loop on it
         self.active_expiry_enabled = True  # DEBUG SET-ACTIVE-EXPIRE 0 turns it off
+
+    def queue_write(self, connection: ClientConnection) -> None:
+        """Write a connection's replies before the loop sleeps, or at once when there is nothing to batch them with."""
+        if not connection.write_queued:
+            connection.write_queued = True
+            self.clients_pending_write.append(connection)
+        alone = self.selector.ready_count == 1  # the only client in this pass: nothing to batch with
+        if alone or connection.client.close_after_reply or not self.batch_writes:
+            self.write_pending_replies()
 
     def write_pending_replies(self) -> None:
         """Write every queued reply, one write per connection.
@@ -2075,6 +2196,7 @@ class Server:
         each time the event loop is about to wait for events.
         """
         for connection in self.clients_pending_write:
+            connection.write_queued = False
             connection.write_replies()
         self.clients_pending_write.clear()
 

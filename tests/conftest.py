@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 import queue
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -28,11 +29,14 @@ START_TIMEOUT = 10.0
 class ServerProcess:
     """python server.py --port 0, running in a directory of its own; its log is collected as it runs."""
 
-    def __init__(self, directory: pathlib.Path, *extra_args: str) -> None:
+    def __init__(self, directory: pathlib.Path, *extra_args: str, limits: dict[int, int] | None = None) -> None:
+        """limits: resource limits for the server process, such as {resource.RLIMIT_AS: 2**30}."""
         self.directory = directory
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "server.py"), "--port", "0", "--dir", str(directory), *extra_args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            preexec_fn=(lambda: [resource.setrlimit(which, (value, value)) for which, value in limits.items()])
+            if limits else None,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.log: list[str] = []
@@ -67,6 +71,11 @@ class ServerProcess:
                 return "".join(self.log)
             if line is not None:
                 self.log.append(line)
+
+    def memory(self, field: str = "VmRSS") -> int:
+        """The server process's memory in bytes, from /proc: VmRSS now, or VmHWM, its peak so far."""
+        status = pathlib.Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE)[1]) * 1024
 
     def wait(self, timeout: float = 10.0) -> int:
         code = self.process.wait(timeout)
@@ -218,8 +227,9 @@ def start_server(tmp_path):
     """Start servers of a test's own (for restarts, bad dump files...); all stopped afterwards."""
     started = []
 
-    def start(*extra_args: str, directory: pathlib.Path = tmp_path) -> ServerProcess:
-        process = ServerProcess(directory, *extra_args)
+    def start(*extra_args: str, directory: pathlib.Path = tmp_path, limits: dict[int, int] | None = None
+              ) -> ServerProcess:
+        process = ServerProcess(directory, *extra_args, limits=limits)
         started.append(process)
         return process
 
