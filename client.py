@@ -17,23 +17,107 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Iterable
 
-from server import (
-    REDIS_VERSION,
-    BigNumber,
-    Double,
-    ErrorReply,
-    IncompleteReply,
-    ProtocolError,
-    Push,
-    RespMap,
-    RespSet,
-    Status,
-    Verbatim,
-    encode_request,
-    parse_reply,
-    split_inline_args,
-)
+from server import CRLF, REDIS_VERSION, ProtocolError, bulk_array, split_inline_args
+
+# --- Parsing replies -----------------------------------------------------------
+#
+# This client and the tests read replies with this parser. Replies nest (an
+# array of arrays), so it is a small recursive reader over a byte buffer. Each
+# RESP type maps to a Python type: bulk string -> bytes, integer -> int,
+# null -> None, array -> list, boolean -> bool, and the marker classes below
+# for the types that need telling apart from those.
+
+
+class Status(bytes):
+    """A simple string reply, such as OK."""
+
+
+class ErrorReply(bytes):
+    """An error reply, such as ERR syntax error."""
+
+
+class Double(bytes):
+    """A RESP3 double, kept as the text the server sent (",3.14")."""
+
+
+class BigNumber(bytes):
+    """A RESP3 big number ("(12345678901234567890")."""
+
+
+class Verbatim(bytes):
+    """A RESP3 verbatim string; the text after its "txt:" format prefix."""
+
+
+class RespMap(list):
+    """A RESP3 map, as a list of (key, value) pairs: keys need not be hashable."""
+
+
+class RespSet(list):
+    """A RESP3 set."""
+
+
+class Push(list):
+    """A RESP3 out-of-band push message."""
+
+
+class IncompleteReply(Exception):
+    """The buffer ends before the reply does."""
+
+
+def parse_reply(buffer: bytes, pos: int = 0) -> tuple[object, int]:
+    """Parse one reply starting at buffer[pos]; return it and the position after it.
+
+    Raises IncompleteReply if more bytes are needed, ProtocolError if the bytes are not RESP.
+    """
+    end = buffer.find(CRLF, pos)
+    if end < 0:
+        raise IncompleteReply
+    kind, line, pos = buffer[pos : pos + 1], buffer[pos + 1 : end], end + 2
+    if kind == b"+":
+        return Status(line), pos
+    if kind == b"-":
+        return ErrorReply(line), pos
+    if kind == b":":
+        return int(line), pos
+    if kind == b"_":
+        return None, pos
+    if kind == b"#":
+        return line == b"t", pos
+    if kind == b",":
+        return Double(line), pos
+    if kind == b"(":
+        return BigNumber(line), pos
+    if kind in (b"$", b"=", b"!"):  # bulk string, verbatim string, bulk error
+        length = int(line)
+        if length < 0:
+            return None, pos
+        if len(buffer) < pos + length + 2:
+            raise IncompleteReply
+        payload = buffer[pos : pos + length]
+        kinds = {b"$": bytes, b"=": lambda p: Verbatim(p[4:]), b"!": ErrorReply}
+        return kinds[kind](payload), pos + length + 2
+    if kind in (b"*", b"~", b">", b"%", b"|"):
+        count = int(line)
+        if count < 0:
+            return None, pos
+        items = []
+        for _ in range(count * 2 if kind in (b"%", b"|") else count):
+            item, pos = parse_reply(buffer, pos)
+            items.append(item)
+        if kind == b"|":  # attributes describe the reply that follows: skip them
+            return parse_reply(buffer, pos)
+        if kind == b"%":
+            return RespMap(zip(items[::2], items[1::2], strict=True)), pos
+        return {b"*": list, b"~": RespSet, b">": Push}[kind](items), pos
+    raise ProtocolError(f"unexpected reply type {kind!r}")
+
+
+def encode_request(args: Iterable[bytes]) -> bytes:
+    """A command as a client sends it: an array of bulk strings."""
+    return bulk_array(args)
+
 
 HISTORY_FILE = "~/.redis_clone_cli_history"
 SLOW_COMMAND_SECONDS = 0.5  # redis-cli prints how long a command took from this long on

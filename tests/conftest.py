@@ -20,7 +20,7 @@ import redis
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import server as srv  # noqa: E402  (the module under test, imported for its parser and helpers)
+import client as cli  # noqa: E402  (its reply parser reads what the servers send)
 
 READY_LINE = re.compile(r"ready to accept connections on [^,]+:(\d+)")
 START_TIMEOUT = 10.0
@@ -138,8 +138,8 @@ class RawConnection:
         """The raw bytes of the next complete reply."""
         while True:
             try:
-                _, end = srv.parse_reply(self.buffer)
-            except srv.IncompleteReply:
+                _, end = cli.parse_reply(self.buffer)
+            except cli.IncompleteReply:
                 chunk = self.sock.recv(65536)
                 if not chunk:
                     raise ConnectionError(f"connection closed; unparsed bytes: {self.buffer!r}") from None
@@ -149,7 +149,7 @@ class RawConnection:
             return reply
 
     def call(self, *args: bytes | str | int) -> bytes:
-        self.send(srv.encode_request([a if isinstance(a, bytes) else str(a).encode() for a in args]))
+        self.send(cli.encode_request([a if isinstance(a, bytes) else str(a).encode() for a in args]))
         return self.read_reply()
 
     def is_closed_by_server(self) -> bool:
@@ -304,7 +304,7 @@ def replies_match(args: list, ours: bytes, theirs: bytes) -> bool:
         return True
     name = (args[0] if isinstance(args[0], bytes) else str(args[0]).encode()).upper()
     if name in UNORDERED and ours.startswith(b"*") and theirs.startswith(b"*"):
-        return sorted(srv.parse_reply(ours)[0]) == sorted(srv.parse_reply(theirs)[0])
+        return sorted(cli.parse_reply(ours)[0]) == sorted(cli.parse_reply(theirs)[0])
     tolerance = CLOCK_TOLERANCE.get(name)
     if tolerance is None or not (ours.startswith(b":") and theirs.startswith(b":")):
         return False

@@ -144,9 +144,9 @@ def normalize(args: list[bytes], reply: bytes) -> bytes:
     if name == b"RANDOMKEY":
         return b"a key" if reply.startswith(b"$") and reply != b"$-1\r\n" else reply
     if name == b"SCAN" and reply.startswith(b"*2\r\n"):
-        import server as srv
+        import client as cli
 
-        cursor, keys = srv.parse_reply(reply)[0]
+        cursor, keys = cli.parse_reply(reply)[0]
         return b"%s %r" % (cursor, sorted(keys))
     return reply
 
@@ -209,7 +209,7 @@ def test_random_command_streams_match_redis(both, request, seed):
 
 def test_pipelined_command_streams_match_redis(both, request, seed):
     """The same streams, sent in pipelined batches of 1 to 50 commands: the parser's shortcut at work."""
-    import server as srv
+    import client as cli
 
     ours, theirs = both
     generator, batch_sizes = Generator(seed + 1000), random.Random(seed)
@@ -217,7 +217,7 @@ def test_pipelined_command_streams_match_redis(both, request, seed):
     done = 0
     while done < len(commands):
         batch = commands[done : done + batch_sizes.randint(1, 50)]
-        payload = b"".join(srv.encode_request(args) for args in batch)
+        payload = b"".join(cli.encode_request(args) for args in batch)
         ours.send(payload)
         theirs.send(payload)
         for offset, args in enumerate(batch):

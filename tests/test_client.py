@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT
 
 import client
-from server import Double, ErrorReply, RespMap, RespSet, Status
+from client import Double, ErrorReply, RespMap, RespSet, Status
 
 # What redis-cli 7.0.15 printed for these sessions against redis-server 7.0.15 (stdin-fed, with --no-raw
 # for the terminal format and --raw for the piped one). The same session against this server, through

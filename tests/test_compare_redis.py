@@ -255,7 +255,7 @@ def test_mangled_byte_streams_get_the_same_treatment(server, real_redis):
     import random
     import socket
 
-    from server import encode_request
+    from client import encode_request
 
     marker, marker_reply = encode_request([b"ECHO", b"end-fuzz!"]), b"$9\r\nend-fuzz!\r\n"
 

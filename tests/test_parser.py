@@ -2,20 +2,8 @@
 
 import pytest
 
-from server import (
-    PROTO_INLINE_MAX_SIZE,
-    BigNumber,
-    Double,
-    ErrorReply,
-    IncompleteReply,
-    ProtocolError,
-    RequestParser,
-    RespMap,
-    Status,
-    encode_request,
-    parse_reply,
-    split_inline_args,
-)
+from client import BigNumber, Double, ErrorReply, IncompleteReply, RespMap, Status, encode_request, parse_reply
+from server import PROTO_INLINE_MAX_SIZE, ProtocolError, RequestParser, split_inline_args
 
 
 def parse_all(data: bytes) -> list[list[bytes]]:

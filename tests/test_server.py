@@ -10,7 +10,7 @@ import pytest
 import redis
 from conftest import ROOT, RawConnection
 
-from server import encode_request
+from client import encode_request
 
 
 def wait_until(condition, timeout: float = 5.0, interval: float = 0.01) -> bool:
