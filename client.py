@@ -4,10 +4,10 @@
     python client.py SET name Alice        one command, then exit (status 1 on an error reply)
     echo "GET name" | python client.py     commands from standard input, one per line
 
-It speaks RESP with the code in server.py (requests go out as arrays of bulk
-strings, replies come back through the same reply parser) and prints replies
-exactly as redis-cli 7.0 does: quoted strings with escapes on a terminal,
-bare values when the output is piped (or with --raw). Standard library only.
+It sends requests as arrays of bulk strings with server.py's encoders, reads
+replies with the reply parser below, and prints replies exactly as redis-cli
+7.0 does: quoted strings with escapes on a terminal, bare values when the
+output is piped (or with --raw). Standard library only.
 """
 
 from __future__ import annotations
