@@ -2118,8 +2118,10 @@ class Server:
     def database(self, index_arg: bytes) -> Database:
         """The database named by a SELECT/MOVE/COPY argument, with Redis's errors."""
         index = parse_integer(index_arg)
-        if index is None or not -(2**31) <= index < 2**31:
+        if index is None:
             raise CommandError(NOT_AN_INTEGER)
+        if not -(2**31) <= index < 2**31:  # Redis reads it as a C int: a long long first, then a range check
+            raise CommandError("ERR value is out of range, value must between -2147483648 and 2147483647")
         if not 0 <= index < DATABASES:
             raise CommandError("ERR DB index is out of range")
         return self.keyspace.databases[index]

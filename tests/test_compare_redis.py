@@ -66,7 +66,8 @@ SCENARIOS = {
     "unknown command": [["FOOBAR"], ["FOOBAR", "a", "b"], ["foobar", *[f"x{i}" for i in range(30)]],
                         ["foobar", "y" * 200], ["FOO", "a\x00b"]],
     "select and databases": [
-        ["SELECT", "abc"], ["SELECT", "99"], ["SELECT", "-1"], ["SET", "k", "0"], ["SELECT", "1"], ["GET", "k"],
+        ["SELECT", "abc"], ["SELECT", "2147483648"], ["SELECT", "-2147483649"], ["SELECT", "99999999999999999999"],
+        ["SELECT", "99"], ["SELECT", "-1"], ["SET", "k", "0"], ["SELECT", "1"], ["GET", "k"],
         ["SET", "k", "1"], ["DBSIZE"], ["SELECT", "0"], ["GET", "k"], ["FLUSHDB", "x"], ["FLUSHDB", "ASYNC", "x"],
         ["FLUSHDB", "sync"], ["DBSIZE"], ["SELECT", "1"], ["DBSIZE"], ["FLUSHALL", "ASYNC"], ["DBSIZE"],
     ],
@@ -146,7 +147,8 @@ SCENARIOS = {
         ["COPY", "a", "b", "REPLACE"], ["COPY", "a", "a"], ["COPY", "a", "b", "DB", "1"], ["COPY", "a", "a", "DB", "0"],
         ["COPY", "a", "x", "DB", "99"], ["COPY", "a", "x", "DB", "abc"], ["COPY", "a", "x", "FOO"],
         ["COPY", "a", "x", "DB", "99", "FOO"], ["COPY", "nokey", "x"], ["SELECT", "1"], ["TTL", "b"], ["GET", "b"],
-        ["SELECT", "0"], ["MOVE", "a", "0"], ["MOVE", "a", "99"], ["MOVE", "a", "abc"], ["MOVE", "a", "1"],
+        ["SELECT", "0"], ["MOVE", "a", "2147483648"], ["MOVE", "a", "0"], ["MOVE", "a", "99"], ["MOVE", "a", "abc"],
+        ["MOVE", "a", "1"],
         ["SET", "a", "2"], ["MOVE", "a", "1"], ["MOVE", "nokey", "1"], ["SELECT", "1"], ["GET", "a"], ["TTL", "a"],
     ],
     "swapdb": [
