@@ -1647,6 +1647,7 @@ LDBL_MAX_EXP = 16384  # numbers must stay below 2**LDBL_MAX_EXP
 MAX_LONG_DOUBLE_CHARS = 5 * 1024  # Redis refuses longer numeric strings
 DECIMAL_FLOAT = re.compile(rb"[+-]?(\d+\.?\d*|\.\d+)(?:[eE]([+-]?\d+))?")
 HEX_FLOAT = re.compile(rb"[+-]?0[xX]([0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP]([+-]?\d+))?")
+EXPONENT_LIMIT = 5 * LDBL_MAX_EXP  # beyond it a number is out of range whatever its (< 5 KB) mantissa
 INFINITY_TEXT = re.compile(rb"[+-]?(inf|infinity)", re.IGNORECASE)
 INFINITY = "inf"  # stands for a long double infinity of either sign
 
@@ -1676,15 +1677,15 @@ def parse_long_double(value: bytes) -> Fraction | str | None:
     if match := HEX_FLOAT.fullmatch(value):
         whole, _, fraction = match[1].partition(b".")
         mantissa = Fraction(int(whole + fraction or b"0", 16), 16 ** len(fraction))
-        base, exponent = 2, int(match[2] or 0)
+        base, exponent = 2, parse_exponent(match[2])
     elif match := DECIMAL_FLOAT.fullmatch(value):
         mantissa = Fraction(Decimal(match[1].decode()))
-        base, exponent = 10, int(match[2] or 0)
+        base, exponent = 10, parse_exponent(match[2])
     else:
         return None  # including "nan", which Redis refuses
     if mantissa == 0:
         return Fraction(0)
-    if abs(exponent) > 5 * LDBL_MAX_EXP:
+    if abs(exponent) > EXPONENT_LIMIT:
         return None  # far beyond the range either way, and slow to compute exactly
     rounded = round_to_long_double(mantissa * Fraction(base) ** exponent)
     if rounded == INFINITY or rounded == 0:  # overflow or underflow: strtold reports ERANGE
@@ -1692,10 +1693,27 @@ def parse_long_double(value: bytes) -> Fraction | str | None:
     return -rounded if value[:1] == b"-" else rounded
 
 
+def parse_exponent(text: bytes | None) -> int:
+    """The exponent of a float literal: strtold reads as many digits as there are, leading zeros included.
+
+    Python's int() refuses to read more than 4300 digits (a guard against slow
+    conversions, sys.get_int_max_str_digits), so an exponent of more than nine
+    significant digits is not converted: it is far beyond EXPONENT_LIMIT anyway.
+    """
+    if text is None:
+        return 0
+    sign = -1 if text.startswith(b"-") else 1
+    digits = text.lstrip(b"+-").lstrip(b"0")
+    if len(digits) > 9:
+        return sign * (EXPONENT_LIMIT + 1)
+    return sign * int(digits or b"0")
+
+
 def format_long_double(value: Fraction) -> bytes:
     """Print like C's printf("%.17Lf") with trailing zeros (and a trailing ".") removed."""
     scaled = round(value * 10**17)
-    digits = str(abs(scaled)).rjust(18, "0")
+    # Up to 4950 digits: str() of an int refuses more than 4300 (see parse_exponent); Decimal has no such limit.
+    digits = str(Decimal(abs(scaled))).rjust(18, "0")
     number = f"{'-' if value < 0 else ''}{digits[:-17]}.{digits[-17:]}".rstrip("0").rstrip(".")
     return b"0" if number == "-0" else number.encode()
 
