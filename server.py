@@ -1901,6 +1901,8 @@ def _load_entries(keyspace: Keyspace, raw: bytes) -> int:
         document = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise DumpError(f"not valid JSON: {error}") from error
+    except RecursionError as error:  # the parser recurses once per level; a snapshot has three
+        raise DumpError("JSON nested too deeply to be a snapshot") from error
     if not isinstance(document, dict) or document.get("format") != DUMP_FORMAT:
         raise DumpError(f'not a snapshot of this server (expected "format": "{DUMP_FORMAT}")')
     if document.get("version") != DUMP_VERSION:
@@ -1917,6 +1919,8 @@ def _load_entries(keyspace: Keyspace, raw: bytes) -> int:
                 raise ValueError(f"database {index!r} is not between 0 and {DATABASES - 1}")
             if not (when is None or type(when) is int):
                 raise ValueError(f"expiry {when!r} is not an integer or null")
+            if when is not None and not LLONG_MIN <= when <= LLONG_MAX:  # an RDB file stores a long long
+                raise ValueError(f"expiry {when} is outside the 64-bit range of Redis's expire times")
             key_bytes = key.encode(DUMP_ENCODING, DUMP_ERRORS)
             value_bytes = value.encode(DUMP_ENCODING, DUMP_ERRORS)
         except (TypeError, ValueError, AttributeError, UnicodeEncodeError) as error:
@@ -1924,6 +1928,8 @@ def _load_entries(keyspace: Keyspace, raw: bytes) -> int:
         if when is not None and when <= now:
             continue  # expired while the server was down
         db = keyspace.databases[index]
+        if key_bytes in db.data:  # which of the two is the data? Redis refuses such an RDB file too
+            raise DumpError(f"entry {number} ({str(entry)[:80]}): duplicated key in database {index}")
         db.data[key_bytes] = value_bytes
         if when is not None:
             db.expires[key_bytes] = when

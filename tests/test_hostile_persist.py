@@ -4,7 +4,10 @@ INCRBYFLOAT results are compared with a real redis-server where one is installed
 server's peak resident size (VmHWM) from /proc, so they run on Linux only.
 """
 
+import json
+
 import pytest
+import redis
 
 # --- INCRBYFLOAT with numbers of thousands of digits ------------------------------------------------------------------
 
@@ -36,3 +39,59 @@ def test_incrbyfloat_prints_a_result_of_4301_digits(raw):
     raw.call("SET", "stored", "7" * 4400)  # a stored value of more digits than Python's int() reads
     assert raw.call("INCRBYFLOAT", "stored", "1").startswith(b"$4400\r\n77777777777777777776909062248514868774")
     assert raw.call("INCRBYFLOAT", "ten", "1e" + HUGE_EXPONENT_DIGITS + "1") == b"$2\r\n10\r\n"
+
+
+# --- Snapshot files that must be refused ------------------------------------------------------------------------------
+
+HEADER = '{"format": "educational-redis-clone", "version": 1, "fields": ["db", "key", "value", "expires_at_ms"], '
+
+
+def refused(tmp_path, start_server, content: str) -> str:
+    """Start a server on a dump holding content; check that it refuses to start and leaves the file alone."""
+    dump = tmp_path / "dump.json"
+    dump.write_text(content)
+    process = start_server()
+    assert process.port is None  # it never started listening
+    assert process.wait() == 1
+    log = process.output()
+    assert f"Cannot load the snapshot {dump}" in log and "Traceback" not in log
+    assert dump.read_text() == content
+    return log
+
+
+@pytest.mark.parametrize("nesting", [
+    "[" * 1500 + "]" * 1500,
+    HEADER + '"entries": [[0, "k", ' + "[" * 1500 + "]" * 1500 + ", null]]}",
+    HEADER + '"entries": ' + '{"a": ' * 100_000 + "1" + "}" * 100_000 + "}",
+], ids=["document", "value", "object"])
+def test_deeply_nested_snapshot_is_refused(tmp_path, start_server, nesting):
+    assert "nested too deeply" in refused(tmp_path, start_server, nesting)
+
+
+@pytest.mark.parametrize("when", [10**30, 2**63, -(2**63) - 1, -(10**4000)], ids=["1e30", "2^63", "-2^63-1", "-1e4000"])
+def test_expire_time_beyond_64_bits_is_refused(tmp_path, start_server, when):
+    log = refused(tmp_path, start_server, HEADER + f'"entries": [[0, "ok", "v", null], [0, "k", "v", {when}]]}}')
+    assert "entry 2" in log and "64-bit" in log
+
+
+def test_expire_times_at_the_ends_of_64_bits_load(tmp_path, start_server):
+    entries = [[0, "forever-ish", "v", 2**63 - 1], [0, "long-gone", "v", -(2**63)]]
+    (tmp_path / "dump.json").write_text(HEADER + f'"entries": {json.dumps(entries)}}}')
+    client = redis.Redis(port=start_server().port)
+    assert client.keys() == [b"forever-ish"]  # a time before 1970 has passed: the key expired, as in Redis
+    assert client.pexpiretime("forever-ish") == 2**63 - 1
+
+
+def test_duplicated_key_is_refused(tmp_path, start_server):
+    entries = [[0, "a", "1", None], [3, "dup", "first", None], [0, "dup", "0", None], [3, "dup", "second", None]]
+    log = refused(tmp_path, start_server, HEADER + f'"entries": {json.dumps(entries)}}}')
+    assert "entry 4" in log and "duplicated key in database 3" in log
+
+
+def test_duplicate_of_an_expired_entry_loads_like_redis(tmp_path, start_server):
+    # Redis drops an expired key while loading before it could see the duplicate; so does this server.
+    entries = [[0, "k", "old", 1000], [0, "k", "new", None]]
+    (tmp_path / "dump.json").write_text(HEADER + f'"entries": {json.dumps(entries)}}}')
+    process = start_server()
+    assert "DB loaded from disk: 1 keys" in process.output()
+    assert redis.Redis(port=process.port).get("k") == b"new"
