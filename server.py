@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import gc
 import itertools
 import json
@@ -34,7 +35,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
@@ -1824,12 +1825,20 @@ def setrange_command(client: Client, args: list[bytes]) -> bytes:
 # with Python's "surrogateescape" error handler: valid UTF-8 reads as itself,
 # and each byte that is not valid UTF-8 becomes the code point U+DC80 + byte,
 # which JSON writes as an escape such as "\udcff". Loading reverses it exactly.
+#
+# SAVE writes each line as soon as it is made, and a large value a piece at a
+# time, so that saving costs little memory beyond the data itself. Loading is
+# strict, as Redis's is: an entry that no snapshot could hold (a value that is
+# not a string, an expire time beyond 64 bits, a key seen twice) stops the
+# server from starting, rather than have it guess, then save its guess.
 
 DUMP_FORMAT = "educational-redis-clone"
 DUMP_VERSION = 1
 DUMP_FIELDS = ["db", "key", "value", "expires_at_ms"]
 DUMP_ENCODING = "utf-8"
 DUMP_ERRORS = "surrogateescape"  # how bytes that are not UTF-8 survive; see above
+quote_json = json.encoder.encode_basestring_ascii  # a str as a JSON string literal in ASCII (in C)
+SAVE_CHUNK = 64 * 1024  # bytes of a larger key or value encoded at a time, to keep SAVE's memory small
 
 
 class DumpError(Exception):
@@ -1838,21 +1847,13 @@ class DumpError(Exception):
 
 def save_snapshot(keyspace: Keyspace, path: str) -> None:
     """Write every key to path atomically: temporary file, fsync, rename."""
-    quote = json.encoder.encode_basestring_ascii  # a str as a JSON string literal, in C
     header = json.dumps({"format": DUMP_FORMAT, "version": DUMP_VERSION, "fields": DUMP_FIELDS})
-    lines = []
-    for db in keyspace.databases:
-        expires = db.expires
-        for key, value in db.data.items():
-            when = expires.get(key)
-            lines.append(f"[{db.index},{quote(key.decode(DUMP_ENCODING, DUMP_ERRORS))},"
-                         f"{quote(value.decode(DUMP_ENCODING, DUMP_ERRORS))},{'null' if when is None else when}]")
     directory = os.path.dirname(os.path.abspath(path))
     temporary = os.path.join(directory, f"temp-{os.getpid()}.json")
     try:
         with open(temporary, "w", encoding="ascii") as file:
             file.write(header[:-1] + ',\n"entries": [\n')
-            file.write(",\n".join(lines))
+            file.writelines(entry_lines(keyspace))
             file.write("\n]}\n")
             file.flush()
             os.fsync(file.fileno())
@@ -1872,6 +1873,47 @@ def save_snapshot(keyspace: Keyspace, path: str) -> None:
         pass
     finally:
         os.close(directory_fd)
+
+
+def entry_lines(keyspace: Keyspace) -> Iterator[str]:
+    """The entries as text, a line per key, made one at a time so that the file's buffer is the only batch."""
+    separator = ""
+    for db in keyspace.databases:
+        expires = db.expires
+        for key, value in db.data.items():
+            when = expires.get(key)
+            expiry = "null" if when is None else when
+            if len(key) + len(value) <= SAVE_CHUNK:  # nearly always: the whole line in one piece
+                yield f"{separator}[{db.index},{json_string(key)},{json_string(value)},{expiry}]"
+            else:
+                yield f"{separator}[{db.index},"
+                yield from json_string_pieces(key)
+                yield ","
+                yield from json_string_pieces(value)
+                yield f",{expiry}]"
+            separator = ",\n"
+
+
+def json_string(data: bytes) -> str:
+    """Bytes as a JSON string literal in ASCII, decoded as explained above."""
+    return quote_json(data.decode(DUMP_ENCODING, DUMP_ERRORS))
+
+
+def json_string_pieces(data: bytes) -> Iterator[str]:
+    """json_string(data), made and returned SAVE_CHUNK bytes of data at a time.
+
+    Decoded whole, a value of N bytes that are not UTF-8 would take 4N bytes as
+    a str of N surrogates, then 6N as JSON escapes ("\\udcff" per byte). In
+    pieces it takes only a few times SAVE_CHUNK. The incremental decoder keeps
+    a UTF-8 sequence cut in two by a piece's end until the next piece completes
+    it, so the text is the same as decoding data whole.
+    """
+    decoder = codecs.getincrementaldecoder(DUMP_ENCODING)(DUMP_ERRORS)
+    yield '"'
+    for start in range(0, len(data), SAVE_CHUNK):
+        end = start + SAVE_CHUNK
+        yield quote_json(decoder.decode(data[start:end], final=end >= len(data)))[1:-1]  # without its quotes
+    yield '"'
 
 
 def load_snapshot(keyspace: Keyspace, path: str) -> int:

@@ -5,9 +5,16 @@ server's peak resident size (VmHWM) from /proc, so they run on Linux only.
 """
 
 import json
+import os
+import pathlib
+import random
+import re
 
 import pytest
 import redis
+from conftest import RawConnection
+
+import server as srv
 
 # --- INCRBYFLOAT with numbers of thousands of digits ------------------------------------------------------------------
 
@@ -95,3 +102,89 @@ def test_duplicate_of_an_expired_entry_loads_like_redis(tmp_path, start_server):
     process = start_server()
     assert "DB loaded from disk: 1 keys" in process.output()
     assert redis.Redis(port=process.port).get("k") == b"new"
+
+
+# --- SAVE of a large value --------------------------------------------------------------------------------------------
+
+requires_proc = pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's /proc")
+
+
+def memory_figure(pid: int, name: str) -> int:
+    """VmRSS (resident now) or VmHWM (peak resident) of a process, in bytes."""
+    status = pathlib.Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(rf"{name}:\s+(\d+) kB", status)[1]) * 1024
+
+
+def reset_peak_memory(pid: int) -> None:
+    pathlib.Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM starts again from VmRSS
+
+
+LARGE_VALUE_SIZE = 16 * 1024 * 1024
+
+
+def random_bytes(size: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(size)  # hardly any UTF-8: about 4 bytes of JSON per byte
+
+
+@requires_proc
+def test_save_of_a_large_value_costs_less_than_one_copy_of_it(start_server):
+    process = start_server()
+    connection = RawConnection(process.port)
+    value = random_bytes(LARGE_VALUE_SIZE, seed=1)
+    assert connection.call("SET", "big", value) == b"+OK\r\n"
+    del value
+    pid = process.process.pid
+    resident = memory_figure(pid, "VmRSS")
+    reset_peak_memory(pid)
+    assert connection.call("SAVE") == b"+OK\r\n"
+    growth = memory_figure(pid, "VmHWM") - resident
+    assert growth < LARGE_VALUE_SIZE, f"SAVE took {growth / 2**20:.0f} MB more"
+    connection.close()
+
+
+# --- The snapshot's text is exactly what it was before it was written in pieces ---------------------------------------
+
+def whole_json_string(data: bytes) -> str:
+    """How SAVE encoded a key or value before it learned to do it in pieces."""
+    return json.encoder.encode_basestring_ascii(data.decode("utf-8", "surrogateescape"))
+
+
+# Bytes that make UTF-8 sequences valid, invalid, cut short and overlong, to be cut anywhere by the pieces' ends.
+UTF8_PIECES = [b"a", b"\x00", b'"', b"\\", b"\n", "é".encode(), "☕".encode(), "😀".encode(), b"\x80", b"\xbf",
+               b"\xc0\xaf", b"\xc2", b"\xe0\x80", b"\xe2\x98", b"\xed\xa0\x80", b"\xf0\x9f", b"\xf4\x90\x80\x80",
+               b"\xf8", b"\xff", b"\x7f"]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 4, 5, 7])
+def test_json_string_in_pieces_is_the_whole_string(monkeypatch, chunk):
+    monkeypatch.setattr(srv, "SAVE_CHUNK", chunk)
+    rng = random.Random(chunk)
+    for _ in range(2000):
+        data = b"".join(rng.choice(UTF8_PIECES) for _ in range(rng.randrange(40)))
+        assert "".join(srv.json_string_pieces(data)) == whole_json_string(data), data
+
+
+def test_snapshot_file_is_byte_identical_to_the_whole_line_format(monkeypatch, tmp_path):
+    monkeypatch.setattr(srv, "SAVE_CHUNK", 16)  # so that many keys and values take the way in pieces
+    rng = random.Random(7)
+    keyspace = srv.Keyspace()
+    lines = []
+    for number in range(300):
+        db = keyspace.databases[rng.randrange(srv.DATABASES)]
+        key = b"%d:" % number + b"".join(rng.choice(UTF8_PIECES) for _ in range(rng.randrange(12)))
+        value = b"".join(rng.choice(UTF8_PIECES) for _ in range(rng.randrange(30)))
+        db.data[key] = value
+        if rng.random() < 0.3:
+            db.expires[key] = srv.now_ms() + 100_000
+    for db in keyspace.databases:
+        for key, value in db.data.items():
+            when = db.expires.get(key)
+            lines.append(f"[{db.index},{whole_json_string(key)},{whole_json_string(value)},"
+                         f"{'null' if when is None else when}]")
+    srv.save_snapshot(keyspace, str(tmp_path / "dump.json"))
+    header = json.dumps({"format": srv.DUMP_FORMAT, "version": srv.DUMP_VERSION, "fields": srv.DUMP_FIELDS})
+    expected = header[:-1] + ',\n"entries": [\n' + ",\n".join(lines) + "\n]}\n"
+    assert (tmp_path / "dump.json").read_text(encoding="ascii") == expected
+    loaded = srv.Keyspace()
+    assert srv.load_snapshot(loaded, str(tmp_path / "dump.json")) == 300
+    assert [db.data for db in loaded.databases] == [db.data for db in keyspace.databases]
