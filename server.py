@@ -1922,26 +1922,40 @@ def load_snapshot(keyspace: Keyspace, path: str) -> int:
     Anything wrong with the file raises DumpError: the server must not start
     empty and later overwrite data it failed to read.
     """
-    try:
-        with open(path, "rb") as file:
-            raw = file.read()
-    except OSError as error:
-        raise DumpError(f"cannot read: {error.strerror}") from error
+    text = read_snapshot_text(path)
     # A million small lists would set off the cyclic garbage collector again and
     # again, for nothing: none of them can be part of a cycle.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _load_entries(keyspace, raw)
+        return _load_entries(keyspace, text)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _load_entries(keyspace: Keyspace, raw: bytes) -> int:
+def read_snapshot_text(path: str) -> str:
+    """The file as text, decoded as json.loads() would decode its bytes.
+
+    Decoding here, not in json.loads(), lets the bytes go before parsing
+    starts: a file of large values then costs its text and the values parsed
+    from it, rather than its bytes as well.
+    """
     try:
-        document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
+        with open(path, "rb") as file:
+            raw = file.read()
+    except OSError as error:
+        raise DumpError(f"cannot read: {error.strerror}") from error
+    try:
+        return raw.decode(json.detect_encoding(raw), "surrogatepass")
+    except UnicodeDecodeError as error:
+        raise DumpError(f"not valid JSON: {error}") from error
+
+
+def _load_entries(keyspace: Keyspace, text: str) -> int:
+    try:
+        document = json.loads(text)
+    except ValueError as error:
         raise DumpError(f"not valid JSON: {error}") from error
     except RecursionError as error:  # the parser recurses once per level; a snapshot has three
         raise DumpError("JSON nested too deeply to be a snapshot") from error

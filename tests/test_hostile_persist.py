@@ -188,3 +188,22 @@ def test_snapshot_file_is_byte_identical_to_the_whole_line_format(monkeypatch, t
     loaded = srv.Keyspace()
     assert srv.load_snapshot(loaded, str(tmp_path / "dump.json")) == 300
     assert [db.data for db in loaded.databases] == [db.data for db in keyspace.databases]
+
+
+# --- Loading a large value --------------------------------------------------------------------------------------------
+
+@requires_proc
+def test_load_of_a_large_value_does_not_keep_the_file_bytes(start_server, tmp_path):
+    value = random_bytes(LARGE_VALUE_SIZE, seed=2)
+    keyspace = srv.Keyspace()
+    keyspace.databases[0].data[b"big"] = value
+    srv.save_snapshot(keyspace, str(tmp_path / "dump.json"))
+    del keyspace
+    file_size = (tmp_path / "dump.json").stat().st_size
+    process = start_server()
+    peak = memory_figure(process.process.pid, "VmHWM")
+    resident = memory_figure(process.process.pid, "VmRSS")  # the server, with the value loaded
+    # While parsing: the file's text, and the value as a str of 4 bytes a character, less the value's bytes that
+    # stay; holding the file's bytes as well would add file_size more.
+    assert peak - resident < file_size + 5 * LARGE_VALUE_SIZE, f"{(peak - resident) / 2**20:.0f} MB"
+    assert RawConnection(process.port).call("STRLEN", "big") == b":%d\r\n" % LARGE_VALUE_SIZE
