@@ -1884,7 +1884,8 @@ def entry_lines(keyspace: Keyspace) -> Iterator[str]:
             when = expires.get(key)
             expiry = "null" if when is None else when
             if len(key) + len(value) <= SAVE_CHUNK:  # nearly always: the whole line in one piece
-                yield f"{separator}[{db.index},{json_string(key)},{json_string(value)},{expiry}]"
+                yield (f"{separator}[{db.index},{quote_json(key.decode(DUMP_ENCODING, DUMP_ERRORS))},"
+                       f"{quote_json(value.decode(DUMP_ENCODING, DUMP_ERRORS))},{expiry}]")
             else:
                 yield f"{separator}[{db.index},"
                 yield from json_string_pieces(key)
@@ -1894,13 +1895,8 @@ def entry_lines(keyspace: Keyspace) -> Iterator[str]:
             separator = ",\n"
 
 
-def json_string(data: bytes) -> str:
-    """Bytes as a JSON string literal in ASCII, decoded as explained above."""
-    return quote_json(data.decode(DUMP_ENCODING, DUMP_ERRORS))
-
-
 def json_string_pieces(data: bytes) -> Iterator[str]:
-    """json_string(data), made and returned SAVE_CHUNK bytes of data at a time.
+    """Bytes as a JSON string literal, as above, made and returned SAVE_CHUNK bytes of data at a time.
 
     Decoded whole, a value of N bytes that are not UTF-8 would take 4N bytes as
     a str of N surrogates, then 6N as JSON escapes ("\\udcff" per byte). In
