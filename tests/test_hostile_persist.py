@@ -12,7 +12,7 @@ import re
 
 import pytest
 import redis
-from conftest import RawConnection
+from conftest import RawConnection, Responsiveness
 
 import server as srv
 
@@ -27,6 +27,9 @@ FLOAT_ARGUMENTS = [
     "1" * 4400, "-" + "9" * 5000,
     "1e" + HUGE_EXPONENT_DIGITS + "1", "1e-" + HUGE_EXPONENT_DIGITS + "1", "0x1p+" + HUGE_EXPONENT_DIGITS + "5",
     "1e" + "9" * 4400, "1e-" + "9" * 4400, "0e" + "9" * 4400, "0x1p" + "9" * 5000,
+    # Long mantissas with exponents near the edges of the range
+    "0." + "0" * 5000 + "1e9933", "0." + "0" * 5000 + "1e9934", "1" * 5000 + "e-9950", "9" * 5100 + "e-10050",
+    "0x0." + "0" * 5000 + "1p36387", "0x0." + "0" * 5000 + "1p36388", "0x" + "f" * 5000 + "p-36445",
 ]
 
 
@@ -46,6 +49,16 @@ def test_incrbyfloat_prints_a_result_of_4301_digits(raw):
     raw.call("SET", "stored", "7" * 4400)  # a stored value of more digits than Python's int() reads
     assert raw.call("INCRBYFLOAT", "stored", "1").startswith(b"$4400\r\n77777777777777777776909062248514868774")
     assert raw.call("INCRBYFLOAT", "ten", "1e" + HUGE_EXPONENT_DIGITS + "1") == b"$2\r\n10\r\n"
+
+
+def test_incrbyfloat_far_out_of_range_is_refused_without_computing_it(server):
+    # 10**81920 computed exactly takes a fifth of a second: a pipeline of them would stall every client.
+    connection = RawConnection(server.port)
+    with Responsiveness(server.port):
+        connection.send(b"".join(srv.encode_request([b"INCRBYFLOAT", b"f", b"1e81920"]) for _ in range(20)))
+        for _ in range(20):
+            assert connection.read_reply() == b"-ERR value is not a valid float\r\n"
+    connection.close()
 
 
 # --- Snapshot files that must be refused ------------------------------------------------------------------------------
