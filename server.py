@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import collections
 import gc
 import itertools
@@ -35,7 +36,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
@@ -1553,6 +1554,11 @@ LDBL_MAX_EXP = 16384  # numbers must stay below 2**LDBL_MAX_EXP
 MAX_LONG_DOUBLE_CHARS = 5 * 1024  # Redis refuses longer numeric strings
 DECIMAL_FLOAT = re.compile(rb"[+-]?(\d+\.?\d*|\.\d+)(?:[eE]([+-]?\d+))?")
 HEX_FLOAT = re.compile(rb"[+-]?0[xX]([0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP]([+-]?\d+))?")
+# A number whose exponent is beyond these is out of range whatever its mantissa,
+# which has fewer than MAX_LONG_DOUBLE_CHARS digits: long doubles span about
+# 10**±4951 (2**±16445), and a hex digit is 4 bits. Refusing it early spares
+# computing a power such as 10**81920 exactly, which takes a fifth of a second.
+EXPONENT_LIMITS = {10: MAX_LONG_DOUBLE_CHARS + 5000, 2: 4 * MAX_LONG_DOUBLE_CHARS + 16500}  # by base
 INFINITY_TEXT = re.compile(rb"[+-]?(inf|infinity)", re.IGNORECASE)
 INFINITY = "inf"  # stands for a long double infinity of either sign
 
@@ -1582,26 +1588,44 @@ def parse_long_double(value: bytes) -> Fraction | str | None:
     if match := HEX_FLOAT.fullmatch(value):
         whole, _, fraction = match[1].partition(b".")
         mantissa = Fraction(int(whole + fraction or b"0", 16), 16 ** len(fraction))
-        base, exponent = 2, int(match[2] or 0)
+        base, exponent = 2, parse_exponent(match[2])
     elif match := DECIMAL_FLOAT.fullmatch(value):
         mantissa = Fraction(Decimal(match[1].decode()))
-        base, exponent = 10, int(match[2] or 0)
+        base, exponent = 10, parse_exponent(match[2])
     else:
         return None  # including "nan", which Redis refuses
     if mantissa == 0:
         return Fraction(0)
-    if abs(exponent) > 5 * LDBL_MAX_EXP:
-        return None  # far beyond the range either way, and slow to compute exactly
+    if abs(exponent) > EXPONENT_LIMITS[base]:
+        return None  # beyond the range either way, and slow to compute exactly
     rounded = round_to_long_double(mantissa * Fraction(base) ** exponent)
     if rounded == INFINITY or rounded == 0:  # overflow or underflow: strtold reports ERANGE
         return None
     return -rounded if value[:1] == b"-" else rounded
 
 
+def parse_exponent(text: bytes | None) -> int:
+    """The exponent of a float literal: strtold reads as many digits as there are, leading zeros included.
+
+    Python's int() refuses to read more than 4300 digits (a guard against slow
+    conversions, sys.get_int_max_str_digits), so an exponent of more than nine
+    significant digits is not converted but read as 10**9: like the exponent
+    itself, far beyond EXPONENT_LIMITS.
+    """
+    if text is None:
+        return 0
+    sign = -1 if text.startswith(b"-") else 1
+    digits = text.lstrip(b"+-").lstrip(b"0")
+    if len(digits) > 9:
+        return sign * 10**9
+    return sign * int(digits or b"0")
+
+
 def format_long_double(value: Fraction) -> bytes:
     """Print like C's printf("%.17Lf") with trailing zeros (and a trailing ".") removed."""
     scaled = round(value * 10**17)
-    digits = str(abs(scaled)).rjust(18, "0")
+    # Up to 4950 digits: str() of an int refuses more than 4300 (see parse_exponent); Decimal has no such limit.
+    digits = str(Decimal(abs(scaled))).rjust(18, "0")
     number = f"{'-' if value < 0 else ''}{digits[:-17]}.{digits[-17:]}".rstrip("0").rstrip(".")
     return b"0" if number == "-0" else number.encode()
 
@@ -1712,12 +1736,20 @@ def setrange_command(client: Client, args: list[bytes]) -> bytes:
 # with Python's "surrogateescape" error handler: valid UTF-8 reads as itself,
 # and each byte that is not valid UTF-8 becomes the code point U+DC80 + byte,
 # which JSON writes as an escape such as "\udcff". Loading reverses it exactly.
+#
+# SAVE writes each line as soon as it is made, and a large value a piece at a
+# time, so that saving costs little memory beyond the data itself. Loading is
+# strict, as Redis's is: an entry that no snapshot could hold (a value that is
+# not a string, an expire time beyond 64 bits, a key seen twice) stops the
+# server from starting, rather than have it guess, then save its guess.
 
 DUMP_FORMAT = "educational-redis-clone"
 DUMP_VERSION = 1
 DUMP_FIELDS = ["db", "key", "value", "expires_at_ms"]
 DUMP_ENCODING = "utf-8"
 DUMP_ERRORS = "surrogateescape"  # how bytes that are not UTF-8 survive; see above
+quote_json = json.encoder.encode_basestring_ascii  # a str as a JSON string literal in ASCII (in C)
+SAVE_CHUNK = 64 * 1024  # bytes of a larger key or value encoded at a time, to keep SAVE's memory small
 
 
 class DumpError(Exception):
@@ -1726,21 +1758,13 @@ class DumpError(Exception):
 
 def save_snapshot(keyspace: Keyspace, path: str) -> None:
     """Write every key to path atomically: temporary file, fsync, rename."""
-    quote = json.encoder.encode_basestring_ascii  # a str as a JSON string literal, in C
     header = json.dumps({"format": DUMP_FORMAT, "version": DUMP_VERSION, "fields": DUMP_FIELDS})
-    lines = []
-    for db in keyspace.databases:
-        expires = db.expires
-        for key, value in db.data.items():
-            when = expires.get(key)
-            lines.append(f"[{db.index},{quote(key.decode(DUMP_ENCODING, DUMP_ERRORS))},"
-                         f"{quote(value.decode(DUMP_ENCODING, DUMP_ERRORS))},{'null' if when is None else when}]")
     directory = os.path.dirname(os.path.abspath(path))
     temporary = os.path.join(directory, f"temp-{os.getpid()}.json")
     try:
         with open(temporary, "w", encoding="ascii") as file:
             file.write(header[:-1] + ',\n"entries": [\n')
-            file.write(",\n".join(lines))
+            file.writelines(entry_lines(keyspace))
             file.write("\n]}\n")
             file.flush()
             os.fsync(file.fileno())
@@ -1762,33 +1786,86 @@ def save_snapshot(keyspace: Keyspace, path: str) -> None:
         os.close(directory_fd)
 
 
+def entry_lines(keyspace: Keyspace) -> Iterator[str]:
+    """The entries as text, a line per key, made one at a time so that the file's buffer is the only batch."""
+    separator = ""
+    for db in keyspace.databases:
+        expires = db.expires
+        for key, value in db.data.items():
+            when = expires.get(key)
+            expiry = "null" if when is None else when
+            if len(key) + len(value) <= SAVE_CHUNK:  # nearly always: the whole line in one piece
+                yield (f"{separator}[{db.index},{quote_json(key.decode(DUMP_ENCODING, DUMP_ERRORS))},"
+                       f"{quote_json(value.decode(DUMP_ENCODING, DUMP_ERRORS))},{expiry}]")
+            else:
+                yield f"{separator}[{db.index},"
+                yield from json_string_pieces(key)
+                yield ","
+                yield from json_string_pieces(value)
+                yield f",{expiry}]"
+            separator = ",\n"
+
+
+def json_string_pieces(data: bytes) -> Iterator[str]:
+    """Bytes as a JSON string literal, as above, made and returned SAVE_CHUNK bytes of data at a time.
+
+    Decoded whole, a value of N bytes that are not UTF-8 would take 4N bytes as
+    a str of N surrogates, then 6N as JSON escapes ("\\udcff" per byte). In
+    pieces it takes only a few times SAVE_CHUNK. The incremental decoder keeps
+    a UTF-8 sequence cut in two by a piece's end until the next piece completes
+    it, so the text is the same as decoding data whole.
+    """
+    decoder = codecs.getincrementaldecoder(DUMP_ENCODING)(DUMP_ERRORS)
+    yield '"'
+    for start in range(0, len(data), SAVE_CHUNK):
+        end = start + SAVE_CHUNK
+        yield quote_json(decoder.decode(data[start:end], final=end >= len(data)))[1:-1]  # without its quotes
+    yield '"'
+
+
 def load_snapshot(keyspace: Keyspace, path: str) -> int:
     """Load a snapshot into an empty keyspace; return how many keys were loaded.
 
     Anything wrong with the file raises DumpError: the server must not start
     empty and later overwrite data it failed to read.
     """
-    try:
-        with open(path, "rb") as file:
-            raw = file.read()
-    except OSError as error:
-        raise DumpError(f"cannot read: {error.strerror}") from error
+    text = read_snapshot_text(path)
     # A million small lists would set off the cyclic garbage collector again and
     # again, for nothing: none of them can be part of a cycle.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _load_entries(keyspace, raw)
+        return _load_entries(keyspace, text)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _load_entries(keyspace: Keyspace, raw: bytes) -> int:
+def read_snapshot_text(path: str) -> str:
+    """The file as text, decoded as json.loads() would decode its bytes.
+
+    Decoding here, not in json.loads(), lets the bytes go before parsing
+    starts: a file of large values then costs its text and the values parsed
+    from it, rather than its bytes as well.
+    """
     try:
-        document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
+        with open(path, "rb") as file:
+            raw = file.read()
+    except OSError as error:
+        raise DumpError(f"cannot read: {error.strerror}") from error
+    try:
+        return raw.decode(json.detect_encoding(raw), "surrogatepass")
+    except UnicodeDecodeError as error:
         raise DumpError(f"not valid JSON: {error}") from error
+
+
+def _load_entries(keyspace: Keyspace, text: str) -> int:
+    try:
+        document = json.loads(text)
+    except ValueError as error:
+        raise DumpError(f"not valid JSON: {error}") from error
+    except RecursionError as error:  # the parser recurses once per level; a snapshot has three
+        raise DumpError("JSON nested too deeply to be a snapshot") from error
     if not isinstance(document, dict) or document.get("format") != DUMP_FORMAT:
         raise DumpError(f'not a snapshot of this server (expected "format": "{DUMP_FORMAT}")')
     if document.get("version") != DUMP_VERSION:
@@ -1805,6 +1882,8 @@ def _load_entries(keyspace: Keyspace, raw: bytes) -> int:
                 raise ValueError(f"database {index!r} is not between 0 and {DATABASES - 1}")
             if not (when is None or type(when) is int):
                 raise ValueError(f"expiry {when!r} is not an integer or null")
+            if when is not None and not LLONG_MIN <= when <= LLONG_MAX:  # an RDB file stores a long long
+                raise ValueError(f"expiry {when} is outside the 64-bit range of Redis's expire times")
             key_bytes = key.encode(DUMP_ENCODING, DUMP_ERRORS)
             value_bytes = value.encode(DUMP_ENCODING, DUMP_ERRORS)
         except (TypeError, ValueError, AttributeError, UnicodeEncodeError) as error:
@@ -1812,6 +1891,8 @@ def _load_entries(keyspace: Keyspace, raw: bytes) -> int:
         if when is not None and when <= now:
             continue  # expired while the server was down
         db = keyspace.databases[index]
+        if key_bytes in db.data:  # which of the two is the data? Redis refuses such an RDB file too
+            raise DumpError(f"entry {number} ({str(entry)[:80]}): duplicated key in database {index}")
         db.data[key_bytes] = value_bytes
         if when is not None:
             db.expires[key_bytes] = when
