@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -26,13 +27,17 @@ START_TIMEOUT = 10.0
 
 
 class ServerProcess:
-    """python server.py --port 0, running in a directory of its own; its log is collected as it runs."""
+    """python server.py --port 0, running in a directory of its own; its log is collected as it runs.
 
-    def __init__(self, directory: pathlib.Path, *extra_args: str) -> None:
+    preexec_fn runs in the child before the server starts: to lower its resource limits, for instance.
+    """
+
+    def __init__(self, directory: pathlib.Path, *extra_args: str,
+                 preexec_fn: Callable[[], None] | None = None) -> None:
         self.directory = directory
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "server.py"), "--port", "0", "--dir", str(directory), *extra_args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=preexec_fn,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.log: list[str] = []
@@ -218,8 +223,9 @@ def start_server(tmp_path):
     """Start servers of a test's own (for restarts, bad dump files...); all stopped afterwards."""
     started = []
 
-    def start(*extra_args: str, directory: pathlib.Path = tmp_path) -> ServerProcess:
-        process = ServerProcess(directory, *extra_args)
+    def start(*extra_args: str, directory: pathlib.Path = tmp_path,
+              preexec_fn: Callable[[], None] | None = None) -> ServerProcess:
+        process = ServerProcess(directory, *extra_args, preexec_fn=preexec_fn)
         started.append(process)
         return process
 
