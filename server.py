@@ -31,6 +31,7 @@ import os
 import platform
 import random
 import re
+import resource
 import selectors
 import signal
 import socket
@@ -592,6 +593,9 @@ def execute(client: Client, args: list[bytes]) -> bytes:
     """Look the command (or subcommand) up, check its arity, run it, and return its reply."""
     entry = COMMANDS.get(args[0].lower())
     if entry is None:
+        if args[0].lower() in HTTP_REQUEST_WORDS:  # a web page's request: see below
+            client.server.security_warning_log.warning(SECURITY_WARNING)
+            raise ConnectionAborted
         return unknown_command_error(args)
     if entry.subcommands and len(args) > 1:
         sub = entry.subcommands.get(args[1].lower())
@@ -611,6 +615,26 @@ def execute(client: Client, args: list[bytes]) -> bytes:
     except Exception:  # a bug must not cost the client its connection, or others theirs
         log.exception("Command %s failed", text(args[0]))
         return error_reply(f"ERR internal error while running '{entry.name}'")
+
+
+# A web page cannot open a TCP connection of its own, but it can make the
+# browser send an HTTP request anywhere, 127.0.0.1:6379 included: a line
+# "POST / HTTP/1.1", header lines such as "Host: 127.0.0.1:6379", then a body
+# the page chooses. Read as inline commands, that body would run: SET, FLUSHALL,
+# anything ("cross protocol scripting"). Neither "POST" nor "Host:" is a Redis
+# command, so Redis takes either one, as the first word of a request, as proof
+# of an attack: it drops the connection at once, runs nothing more that the
+# client sent and answers nothing, not even the commands before it, and logs a
+# warning at most once a minute (an attacker can repeat the request at will).
+HTTP_REQUEST_WORDS = {b"post", b"host:"}
+SECURITY_WARNING = ("Possible SECURITY ATTACK detected. It looks like somebody is sending POST or Host: commands to "
+                    "Redis. This is likely due to an attacker attempting to use Cross Protocol Scripting to "
+                    "compromise your Redis instance. Connection aborted.")
+SECURITY_WARNING_INTERVAL = 60  # seconds between two such log lines
+
+
+class ConnectionAborted(Exception):
+    """Drop the client now: none of its pending commands run, none of its replies is sent (CLIENT_CLOSE_ASAP)."""
 
 
 def unknown_command_error(args: list[bytes]) -> bytes:
@@ -859,8 +883,9 @@ def shutdown_command(client: Client, args: list[bytes]) -> bytes:
     options = {arg.upper() for arg in args[1:]}
     if not options <= {b"NOSAVE", b"SAVE"} or len(options) > 1:
         raise CommandError(SYNTAX_ERROR)
-    client.server.request_shutdown(save=b"NOSAVE" not in options)
-    client.close_after_reply = True
+    if not client.server.shutdown(save=b"NOSAVE" not in options):
+        raise CommandError("ERR Errors trying to SHUTDOWN. Check logs.")  # the save failed: still serving
+    client.close_after_reply = True  # run nothing more: it could not be saved
     return b""  # like Redis, the connection just closes
 
 
@@ -2055,6 +2080,10 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        if len(self.server.clients) >= self.server.options.maxclients:  # see section 6
+            transport.write(MAX_CLIENTS_REACHED)
+            transport.close()
+            return
         peer = transport.get_extra_info("peername")
         address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.client = self.server.client_connected(address, transport)
@@ -2082,14 +2111,21 @@ class ClientConnection(asyncio.Protocol):
         """Run the parsed requests in order and queue their replies, while the client's unsent output allows."""
         client = self.client
         ran = 0
-        while True:
-            while self.requests and not client.close_after_reply and not self.output_full():
-                self.replies.append(execute(client, self.requests.popleft()))
-                ran += 1
-            if not self.requests or client.close_after_reply or self.transport_full:
-                break
-            self.write_replies()  # over the limit: hand the replies to the socket now, then go on if it took them
-        self.server.commands_processed += ran
+        try:
+            while True:
+                while self.requests and not client.close_after_reply and not self.output_full():
+                    self.replies.append(execute(client, self.requests.popleft()))
+                    ran += 1
+                if not self.requests or client.close_after_reply or self.transport_full:
+                    break
+                self.write_replies()  # over the limit: hand the replies to the socket now, go on if it took them
+        except ConnectionAborted:  # a browser's request (see execute): nothing more is run or sent
+            self.requests.clear()
+            self.replies.clear()
+            self.transport.abort()
+            return
+        finally:
+            self.server.commands_processed += ran
         if self.requests and not client.close_after_reply:
             self.transport.pause_reading()  # until the client reads: resume_writing() carries on
             self.reading_paused = True
@@ -2139,7 +2175,8 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.requests.clear()
         self.replies.clear()
-        self.server.client_disconnected(self.client)
+        if self.client is not None:  # None: turned away by connection_made, over maxclients
+            self.server.client_disconnected(self.client)
 
 
 class Server:
@@ -2157,7 +2194,11 @@ class Server:
         self.last_save = int(self.start_time)
         self.commands_processed = 0
         self.connections_received = 0
-        self.shutdown_requested: asyncio.Future | None = None
+        self.listener: asyncio.Server | None = None  # serve() opens it
+        self.exit_code: asyncio.Future[int] | None = None  # set by shutdown() once the server may exit
+        self.signal_shutdown_failed = False  # a second SIGTERM or SIGINT then exits even if the save fails
+        self.accept_error_log = RateLimitedLog(ACCEPT_ERROR_LOG_INTERVAL)
+        self.security_warning_log = RateLimitedLog(SECURITY_WARNING_INTERVAL)
         self.batch_writes = options.batch_writes == "yes"
         self.clients_pending_write: list[ClientConnection] = []  # connections with replies to write before sleep
         self.selector = BeforeSleepSelector(self.write_pending_replies)  # main() runs the event loop on it
@@ -2229,9 +2270,62 @@ class Server:
         setting = self.options.enable_debug_command
         return setting == "yes" or (setting == "local" and client.address.startswith(("127.", "::1", "[::1]")))
 
-    def request_shutdown(self, save: bool) -> None:
-        if self.shutdown_requested is not None and not self.shutdown_requested.done():
-            self.shutdown_requested.set_result(save)
+    def shutdown(self, save: bool, force: bool = False) -> bool:
+        """Save the final snapshot, then stop serving; if the save fails, log why and return False, still serving.
+
+        Redis's prepareForShutdown(), in its order: the save comes first, while
+        everything still runs, so a failed save leaves the server as it was.
+        After a good save, every connection is closed before this returns: no
+        command can run after the save, so none can be lost. force (a second
+        signal) exits even if the save fails again, with exit code 1.
+        """
+        if self.exit_code.done():
+            return True  # already on the way out
+        log.warning("User requested shutdown...")
+        exit_code = 0
+        if save:
+            log.info("Saving the final snapshot before exiting.")
+            try:
+                self.save()
+            except OSError as error:
+                log.warning("Failed saving the snapshot %s: %s", self.dump_path, error)
+                if not force:
+                    log.warning("Error trying to save the DB, can't exit.")
+                    log.warning("Errors trying to shut down the server. Check the logs for more information.")
+                    return False
+                log.warning("Exiting anyway, on a second signal: every change since the last successful save is lost.")
+                exit_code = 1
+        log.info("No new connections; closing %d client(s)", len(self.clients))
+        self.listener.close()
+        self.write_pending_replies()
+        for client in self.clients:
+            client.transport.close()  # sends the replies already written, then closes
+        self.exit_code.set_result(exit_code)
+        return True
+
+    def signal_received(self, name: str) -> None:
+        log.warning("Received %s scheduling shutdown...", name)
+        if not self.shutdown(save=True, force=self.signal_shutdown_failed):
+            self.signal_shutdown_failed = True
+
+    def log_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        """The event loop's exception handler: asyncio's own, except that accept() failures are logged once a minute.
+
+        Out of file descriptors, accept() fails. asyncio then logs a traceback,
+        leaves the connection waiting in the backlog and retries a second
+        later; but it goes on trying the other waiting connections in the same
+        pass (CPython issue gh-151615), and each failure schedules a retry of
+        its own, so the tracebacks multiply: gigabytes of log, a busy CPU.
+        With maxclients fitting the file limit this is rare and brief (a burst
+        of connects); the clients already connected are not affected, and the
+        waiting ones are accepted once a descriptor is free. One line a minute
+        says all there is to say, and costs little enough to keep retrying.
+        """
+        error = context.get("exception")
+        if isinstance(error, OSError) and context.get("message", "").startswith("socket.accept()"):
+            self.accept_error_log.warning("Accepting client connection: %s (logged at most once a minute)", error)
+        else:
+            loop.default_exception_handler(context)
 
     def config(self) -> dict[str, str]:
         """The settings CONFIG GET reports: the server's real values, under Redis's names."""
@@ -2247,7 +2341,8 @@ class Server:
             "appendonly": "no",
             "proto-max-bulk-len": str(PROTO_MAX_BULK_LEN),
             "maxmemory": "0",
-            "maxclients": "10000",
+            "maxclients": str(self.options.maxclients),
+            "tcp-backlog": str(self.options.tcp_backlog),
             "timeout": "0",
             "enable-debug-command": self.options.enable_debug_command,
             "client-query-buffer-limit": str(self.options.client_query_buffer_limit),
@@ -2322,8 +2417,6 @@ def resident_memory_bytes() -> int:
         with open("/proc/self/statm") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
-        import resource
-
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak if sys.platform == "darwin" else peak * 1024
 
@@ -2351,17 +2444,60 @@ class BeforeSleepSelector(selectors.DefaultSelector):
         return events
 
 
+class RateLimitedLog:
+    """A warning logged at most once per interval, for events that can repeat as fast as a client or the OS likes.
+
+    Redis keeps a static timestamp beside such log calls, for the same reason:
+    one line per event would let anybody fill the disk.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.next_time = 0.0  # time.monotonic() from which the next warning may be logged
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now >= self.next_time:
+            self.next_time = now + self.interval
+            log.warning(message, *args)
+
+
 # =============================================================================
 # 6. Main: flags, startup and shutdown
 # =============================================================================
 #
-# Startup happens in Redis's order: read the configuration, load the snapshot
-# (and refuse to go on if it is unreadable), only then listen, and log one line
-# saying where. Shutdown is the same path backwards: on SIGTERM, Ctrl+C or
-# SHUTDOWN, stop accepting connections, let each client's queued replies go out,
-# save the snapshot, and exit 0.
+# Startup happens in Redis's order: read the configuration, make sure the
+# process may open a file descriptor for every client it will accept, load the
+# snapshot (and refuse to go on if it is unreadable), only then listen, and log
+# one line saying where.
+#
+# Each connection holds a file descriptor, and the OS caps how many a process
+# may have open ("ulimit -n", often 1024). Past the cap, accept() fails and new
+# clients wait unanswered. So Redis caps its clients first: at most maxclients
+# (10000) at once, plus 32 descriptors kept for itself (the listening sockets,
+# the snapshot file...). At startup it raises the process's limit to fit, and
+# if the OS does not allow that, it lowers maxclients and says so. A client over
+# maxclients is accepted just long enough to be told why, then disconnected.
+# Connections not accepted yet wait in the kernel's backlog queue, tcp-backlog
+# (511) of them: a burst of connects must not find it full.
+#
+# Shutdown (SIGTERM, Ctrl+C or SHUTDOWN) saves the snapshot first, while the
+# server still runs; only once the data is safely on disk does it stop
+# accepting connections, let each client's queued replies go out, and exit 0.
+# If the save fails (a full disk, a directory gone), exiting would throw away
+# every change since the last save. So, like Redis, the server logs why,
+# answers SHUTDOWN with an error, and keeps serving: free the disk and shut
+# down again, or use SHUTDOWN NOSAVE to give the changes up. Redis retries on
+# every signal; here a second SIGTERM or Ctrl+C after a failed save tries once
+# more and then exits anyway, with exit code 1: whoever asks twice wants the
+# process gone, and the log says exactly what was lost.
 
 SHUTDOWN_FLUSH_TIMEOUT = 2.0  # seconds to let replies in flight reach their clients
+CONFIG_DEFAULT_MAX_CLIENTS = 10000
+CONFIG_MIN_RESERVED_FDS = 32  # descriptors kept for the server's own files and sockets
+CONFIG_DEFAULT_TCP_BACKLOG = 511
+MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
+ACCEPT_ERROR_LOG_INTERVAL = 60  # seconds between two log lines about accept() failing
 LOG_LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "notice": logging.INFO, "warning": logging.WARNING}
 
 
@@ -2387,42 +2523,84 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
                              "BeforeSleepSelector); no, to write each read's replies at once and measure the gain")
     parser.add_argument("--client-query-buffer-limit", type=int, default=CLIENT_QUERY_BUFFER_LIMIT, metavar="BYTES",
                         help="close a client whose unparsed input grows past this (default 1 GiB)")
-    return parser.parse_args(argv)
+    parser.add_argument("--maxclients", type=int, default=CONFIG_DEFAULT_MAX_CLIENTS, metavar="N",
+                        help="most clients connected at once, lowered at startup if 'ulimit -n' is too low for it "
+                             "(default 10000)")
+    parser.add_argument("--tcp-backlog", type=int, default=CONFIG_DEFAULT_TCP_BACKLOG, metavar="N",
+                        help="connections the kernel queues until the server accepts them (default 511)")
+    options = parser.parse_args(argv)
+    if options.maxclients < 1:
+        parser.error("--maxclients must be at least 1")
+    return options
 
 
-async def serve(server: Server) -> None:
+def adjust_open_files_limit(maxclients: int) -> int:
+    """Raise the open files limit to fit maxclients; return the maxclients that fits (0: not even one).
+
+    Redis's adjustOpenFilesLimit(). Only the soft limit is raised, up to the
+    hard limit ("ulimit -Hn"): raising that one takes privileges.
+    """
+    needed = maxclients + CONFIG_MIN_RESERVED_FDS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return maxclients
+    limit = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    reason = f"the hard limit ('ulimit -Hn') is {hard}"
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    except (OSError, ValueError) as error:
+        limit, reason = soft, f"of OS error: {error}"
+    if limit >= needed:
+        log.info("Increased maximum number of open files to %d (it was originally set to %d).", needed, soft)
+        return maxclients
+    if limit <= CONFIG_MIN_RESERVED_FDS:
+        log.error("Your current 'ulimit -n' of %d is not enough for the server to start. Please increase your open "
+                  "file limit to at least %d. Exiting.", soft, needed)
+        return 0
+    log.warning("You requested maxclients of %d requiring at least %d max file descriptors.", maxclients, needed)
+    log.warning("Server can't set maximum open files to %d because %s.", needed, reason)
+    log.warning("Current maximum open files is %d. maxclients has been reduced to %d to compensate for low ulimit. "
+                "If you need higher maxclients increase 'ulimit -n'.", limit, limit - CONFIG_MIN_RESERVED_FDS)
+    return limit - CONFIG_MIN_RESERVED_FDS
+
+
+async def serve(server: Server) -> int:
+    """Listen, serve until Server.shutdown() succeeds, and return the exit code."""
     loop = asyncio.get_running_loop()
-    listener = await loop.create_server(lambda: ClientConnection(server), host=server.options.bind,
-                                        port=server.options.port, reuse_address=True)
-    server.port = listener.sockets[0].getsockname()[1]
-    server.address = f"{server.options.bind[0]}:{server.port}"
-    server.shutdown_requested = loop.create_future()
+    options = server.options
+    loop.set_exception_handler(server.log_loop_error)
+    server.exit_code = loop.create_future()
+    try:
+        server.listener = await loop.create_server(lambda: ClientConnection(server), host=options.bind,
+                                                   port=options.port, reuse_address=True, backlog=options.tcp_backlog)
+    except OSError as error:
+        log.error("Cannot listen on %s port %d: %s", " ".join(options.bind), options.port, error.strerror or error)
+        return 1
+    server.port = server.listener.sockets[0].getsockname()[1]
+    server.address = f"{options.bind[0]}:{server.port}"
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, server.request_shutdown, True)
+        loop.add_signal_handler(signum, server.signal_received, signal.Signals(signum).name)
     loop.call_later(1 / CONFIG_DEFAULT_HZ, server.schedule_active_expiry, loop)
-    addresses = ", ".join(f"{sock.getsockname()[0]}:{sock.getsockname()[1]}" for sock in listener.sockets)
+    addresses = ", ".join(f"{sock.getsockname()[0]}:{sock.getsockname()[1]}" for sock in server.listener.sockets)
     log.info("Educational Redis Clone %s (Redis %s compatible), pid %d, ready to accept connections on %s, "
              "persisting to %s", SERVER_VERSION, REDIS_VERSION, os.getpid(), addresses,
              os.path.abspath(server.dump_path))
 
-    save = await server.shutdown_requested
-    log.info("Shutting down: no new connections; closing %d client(s)", len(server.clients))
-    listener.close()
-    server.write_pending_replies()
-    for client in list(server.clients):
-        client.transport.close()  # flushes the replies already written, then closes
+    exit_code = await server.exit_code
     deadline = loop.time() + SHUTDOWN_FLUSH_TIMEOUT
     while server.clients and loop.time() < deadline:
         await asyncio.sleep(0.01)
-    if save:
-        server.save()
     log.info("Redis clone is now ready to exit, bye bye...")
+    return exit_code
 
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
     logging.basicConfig(level=LOG_LEVELS[options.loglevel], stream=sys.stdout,
                         format=f"{os.getpid()}:M %(asctime)s.%(msecs)03d * %(message)s", datefmt="%d %b %Y %H:%M:%S")
+    options.maxclients = adjust_open_files_limit(options.maxclients)
+    if options.maxclients < 1:
+        return 1
     server = Server(options)
     try:
         server.load()
@@ -2432,13 +2610,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     loop = asyncio.SelectorEventLoop(server.selector)
     try:
-        loop.run_until_complete(serve(server))
-    except OSError as error:
-        log.error("Cannot listen on %s port %d: %s", " ".join(options.bind), options.port, error.strerror or error)
-        return 1
+        return loop.run_until_complete(serve(server))
     finally:
         loop.close()
-    return 0
 
 
 if __name__ == "__main__":
