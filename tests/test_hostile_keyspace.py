@@ -12,7 +12,8 @@ import time
 import pytest
 from conftest import RawConnection, Responsiveness, ServerProcess, requires_redis_server
 
-import server as srv
+from client import encode_request, parse_reply
+from server import bulk
 
 HUGE_OFFSET = 64 * 1024 * 1024 - 1  # SETRANGE here makes a 64 MiB string
 MANY_KEYS = 300_000
@@ -22,7 +23,7 @@ HOSTILE_REPLY_TIMEOUT = 60.0
 
 
 def request(*args: bytes | str | int) -> bytes:
-    return srv.encode_request([a if isinstance(a, bytes) else str(a).encode() for a in args])
+    return encode_request([a if isinstance(a, bytes) else str(a).encode() for a in args])
 
 
 def hostile_connection(port: int) -> RawConnection:
@@ -42,14 +43,14 @@ def watching(watcher: Responsiveness) -> None:
 def pipeline(connection: RawConnection, requests: list[bytes]) -> list[object]:
     """Send all requests in one write, then read and parse every reply."""
     connection.send(b"".join(requests))
-    return [srv.parse_reply(connection.read_reply())[0] for _ in requests]
+    return [parse_reply(connection.read_reply())[0] for _ in requests]
 
 
 def full_scan(connection: RawConnection, count: int = 100) -> list[bytes]:
     """Every key one complete SCAN iteration returns, repeats included."""
     keys, cursor = [], b"0"
     while True:
-        cursor, batch = srv.parse_reply(connection.call("SCAN", cursor, "COUNT", count))[0]
+        cursor, batch = parse_reply(connection.call("SCAN", cursor, "COUNT", count))[0]
         keys += batch
         if cursor == b"0":
             return keys
@@ -97,8 +98,8 @@ def test_editing_a_huge_string_does_not_copy_it(start_server, edit):
         replies = pipeline(hostile, edits)
     assert replies == list(range(HUGE_OFFSET + 2, HUGE_OFFSET + 102))
     expected_tail = b"x" + (b"z" if edit == "APPEND" else b"y") * 100
-    assert hostile.call("GETRANGE", "big", -101, -1) == srv.bulk(expected_tail)
-    assert hostile.call("GETRANGE", "big", 0, 3) == srv.bulk(b"\0\0\0\0")
+    assert hostile.call("GETRANGE", "big", -101, -1) == bulk(expected_tail)
+    assert hostile.call("GETRANGE", "big", 0, 3) == bulk(b"\0\0\0\0")
     hostile.close()
 
 
@@ -108,10 +109,10 @@ def test_a_copy_does_not_share_the_buffer_edits_change(raw):
     assert raw.call("COPY", "source", "other-db", "DB", 1) == b":1\r\n"
     raw.call("APPEND", "copy", "X")
     raw.call("SETRANGE", "source", 0, "Z")
-    assert raw.call("GET", "source") == srv.bulk(b"Zbc")
-    assert raw.call("GET", "copy") == srv.bulk(b"abcX")
+    assert raw.call("GET", "source") == bulk(b"Zbc")
+    assert raw.call("GET", "copy") == bulk(b"abcX")
     raw.call("SELECT", 1)
-    assert raw.call("GET", "other-db") == srv.bulk(b"abc")
+    assert raw.call("GET", "other-db") == bulk(b"abc")
 
 
 def test_edited_strings_are_read_by_every_string_command(raw):
@@ -120,14 +121,14 @@ def test_edited_strings_are_read_by_every_string_command(raw):
     assert raw.call("INCRBY", "n", 5) == b":15\r\n"
     raw.call("APPEND", "f", "1.")
     raw.call("APPEND", "f", "5")
-    assert raw.call("INCRBYFLOAT", "f", "1") == srv.bulk(b"2.5")
+    assert raw.call("INCRBYFLOAT", "f", "1") == bulk(b"2.5")
     raw.call("SETRANGE", "s", 2, "cd")
     assert raw.call("MGET", "s", "missing") == b"*2\r\n$4\r\n\0\0cd\r\n$-1\r\n"
-    assert raw.call("GETRANGE", "s", 1, 2) == srv.bulk(b"\0c")
+    assert raw.call("GETRANGE", "s", 1, 2) == bulk(b"\0c")
     assert raw.call("STRLEN", "s") == b":4\r\n"
-    assert raw.call("SET", "s", "new", "GET") == srv.bulk(b"\0\0cd")
+    assert raw.call("SET", "s", "new", "GET") == bulk(b"\0\0cd")
     raw.call("APPEND", "s", "er")
-    assert raw.call("GETDEL", "s") == srv.bulk(b"newer")
+    assert raw.call("GETDEL", "s") == bulk(b"newer")
 
 
 def test_an_edited_value_survives_a_snapshot(start_server):
@@ -141,10 +142,10 @@ def test_an_edited_value_survives_a_snapshot(start_server):
     assert process.stop() == 0
     restarted = start_server()
     connection = RawConnection(restarted.port)
-    assert connection.call("GET", "k") == srv.bulk(b"head\xff\x00tail")
-    assert connection.call("GET", "padded") == srv.bulk(b"\0\0\0x")
+    assert connection.call("GET", "k") == bulk(b"head\xff\x00tail")
+    assert connection.call("GET", "padded") == bulk(b"\0\0\0x")
     assert sorted(full_scan(connection)) == [b"k", b"padded"]  # loading fills the key list too
-    assert connection.call("RANDOMKEY") in (srv.bulk(b"k"), srv.bulk(b"padded"))
+    assert connection.call("RANDOMKEY") in (bulk(b"k"), bulk(b"padded"))
     connection.close()
 
 
@@ -192,7 +193,7 @@ def test_randomkey_and_scan_do_not_read_the_whole_keyspace(many_keys, command):
 
 
 def info_used_memory(connection: RawConnection) -> int:
-    info = srv.parse_reply(connection.call("INFO", "memory"))[0]
+    info = parse_reply(connection.call("INFO", "memory"))[0]
     return int(info.split(b"used_memory:")[1].split(b"\r\n")[0])
 
 
@@ -220,7 +221,7 @@ def test_scan_returns_every_key_present_throughout_while_the_key_list_is_compact
                    for start in range(0, 9000, 500)])
     seen, cursor, step = [], b"0", 0
     while True:
-        cursor, batch = srv.parse_reply(raw.call("SCAN", cursor, "COUNT", 300))[0]
+        cursor, batch = parse_reply(raw.call("SCAN", cursor, "COUNT", 300))[0]
         seen += batch
         churn = [request("DEL", *leaving[step * 600 : step * 600 + 600])] if step * 600 < len(leaving) else []
         churn.append(request("MSET", *[arg for n in range(100) for arg in (b"new:%d:%d" % (step, n), n)]))
@@ -278,17 +279,17 @@ def test_key_list_follows_rename_move_swapdb_and_flushdb(raw):
     raw.call("RENAME", "a", "renamed")
     raw.call("MOVE", "b", 1)
     assert full_scan(raw) == [b"renamed"]
-    assert raw.call("RANDOMKEY") == srv.bulk(b"renamed")
+    assert raw.call("RANDOMKEY") == bulk(b"renamed")
     raw.call("SWAPDB", 0, 1)
     assert full_scan(raw) == [b"b"]
-    assert raw.call("RANDOMKEY") == srv.bulk(b"b")
+    assert raw.call("RANDOMKEY") == bulk(b"b")
     pipeline(raw, [request("SET", f"k:{n}", n) for n in range(100)])
-    cursor, _ = srv.parse_reply(raw.call("SCAN", 0))[0]
+    cursor, _ = parse_reply(raw.call("SCAN", 0))[0]
     raw.call("FLUSHDB")
     raw.call("SET", "after", 1)
     keys = []
     while cursor != b"0":  # a cursor from before FLUSHDB goes on harmlessly, and ends
-        cursor, batch = srv.parse_reply(raw.call("SCAN", cursor))[0]
+        cursor, batch = parse_reply(raw.call("SCAN", cursor))[0]
         keys += batch
     assert set(keys) <= {b"after"}
     raw.call("SELECT", 1)
