@@ -46,6 +46,13 @@ def pipeline(connection: RawConnection, requests: list[bytes]) -> list[object]:
     return [parse_reply(connection.read_reply())[0] for _ in requests]
 
 
+def mset_requests(keys: list[bytes] | list[str], keys_per_request: int = 1000) -> list[bytes]:
+    """MSETs that set every key, each to its position in keys."""
+    return [request("MSET", *[arg for n in range(start, min(start + keys_per_request, len(keys)))
+                              for arg in (keys[n], n)])
+            for start in range(0, len(keys), keys_per_request)]
+
+
 def full_scan(connection: RawConnection, count: int = 100) -> list[bytes]:
     """Every key one complete SCAN iteration returns, repeats included."""
     keys, cursor = [], b"0"
@@ -65,9 +72,7 @@ def expired_keys_left_in_memory(connection: RawConnection, names: list[str]) -> 
 def add_many_keys(port: int) -> None:
     """SET k:0 ... k:299999 (MANY_KEYS keys), by MSETs of 1000 keys."""
     connection = RawConnection(port)
-    batches = [request("MSET", *[arg for n in range(start, start + 1000) for arg in (f"k:{n}", n)])
-               for start in range(0, MANY_KEYS, 1000)]
-    assert set(pipeline(connection, batches)) == {b"OK"}
+    assert set(pipeline(connection, mset_requests([f"k:{n}" for n in range(MANY_KEYS)]))) == {b"OK"}
     connection.close()
 
 
@@ -214,17 +219,15 @@ def test_open_scans_hold_no_memory(start_server):
 def test_scan_returns_every_key_present_throughout_while_the_key_list_is_compacted(raw):
     # Insertion order interleaves keys that stay with keys deleted during the scan, so that each
     # compaction of the key list (once stale entries outnumber live ones) moves the staying keys.
-    staying, leaving = [], []
-    for n in range(9000):
-        (staying if n % 3 == 0 else leaving).append(b"key:%d" % n)
-    pipeline(raw, [request("MSET", *[arg for n in range(start, start + 500) for arg in (b"key:%d" % n, n)])
-                   for start in range(0, 9000, 500)])
+    keys = [b"key:%d" % n for n in range(9000)]
+    staying, leaving = keys[::3], [key for n, key in enumerate(keys) if n % 3]
+    pipeline(raw, mset_requests(keys))
     seen, cursor, step = [], b"0", 0
     while True:
         cursor, batch = parse_reply(raw.call("SCAN", cursor, "COUNT", 300))[0]
         seen += batch
         churn = [request("DEL", *leaving[step * 600 : step * 600 + 600])] if step * 600 < len(leaving) else []
-        churn.append(request("MSET", *[arg for n in range(100) for arg in (b"new:%d:%d" % (step, n), n)]))
+        churn += mset_requests([b"new:%d:%d" % (step, n) for n in range(100)])
         if step:
             churn.append(request("DEL", *[b"new:%d:%d" % (step - 1, n) for n in range(100)]))
         pipeline(raw, churn)
@@ -238,8 +241,7 @@ def test_scan_returns_every_key_present_throughout_while_the_key_list_is_compact
 
 def test_a_scan_of_a_database_nobody_changes_returns_each_key_once(raw):
     raw.call("MSET", "dup", 1, "a", 1, "dup", 2, "b", 1)  # MSET adds each new key to the key list once
-    pipeline(raw, [request("MSET", *[arg for n in range(start, start + 500) for arg in (f"k:{n}", n)])
-                   for start in range(0, 3000, 500)])
+    pipeline(raw, mset_requests([f"k:{n}" for n in range(3000)], keys_per_request=500))
     raw.call("SET", "a", 2)  # overwriting keeps a key where it is
     keys = full_scan(raw, count=7)
     assert len(keys) == len(set(keys)) == 3003
