@@ -346,17 +346,45 @@ def bulk_array(values: Iterable[bytes]) -> bytes:
 #     have a TTL and deletes the expired ones, so keys that nobody reads again
 #     do not sit in memory forever (Keyspace.active_expire_cycle below).
 #
-# Values are bytes: this server implements Redis's string type. String commands
-# read keys through Database.lookup_string(), the one place that would answer
-# WRONGTYPE once other types (lists, hashes...) live in the same dicts.
+# Values are strings, Redis's string type: bytes as SET stores them, or a
+# bytearray once APPEND or SETRANGE has edited one in place (see OBJECT
+# ENCODING). String commands read keys through Database.lookup_string(), the
+# one place that would answer WRONGTYPE once other types (lists, hashes...)
+# live in the same dicts.
+#
+# A hash table finds a key by its name in O(1), but RANDOMKEY and SCAN need
+# keys by position. Redis reads positions straight off its table: RANDOMKEY
+# picks a random bucket, and a SCAN cursor is a bucket number. A Python dict
+# shows no buckets, so each Database also keeps a list of its keys in the
+# order they were added (the same key objects: 8 bytes a key). Deleting a key
+# leaves its entry in the list, stale, because taking it out would shift every
+# entry after it. Once stale entries outnumber live ones, the list is rebuilt
+# from the dict, which keeps its keys in the order they were added too: that
+# "compaction" costs O(n), but only after n deletes, so O(1) a delete on
+# average. Then:
+#
+#   * RANDOMKEY picks random positions until one holds a live key. At least
+#     half of the entries are live, so that takes under two tries on average.
+#   * A SCAN cursor is a position in the list, and each call reads the COUNT
+#     entries from there. Redis promises that a key present for the whole
+#     scan is returned at least once. A compaction moves each entry down by
+#     at most the number of entries it removes, so a cursor also counts the
+#     entries removed so far ("virtual position" = position + removed), and
+#     a call resumes at cursor - removed now: perhaps before keys it already
+#     returned, never after one it has not. Redis allows the rest: a key
+#     added or deleted during the scan may be returned or not, and any key
+#     may be returned twice (here, one the scan stepped back over, or one
+#     deleted and added again, whose stale entry reads as live too).
 
 DATABASES = 16  # Redis's default "databases" setting
 CONFIG_DEFAULT_HZ = 10  # how many times a second background jobs (active expiry) run
 ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP = 20  # keys sampled per round of the active expiry cycle
 ACTIVE_EXPIRE_CYCLE_ACCEPTABLE_STALE = 25  # % expired in a sample above which the cycle goes on
 ACTIVE_EXPIRE_CYCLE_SLOW_TIME_PERC = 25  # % of each 1/hz period the cycle may use at most
+RANDOMKEY_MAX_TRIES = 100  # dbRandomKey()'s maxtries: expired picks before RANDOMKEY gives up
 
 WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
+STRING_TYPES = (bytes, bytearray)  # the Python types a string value can have
 
 
 class CommandError(Exception):
@@ -368,36 +396,40 @@ def now_ms() -> int:
 
 
 class Database:
-    """One numbered database: keys to values, and keys to absolute expire times (Unix ms)."""
+    """One numbered database: keys to values, keys to absolute expire times (Unix ms), and the keys' order."""
 
     def __init__(self, index: int) -> None:
         self.index = index
-        self.data: dict[bytes, bytes] = {}
+        self.data: dict[bytes, bytes | bytearray] = {}
         self.expires: dict[bytes, int] = {}
+        self._key_list: list[bytes] = []  # every key in the order it was added, and stale entries (see above)
+        self._key_list_removed = 0  # how many entries compactions have ever removed from _key_list
         self.expired_count = 0  # keys this database deleted because their TTL passed
         self.avg_ttl = 0  # running estimate of the average TTL in ms, kept by active expiry
         self._expire_scan: list[bytes] = []  # the keys the active expiry cycle is walking through
         self._expire_scan_pos = 0
 
-    def lookup(self, key: bytes) -> bytes | None:
+    def lookup(self, key: bytes) -> bytes | bytearray | None:
         """Return the value of key, deleting it first if it has expired (lazy expiry)."""
         if key in self.expires and self.expires[key] <= now_ms():
             self._expire(key)
             return None
         return self.data.get(key)
 
-    def lookup_string(self, key: bytes) -> bytes | None:
+    def lookup_string(self, key: bytes) -> bytes | bytearray | None:
         """Like lookup(), but fail with WRONGTYPE if the value is not a string."""
         value = self.lookup(key)
-        if value is not None and not isinstance(value, bytes):
+        if value is not None and not isinstance(value, STRING_TYPES):
             raise CommandError(WRONGTYPE)
         return value
 
     def exists(self, key: bytes) -> bool:
         return self.lookup(key) is not None
 
-    def set(self, key: bytes, value: bytes, keep_ttl: bool = False) -> None:
+    def set(self, key: bytes, value: bytes | bytearray, keep_ttl: bool = False) -> None:
         """Store value under key. A new value forgets the old TTL unless keep_ttl (SET ... KEEPTTL)."""
+        if key not in self.data:
+            self._key_list.append(key)
         self.data[key] = value
         if not keep_ttl and self.expires:
             self.expires.pop(key, None)
@@ -407,15 +439,49 @@ class Database:
         if self.expires:  # some of the keys may have a TTL to forget: one at a time
             for key, value in pairs:
                 self.set(key, value)
-        else:
-            self.data.update(pairs)  # all in one C-level dict update
+            return
+        data = self.data
+        size = len(data)
+        data.update(pairs)  # all in one C-level dict update
+        added = len(data) - size
+        if added:  # the keys update() added are the dict's last ones: take them from the end
+            new_keys = list(itertools.islice(reversed(data), added))
+            new_keys.reverse()
+            self._key_list += new_keys
+
+    def string_to_edit(self, key: bytes) -> bytearray:
+        """The string at key as a bytearray that APPEND and SETRANGE change in place; key must exist.
+
+        Redis's dbUnshareStringValue(): the first edit copies the value into a
+        growable buffer (a bytearray here, an sds string with spare room in
+        Redis), and later edits find it there and cost only the bytes they add.
+        """
+        value = self.data[key]
+        if type(value) is not bytearray:
+            value = self.data[key] = bytearray(value)
+        return value
+
+    def copy_to(self, key: bytes, target: Database, new_key: bytes, move: bool = False) -> None:
+        """Store key's value and expire time as new_key in target (COPY); move deletes key here (RENAME, MOVE).
+
+        key must exist. A copy gets a bytearray of its own, as Redis's
+        dupStringObject() gives it its own buffer: sharing it, an APPEND to one
+        key would change the other. A move hands the value over as it is.
+        """
+        value, when = self.data[key], self.expires.get(key)
+        if move:
+            self.delete(key)
+        elif type(value) is bytearray:
+            value = bytearray(value)
+        target.set(new_key, value)
+        if when is not None:
+            target.set_expire(new_key, when)
 
     def delete(self, key: bytes) -> bool:
         """Remove key; return whether it existed (an expired key did not)."""
         if self.lookup(key) is None:
             return False
-        del self.data[key]
-        self.expires.pop(key, None)
+        self._remove(key)
         return True
 
     def get_expire(self, key: bytes) -> int | None:
@@ -439,13 +505,66 @@ class Database:
     def flush(self) -> None:
         self.data.clear()
         self.expires.clear()
+        self._compact_key_list()
         self._expire_scan = []
         self.avg_ttl = 0
 
-    def _expire(self, key: bytes) -> None:
-        del self.data[key]
-        del self.expires[key]
-        self.expired_count += 1
+    def swap_contents(self, other: Database) -> None:
+        """SWAPDB: exchange keys, expire times and their bookkeeping, but not the index: clients keep "db 0"."""
+        self.data, other.data = other.data, self.data
+        self.expires, other.expires = other.expires, self.expires
+        self._key_list, other._key_list = other._key_list, self._key_list
+        self._key_list_removed, other._key_list_removed = other._key_list_removed, self._key_list_removed
+        self._expire_scan, other._expire_scan = other._expire_scan, self._expire_scan
+        self._expire_scan_pos, other._expire_scan_pos = other._expire_scan_pos, self._expire_scan_pos
+        self.avg_ttl, other.avg_ttl = other.avg_ttl, self.avg_ttl
+
+    def matching_keys(self, matches: Callable[[bytes], bool]) -> list[bytes]:
+        """KEYS: every live key that matches. O(n), like Redis's: it reads the whole table."""
+        now = now_ms()
+        expires = self.expires
+        return [key for key in self.data if matches(key) and not (key in expires and expires[key] <= now)]
+
+    def random_key(self) -> bytes | None:
+        """RANDOMKEY: a key picked at random, or None if the database is empty.
+
+        Like Redis's dbRandomKey(), an expired pick is deleted (lazy expiry)
+        and another drawn, so each try either answers or removes a key. If
+        every key has a TTL they may all have expired: then, after
+        RANDOMKEY_MAX_TRIES expired picks, it returns the last pick as it is.
+        Redis does that only on a replica, which must not delete keys; here
+        it keeps one call short. Otherwise a key without a TTL ends the
+        search, and the expired keys deleted on the way are work active
+        expiry would have done anyway.
+        """
+        all_volatile = len(self.expires) == len(self.data)
+        expired_picks = 0
+        while self.data:
+            key = random.choice(self._key_list)
+            if key not in self.data:
+                continue  # a stale entry: fewer than half are
+            when = self.expires.get(key)
+            if when is None or when > now_ms():
+                return key
+            expired_picks += 1
+            if all_volatile and expired_picks == RANDOMKEY_MAX_TRIES:
+                return key
+            self._expire(key)
+        return None
+
+    def scan(self, cursor: int, count: int, matches: Callable[[bytes], bool]) -> tuple[int, list[bytes]]:
+        """One SCAN call: the next cursor (0 when done), and the live keys that match among count entries.
+
+        The entries are those of the key list from the cursor's virtual
+        position on. A key deleted and added again has two of them: like
+        Redis, one reply names a key once (dict.fromkeys keeps the first).
+        """
+        start = max(cursor - self._key_list_removed, 0)
+        end = start + count
+        entries = dict.fromkeys(self._key_list[start:end])
+        # The cursor is computed before exists() deletes expired keys, which may compact the list.
+        next_cursor = end + self._key_list_removed if end < len(self._key_list) else 0
+        return next_cursor, [key for key in entries if matches(key) and self.exists(key)]
 
     def active_expire(self, deadline: float) -> None:
         """One database's share of the active expiry cycle; returns when done or past deadline.
@@ -488,6 +607,22 @@ class Database:
                 self.avg_ttl = sample_avg if self.avg_ttl == 0 else (self.avg_ttl // 50) * 49 + sample_avg // 50
             if expired * 100 <= len(sample) * ACTIVE_EXPIRE_CYCLE_ACCEPTABLE_STALE:
                 return
+
+    def _expire(self, key: bytes) -> None:
+        self._remove(key)
+        self.expired_count += 1
+
+    def _remove(self, key: bytes) -> None:
+        """Take key out of the dicts; its entry in the key list goes stale."""
+        del self.data[key]
+        self.expires.pop(key, None)
+        if len(self._key_list) > 2 * len(self.data):  # stale entries outnumber live ones
+            self._compact_key_list()
+
+    def _compact_key_list(self) -> None:
+        """Rebuild the key list without its stale entries (see the top of this section)."""
+        self._key_list_removed += len(self._key_list) - len(self.data)
+        self._key_list = list(self.data)
 
 
 class Keyspace:
@@ -1034,23 +1169,13 @@ def type_command(client: Client, args: list[bytes]) -> bytes:
 
 @command("keys", 2, "readonly", "Find all keys matching the given pattern", "pattern", group="keyspace")
 def keys_command(client: Client, args: list[bytes]) -> bytes:
-    db = client.db
-    matches = glob_matcher(args[1])
-    now = now_ms()
-    expires = db.expires
-    return bulk_array([key for key in db.data if matches(key) and not (key in expires and expires[key] <= now)])
+    return bulk_array(client.db.matching_keys(glob_matcher(args[1])))
 
 
 @command("randomkey", 1, "readonly", "Return a random key from the keyspace", group="keyspace")
 def randomkey_command(client: Client, args: list[bytes]) -> bytes:
-    db = client.db
-    # A Python dict cannot pick a random entry in O(1) as Redis's table does:
-    # copying the keys out is O(n), fine for a command used to peek at data.
-    keys = list(db.data)
-    for key in random.sample(keys, min(len(keys), 100)):  # an expired pick is deleted: try another
-        if db.exists(key):
-            return bulk(key)
-    return client.null
+    key = client.db.random_key()
+    return client.null if key is None else bulk(key)
 
 
 @command("rename", 3, "write", "Rename a key", "key newkey", keys=(1, 2, 1), group="keyspace")
@@ -1073,17 +1198,8 @@ def rename(db: Database, old: bytes, new: bytes, replace: bool) -> bool:
         return replace
     if db.exists(new) and not replace:
         return False
-    copy_key(db, old, db, new)
-    db.delete(old)
+    db.copy_to(old, db, new, move=True)
     return True
-
-
-def copy_key(source: Database, key: bytes, target: Database, new_key: bytes) -> None:
-    """Store source's value under key, and its expire time, as new_key in target (RENAME, COPY, MOVE)."""
-    target.set(new_key, source.data[key])
-    when = source.get_expire(key)
-    if when is not None:
-        target.set_expire(new_key, when)
 
 
 @command("copy", -3, "write", "Copy a key", "source destination [DB destination-db] [REPLACE]", keys=(1, 2, 1),
@@ -1106,7 +1222,7 @@ def copy_command(client: Client, args: list[bytes]) -> bytes:
         raise CommandError("ERR source and destination objects are the same")
     if not source.exists(args[1]) or (target.exists(args[2]) and not replace):
         return ZERO
-    copy_key(source, args[1], target, args[2])
+    source.copy_to(args[1], target, args[2])
     return ONE
 
 
@@ -1118,8 +1234,7 @@ def move_command(client: Client, args: list[bytes]) -> bytes:
         raise CommandError("ERR source and destination objects are the same")
     if not source.exists(args[1]) or target.exists(args[1]):
         return ZERO
-    copy_key(source, args[1], target, args[1])
-    source.delete(args[1])
+    source.copy_to(args[1], target, args[1], move=True)
     return ONE
 
 
@@ -1130,23 +1245,14 @@ def swapdb_command(client: Client, args: list[bytes]) -> bytes:
     second = parse_int_arg(args[2], "ERR invalid second DB index")
     if not (0 <= first < DATABASES and 0 <= second < DATABASES):
         raise CommandError("ERR DB index is out of range")
-    a, b = databases[first], databases[second]
-    # Swap the contents, not the Database objects: clients keep pointing at "db 0".
-    a.data, b.data = b.data, a.data
-    a.expires, b.expires = b.expires, a.expires
-    a.avg_ttl, b.avg_ttl = b.avg_ttl, a.avg_ttl
+    databases[first].swap_contents(databases[second])
     return OK
 
 
 # SCAN's promise: a key present for the whole scan is returned at least once.
-# Redis keeps the cursor stateless by walking its hash table's buckets in an
-# order that survives resizing. A Python dict exposes no buckets, so this
-# server takes a snapshot of the key names at cursor 0, hands the snapshot out
-# COUNT keys at a time, and returns a cursor that names the snapshot and the
-# position in it. A key deleted meanwhile is skipped; one added may be missed,
-# as Redis allows. Snapshots cost memory while a scan is open, so only the most
-# recent MAX_OPEN_SCANS are kept.
-MAX_OPEN_SCANS = 64
+# A cursor is a position in the database's list of keys: see the top of
+# section 2 for how it survives inserts and deletes. Each call costs O(COUNT),
+# whatever the size of the database, and an open scan costs the server nothing.
 
 
 @command("scan", -2, "readonly", "Incrementally iterate the keys space",
@@ -1168,10 +1274,8 @@ def scan_command(client: Client, args: list[bytes]) -> bytes:
         else:
             raise CommandError(SYNTAX_ERROR)
         i += 2
-    db = client.db
-    next_cursor, batch = client.server.scans.next_batch(db, cursor, count)
-    keys = [key for key in batch if matches(key) and db.exists(key) and type_name in (None, b"string")]
-    return array([bulk(b"%d" % next_cursor), bulk_array(keys)])
+    next_cursor, keys = client.db.scan(cursor, count, matches)
+    return array([bulk(b"%d" % next_cursor), bulk_array(keys if type_name in (None, b"string") else [])])
 
 
 def parse_scan_cursor(value: bytes) -> int:
@@ -1184,45 +1288,16 @@ def parse_scan_cursor(value: bytes) -> int:
 SCAN_CURSOR = re.compile(rb"[+-]?[0-9]+")
 
 
-class ScanSnapshots:
-    """The open SCAN iterations: cursor number -> (database, key snapshot, position)."""
-
-    def __init__(self) -> None:
-        self._open: dict[int, tuple[Database, list[bytes], int]] = {}
-        self._next_id = itertools.count(1)
-
-    def next_batch(self, db: Database, cursor: int, count: int) -> tuple[int, list[bytes]]:
-        """Return the cursor to continue from (0 when done) and the next count keys of the scan."""
-        if cursor == 0:
-            keys, position = list(db.data), 0
-        elif cursor in self._open and self._open[cursor][0] is db:
-            _, keys, position = self._open.pop(cursor)
-        else:  # a cursor this server did not hand out, or one that aged out: the scan ends
-            return 0, []
-        batch = keys[position : position + count]
-        position += count
-        if position >= len(keys):
-            return 0, batch
-        next_cursor = next(self._next_id)
-        self._open[next_cursor] = (db, keys, position)
-        if len(self._open) > MAX_OPEN_SCANS:
-            del self._open[next(iter(self._open))]  # the oldest
-        return next_cursor, batch
-
-
 container("object", "A container for object introspection commands", "keyspace", "2.2.3")
 
 # Redis stores a string in one of three encodings: a 64-bit integer in place of
 # a pointer ("int"), a short string in the same allocation as its header
 # ("embstr"), or a separate, growable buffer ("raw"). SET tries them in that
 # order; APPEND and SETRANGE edit strings in place, so they leave them raw; and
-# INCRBYFLOAT stores its result without trying "int". This server keeps every
-# string as bytes, and remembers just enough for OBJECT ENCODING to answer.
+# INCRBYFLOAT stores its result without trying "int". This server keeps a string
+# as bytes until APPEND or SETRANGE edits it, and from then on as a bytearray,
+# its growable buffer: so "raw" means a bytearray, or bytes too long for embstr.
 OBJ_ENCODING_EMBSTR_SIZE_LIMIT = 44
-
-
-class RawString(bytes):
-    """A string value that APPEND or SETRANGE has edited: Redis reports it as "raw"."""
 
 
 class FloatString(bytes):
@@ -1235,7 +1310,7 @@ def object_encoding_command(client: Client, args: list[bytes]) -> bytes:
     value = client.db.lookup(args[2])
     if value is None:
         return client.null
-    if type(value) is RawString or len(value) > OBJ_ENCODING_EMBSTR_SIZE_LIMIT:
+    if type(value) is bytearray or len(value) > OBJ_ENCODING_EMBSTR_SIZE_LIMIT:
         return bulk(b"raw")
     if type(value) is not FloatString and len(value) <= 20 and parse_integer(value) is not None:
         return bulk(b"int")
@@ -1501,7 +1576,7 @@ def mget_command(client: Client, args: list[bytes]) -> bytes:
     replies = []
     for key in args[1:]:
         value = lookup(key)
-        replies.append(bulk(value) if isinstance(value, bytes) else null)  # other types read as nil
+        replies.append(bulk(value) if isinstance(value, STRING_TYPES) else null)  # other types read as nil
     return array(replies)
 
 
@@ -1688,8 +1763,9 @@ def append_command(client: Client, args: list[bytes]) -> bytes:
         db.set(args[1], args[2])
         return integer(len(args[2]))
     check_string_length(len(old) + len(args[2]))
-    db.set(args[1], RawString(old + args[2]), keep_ttl=True)
-    return integer(len(old) + len(args[2]))
+    value = db.string_to_edit(args[1])
+    value += args[2]  # in place: a bytearray keeps spare room at its end, so an append costs what it adds
+    return integer(len(value))
 
 
 @command("strlen", 2, "readonly fast", "Get the length of the value stored in a key", "key", keys=(1, 1, 1),
@@ -1731,9 +1807,12 @@ def setrange_command(client: Client, args: list[bytes]) -> bytes:
     if not patch:  # nothing to write: report the length, create nothing
         return integer(0 if old is None else len(old))
     check_string_length(offset + len(patch))
-    old = old or b""
-    value = RawString(old[:offset].ljust(offset, b"\0") + patch + old[offset + len(patch) :])
-    db.set(args[1], value, keep_ttl=True)
+    if old is None:
+        db.set(args[1], bytearray())  # Redis creates the new string raw, whatever its length
+    value = db.string_to_edit(args[1])
+    if offset > len(value):
+        value += bytes(offset - len(value))  # writing past the end pads the gap with zero bytes
+    value[offset : offset + len(patch)] = patch  # in place: only the patch's bytes are copied
     return integer(len(value))
 
 
@@ -1916,11 +1995,11 @@ def _load_entries(keyspace: Keyspace, text: str) -> int:
         if when is not None and when <= now:
             continue  # expired while the server was down
         db = keyspace.databases[index]
-        if key_bytes in db.data:  # which of the two is the data? Redis refuses such an RDB file too
+        if db.exists(key_bytes):  # which of the two is the data? Redis refuses such an RDB file too
             raise DumpError(f"entry {number} ({str(entry)[:80]}): duplicated key in database {index}")
-        db.data[key_bytes] = value_bytes
+        db.set(key_bytes, value_bytes)
         if when is not None:
-            db.expires[key_bytes] = when
+            db.set_expire(key_bytes, when)
         loaded += 1
     return loaded
 
@@ -2185,7 +2264,6 @@ class Server:
     def __init__(self, options: argparse.Namespace) -> None:
         self.options = options
         self.keyspace = Keyspace()
-        self.scans = ScanSnapshots()
         self.clients: list[Client] = []
         self.client_ids = itertools.count(1)
         self.port = options.port

@@ -203,6 +203,9 @@ class Responsiveness:
 
     def __enter__(self) -> Responsiveness:
         self._thread.start()
+        deadline = time.monotonic() + self.max_latency + 2
+        while not self.latencies and self.failure is None and time.monotonic() < deadline:
+            time.sleep(0.001)  # the first PING is answered before the hostile part begins
         return self
 
     def __exit__(self, *exc_info: object) -> None:
