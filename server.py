@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import codecs
 import collections
+import contextlib
 import gc
 import itertools
 import json
@@ -1048,7 +1049,8 @@ def debug_command(client: Client, args: list[bytes]) -> bytes:
         return OK
     if subcommand == b"SLEEP" and len(args) == 3:
         seconds = parse_long_double(args[2])  # like C's atof(), anything unreadable counts as 0
-        time.sleep(float(seconds) if isinstance(seconds, Fraction) and seconds > 0 else 0)
+        with contextlib.suppress(OverflowError):  # beyond the clock's range: Redis's microsecond count overflows
+            time.sleep(float(seconds) if isinstance(seconds, Fraction) and seconds > 0 else 0)  # and it does not sleep
         return OK
     raise CommandError(f"ERR unknown subcommand or wrong number of arguments for '{c_string(args[1])}'. "
                        "Try DEBUG HELP.")
@@ -1279,13 +1281,14 @@ def scan_command(client: Client, args: list[bytes]) -> bytes:
 
 
 def parse_scan_cursor(value: bytes) -> int:
-    # Redis reads the cursor with C's strtoul(): a sign is allowed, and "-1" wraps around.
-    if SCAN_CURSOR.fullmatch(value) is None or abs(int(value)) >= 2**64:
+    # Redis reads the cursor with C's strtoul(): a sign and leading zeros are allowed, "-1" wraps around.
+    match = SCAN_CURSOR.fullmatch(value)
+    if match is None or int(match[2] or b"0") >= 2**64:
         raise CommandError("ERR invalid cursor")
-    return int(value) % 2**64
+    return -int(match[2] or b"0") % 2**64 if match[1] == b"-" else int(match[2] or b"0")
 
 
-SCAN_CURSOR = re.compile(rb"[+-]?[0-9]+")
+SCAN_CURSOR = re.compile(rb"([+-]?)(?=[0-9])0*([0-9]{0,20})|")  # 2**64 has 20 digits; "" reads as 0, "+" not
 
 
 container("object", "A container for object introspection commands", "keyspace", "2.2.3")

@@ -437,3 +437,9 @@ def test_replies_to_a_client_that_does_not_read_do_not_pile_up_in_memory(start_s
         assert used - baseline < 50_000_000  # the server stopped reading the hog, not buffering for it
     expected = b"$1000000\r\n" + b"x" * 1_000_000 + b"\r\n"
     assert all(hog.read_reply() == expected for _ in range(200))
+
+
+def test_debug_sleep_beyond_the_clock_answers_at_once(raw):
+    # Redis counts the time in 64-bit microseconds, which such a number overflows: it does not sleep.
+    for seconds in ("1e300", "1e4000"):
+        assert raw.call("DEBUG", "SLEEP", seconds) == b"+OK\r\n"
