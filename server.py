@@ -380,7 +380,7 @@ def bulk_array(values: Iterable[bytes]) -> bytes:
 DATABASES = 16  # Redis's default "databases" setting
 CONFIG_DEFAULT_HZ = 10  # how many times a second background jobs (active expiry) run
 ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP = 20  # keys sampled per round of the active expiry cycle
-ACTIVE_EXPIRE_CYCLE_ACCEPTABLE_STALE = 25  # % expired in a sample above which the cycle goes on
+ACTIVE_EXPIRE_CYCLE_ACCEPTABLE_STALE = 10  # % expired in a sample above which the cycle goes on
 ACTIVE_EXPIRE_CYCLE_SLOW_TIME_PERC = 25  # % of each 1/hz period the cycle may use at most
 RANDOMKEY_MAX_TRIES = 100  # dbRandomKey()'s maxtries: expired picks before RANDOMKEY gives up
 
@@ -393,14 +393,34 @@ class CommandError(Exception):
 
 
 def now_ms() -> int:
+    """The wall clock in Unix milliseconds: the unit of every expire time."""
     return time.time_ns() // 1_000_000
 
 
-class Database:
-    """One numbered database: keys to values, keys to absolute expire times (Unix ms), and the keys' order."""
+def has_expired(when_ms: int, now: int) -> bool:
+    """Redis's rule (keyIsExpired): a key lives through its expire time's millisecond, and is gone after it."""
+    return now > when_ms
 
-    def __init__(self, index: int) -> None:
+
+class Database:
+    """One numbered database: keys to values, keys to absolute expire times (Unix ms), and the keys' order.
+
+    The clock is a parameter, so that expiry can be watched without waiting:
+
+    >>> clock = [1_000]
+    >>> db = Database(0, clock=lambda: clock[0])
+    >>> db.set(b"session", b"xyz")
+    >>> db.set_expire(b"session", 1_500)
+    >>> clock[0] = 1_500; db.lookup(b"session")
+    b'xyz'
+    >>> clock[0] = 1_501; db.lookup(b"session") is None
+    True
+    """
+
+    def __init__(self, index: int, clock: Callable[[], int] = now_ms) -> None:
         self.index = index
+        self.clock = clock  # now, in Unix ms
+        self.changes = 0  # writes that changed this database: INFO's rdb_changes_since_last_save counts them
         self.data: dict[bytes, bytes | bytearray] = {}
         self.expires: dict[bytes, int] = {}
         self._key_list: list[bytes] = []  # every key in the order it was added, and stale entries (see above)
@@ -412,7 +432,7 @@ class Database:
 
     def lookup(self, key: bytes) -> bytes | bytearray | None:
         """Return the value of key, deleting it first if it has expired (lazy expiry)."""
-        if key in self.expires and self.expires[key] <= now_ms():
+        if key in self.expires and has_expired(self.expires[key], self.clock()):
             self._expire(key)
             return None
         return self.data.get(key)
@@ -432,11 +452,16 @@ class Database:
         if key not in self.data:
             self._key_list.append(key)
         self.data[key] = value
+        self.changes += 1
         if not keep_ttl and self.expires:
             self.expires.pop(key, None)
 
-    def set_many(self, pairs: Iterable[tuple[bytes, bytes]]) -> None:
-        """MSET: store each (key, value) pair, forgetting the keys' TTLs."""
+    def set_many(self, keys_and_values: list[bytes]) -> None:
+        """MSET: store key, value, key, value..., forgetting the keys' TTLs."""
+        # One iterator zipped with itself yields the items two at a time: (key, value), (key, value)...
+        # Not zip(strict=True): MSET checked the count, and any keyword argument makes zip() slower.
+        items = iter(keys_and_values)
+        pairs = zip(items, items)  # noqa: B905
         if self.expires:  # some of the keys may have a TTL to forget: one at a time
             for key, value in pairs:
                 self.set(key, value)
@@ -444,6 +469,7 @@ class Database:
         data = self.data
         size = len(data)
         data.update(pairs)  # all in one C-level dict update
+        self.changes += len(keys_and_values) // 2
         added = len(data) - size
         if added:  # the keys update() added are the dict's last ones: take them from the end
             new_keys = list(itertools.islice(reversed(data), added))
@@ -460,6 +486,7 @@ class Database:
         value = self.data[key]
         if type(value) is not bytearray:
             value = self.data[key] = bytearray(value)
+        self.changes += 1
         return value
 
     def copy_to(self, key: bytes, target: Database, new_key: bytes, move: bool = False) -> None:
@@ -483,6 +510,7 @@ class Database:
         if self.lookup(key) is None:
             return False
         self._remove(key)
+        self.changes += 1
         return True
 
     def get_expire(self, key: bytes) -> int | None:
@@ -492,18 +520,27 @@ class Database:
     def set_expire(self, key: bytes, when_ms: int) -> None:
         """Give an existing key an absolute expire time (a past one makes it expire at its next lookup)."""
         self.expires[key] = when_ms
+        self.changes += 1
 
     def expire_or_delete(self, key: bytes, when_ms: int) -> None:
-        """What EXPIRE and GETEX do: set the expire time, or delete the key now if that time has passed."""
-        if when_ms <= now_ms():
+        """What EXPIRE and GETEX do: set the expire time, or delete the key now if it is not in the future.
+
+        That is Redis's checkAlreadyExpired(): a time of now already deletes,
+        where a stored one would still live through this millisecond.
+        """
+        if when_ms <= self.clock():
             self.delete(key)
         else:
-            self.expires[key] = when_ms
+            self.set_expire(key, when_ms)
 
     def remove_expire(self, key: bytes) -> bool:
-        return self.expires.pop(key, None) is not None
+        if self.expires.pop(key, None) is None:
+            return False
+        self.changes += 1
+        return True
 
     def flush(self) -> None:
+        self.changes += len(self.data)
         self.data.clear()
         self.expires.clear()
         self._compact_key_list()
@@ -512,6 +549,7 @@ class Database:
 
     def swap_contents(self, other: Database) -> None:
         """SWAPDB: exchange keys, expire times and their bookkeeping, but not the index: clients keep "db 0"."""
+        self.changes += 1
         self.data, other.data = other.data, self.data
         self.expires, other.expires = other.expires, self.expires
         self._key_list, other._key_list = other._key_list, self._key_list
@@ -522,9 +560,9 @@ class Database:
 
     def matching_keys(self, matches: Callable[[bytes], bool]) -> list[bytes]:
         """KEYS: every live key that matches. O(n), like Redis's: it reads the whole table."""
-        now = now_ms()
+        now = self.clock()
         expires = self.expires
-        return [key for key in self.data if matches(key) and not (key in expires and expires[key] <= now)]
+        return [key for key in self.data if matches(key) and not (key in expires and has_expired(expires[key], now))]
 
     def random_key(self) -> bytes | None:
         """RANDOMKEY: a key picked at random, or None if the database is empty.
@@ -545,7 +583,7 @@ class Database:
             if key not in self.data:
                 continue  # a stale entry: fewer than half are
             when = self.expires.get(key)
-            if when is None or when > now_ms():
+            if when is None or not has_expired(when, self.clock()):
                 return key
             expired_picks += 1
             if all_volatile and expired_picks == RANDOMKEY_MAX_TRIES:
@@ -589,13 +627,13 @@ class Database:
             start = self._expire_scan_pos
             sample = self._expire_scan[start : start + ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP]
             self._expire_scan_pos += len(sample)
-            now = now_ms()
+            now = self.clock()
             expired = ttl_sum = ttl_count = 0
             for key in sample:
                 when = self.expires.get(key)
                 if when is None:
                     continue  # deleted or persisted since the snapshot
-                if when <= now:
+                if has_expired(when, now):
                     self._expire(key)
                     expired += 1
                 else:
@@ -629,8 +667,8 @@ class Database:
 class Keyspace:
     """All the databases of one server."""
 
-    def __init__(self) -> None:
-        self.databases = [Database(index) for index in range(DATABASES)]
+    def __init__(self, clock: Callable[[], int] = now_ms) -> None:
+        self.databases = [Database(index, clock) for index in range(DATABASES)]
 
     def active_expire_cycle(self) -> None:
         """Delete expired keys no client is reading; runs CONFIG_DEFAULT_HZ times a second."""
@@ -644,6 +682,10 @@ class Keyspace:
 
     def expired_count(self) -> int:
         return sum(db.expired_count for db in self.databases)
+
+    def changes(self) -> int:
+        """How many writes have changed the data since the server started (Redis's server.dirty)."""
+        return sum(db.changes for db in self.databases)
 
     def flush(self) -> None:
         for db in self.databases:
@@ -1588,11 +1630,7 @@ def mget_command(client: Client, args: list[bytes]) -> bytes:
 def mset_command(client: Client, args: list[bytes]) -> bytes:
     if len(args) % 2 == 0:
         raise CommandError("ERR wrong number of arguments for 'mset' command")
-    # One iterator zipped with itself yields the arguments two at a time: (key, value), (key, value)...
-    # Not zip(strict=True): the count is checked above, and any keyword argument makes zip() slower.
-    arguments = iter(args)
-    next(arguments)  # skip the command name
-    client.db.set_many(zip(arguments, arguments))  # noqa: B905
+    client.db.set_many(args[1:])
     return OK
 
 
@@ -2273,6 +2311,7 @@ class Server:
         self.address = ""
         self.start_time = time.time()
         self.last_save = int(self.start_time)
+        self.changes_at_last_save = 0  # keyspace.changes() when the last snapshot was saved or loaded
         self.commands_processed = 0
         self.connections_received = 0
         self.listener: asyncio.Server | None = None  # serve() opens it
@@ -2331,7 +2370,9 @@ class Server:
 
     def save(self) -> None:
         started = time.perf_counter()
+        changes = self.keyspace.changes()
         save_snapshot(self.keyspace, self.dump_path)
+        self.changes_at_last_save = changes
         self.last_save = int(time.time())
         log.info("DB saved on disk: %d keys in %.3f seconds (%s)", self.keyspace.key_count(),
                  time.perf_counter() - started, self.dump_path)
@@ -2343,6 +2384,7 @@ class Server:
             return
         started = time.perf_counter()
         count = load_snapshot(self.keyspace, self.dump_path)
+        self.changes_at_last_save = self.keyspace.changes()  # loading is no change to save
         log.info("DB loaded from disk: %d keys in %.3f seconds (%s)", count, time.perf_counter() - started,
                  self.dump_path)
 
@@ -2462,7 +2504,7 @@ class Server:
             "memory": {"used_memory": str(memory), "used_memory_rss": str(memory), "maxmemory": "0"},
             "persistence": {
                 "loading": "0",
-                "rdb_changes_since_last_save": "0",
+                "rdb_changes_since_last_save": str(self.keyspace.changes() - self.changes_at_last_save),
                 "rdb_bgsave_in_progress": "0",
                 "rdb_last_save_time": str(self.last_save),
                 "aof_enabled": "0",

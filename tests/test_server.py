@@ -443,3 +443,18 @@ def test_debug_sleep_beyond_the_clock_answers_at_once(raw):
     # Redis counts the time in 64-bit microseconds, which such a number overflows: it does not sleep.
     for seconds in ("1e300", "1e4000"):
         assert raw.call("DEBUG", "SLEEP", seconds) == b"+OK\r\n"
+
+
+def test_info_counts_the_changes_since_the_last_save(raw):
+    def changes() -> int:
+        return int(raw.call("INFO", "persistence").split(b"rdb_changes_since_last_save:")[1].split(b"\r\n")[0])
+
+    raw.call("SAVE")
+    assert changes() == 0
+    raw.call("SET", "a", "1")
+    raw.call("MSET", "b", "2", "c", "3")
+    raw.call("SET", "a", "1", "NX")  # changes nothing
+    raw.call("DEL", "a", "nokey")
+    assert changes() == 4
+    raw.call("SAVE")
+    assert changes() == 0
