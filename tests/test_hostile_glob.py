@@ -1,0 +1,164 @@
+"""Hostile glob patterns (KEYS, SCAN MATCH, CONFIG GET): bounded time, no memory left behind, Redis's answers.
+
+The freezing patterns run against a server of the test's own (start_server), which is killed at the end:
+a server that hangs fails its test within seconds and hangs nothing else.
+"""
+
+import pathlib
+import random
+import time
+
+import pytest
+from conftest import RawConnection, Responsiveness
+
+import server as srv
+
+HOSTILE_TIMEOUT = 5.0  # seconds a hostile request may take before the test gives up on the server
+
+
+def hostile_call(port: int, *args: bytes | str) -> bytes:
+    """One request, while another client checks that its PINGs are still answered within a second."""
+    with Responsiveness(port):
+        connection = RawConnection(port)
+        connection.sock.settimeout(HOSTILE_TIMEOUT)
+        try:
+            return connection.call(*args)
+        finally:
+            connection.close()
+
+
+def scan_all(port: int, pattern: bytes) -> list[bytes]:
+    """Every key SCAN MATCH returns, following the cursor until it is back at 0."""
+    keys, cursor = [], b"0"
+    while True:
+        reply = srv.parse_reply(hostile_call(port, "SCAN", cursor, "MATCH", pattern, "COUNT", "1000"))[0]
+        cursor, batch = reply
+        keys += batch
+        if cursor == b"0":
+            return keys
+
+
+def vm_rss_kb(pid: int) -> int:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS line")
+
+
+# --- Freezes ------------------------------------------------------------------
+
+
+# Redis's own regression test ("pattern matching long nested loops", tests/unit/keyspace.tcl).
+NESTED_STARS_KEY = b"a" * 120
+NESTED_STARS = b"a*" * 60 + b"b"
+
+
+def test_keys_with_nested_stars_is_answered_in_bounded_time(start_server):
+    port = start_server().port
+    RawConnection(port).call("SET", NESTED_STARS_KEY, "1")
+    assert hostile_call(port, "KEYS", NESTED_STARS) == b"*0\r\n"
+    assert hostile_call(port, "KEYS", NESTED_STARS[:-1]) == b"*1\r\n$120\r\n" + NESTED_STARS_KEY + b"\r\n"
+
+
+def test_scan_match_with_nested_stars_is_answered_in_bounded_time(start_server):
+    port = start_server().port
+    RawConnection(port).call("SET", NESTED_STARS_KEY, "1")
+    assert scan_all(port, NESTED_STARS) == []
+    assert scan_all(port, NESTED_STARS[:-1]) == [NESTED_STARS_KEY]
+
+
+def test_config_get_with_nested_stars_is_answered_in_bounded_time(start_server):
+    port = start_server().port
+    assert hostile_call(port, "CONFIG", "GET", b"*" * 30 + b"x") == b"*0\r\n"
+    assert hostile_call(port, "CONFIG", "GET", b"*" * 30 + b"port") == b"*2\r\n$4\r\nport\r\n$%d\r\n%d\r\n" % (
+        len(str(port)), port)
+
+
+def test_more_than_1000_nested_stars_match_nothing(start_server):
+    # Redis's regression test for CVE-2024-31228: stringmatchlen() gives up beyond 1000 nested stars.
+    port = start_server().port
+    RawConnection(port).call("SET", b"a" * 50_000, "1")
+    assert hostile_call(port, "KEYS", b"*?" * 50_000) == b"*0\r\n"
+    assert hostile_call(port, "KEYS", b"*?" * 1001) == b"*0\r\n"
+    the_key = b"*1\r\n$50000\r\n" + b"a" * 50_000 + b"\r\n"
+    assert hostile_call(port, "KEYS", b"*?" * 1000) == the_key
+    assert hostile_call(port, "KEYS", b"?*" * 1001) == the_key  # a star at the very end nests nothing
+
+
+def test_a_megabyte_of_brackets_is_answered_fast(start_server):
+    # An unclosed "[" takes the rest of the pattern as its set: this one is the set of "[" alone.
+    port = start_server().port
+    RawConnection(port).call("MSET", "[", "1", "a", "2")
+    started = time.monotonic()
+    assert hostile_call(port, "KEYS", b"[" * 1_000_000) == b"*1\r\n$1\r\n[\r\n"
+    assert time.monotonic() - started < 0.5  # Redis takes milliseconds
+
+
+def test_megabyte_patterns_leave_no_memory_behind(start_server):
+    process = start_server()
+    connection = RawConnection(process.port)
+    connection.sock.settimeout(HOSTILE_TIMEOUT)
+    connection.call("MSET", "a" * 100, "1", "b", "2")
+    connection.call("KEYS", b"a*" * 10)  # the first KEYS allocates what any KEYS does
+    rss_before = vm_rss_kb(process.process.pid)
+    for i in range(30):  # each pattern different, and 1 MB long
+        assert connection.call("KEYS", b"*%d" % i + b"a" * 1_000_000 + b"*") == b"*0\r\n"
+        growth_mb = (vm_rss_kb(process.process.pid) - rss_before) / 1024
+        assert growth_mb < 5, f"the server grew by {growth_mb:.0f} MB after {i + 1} patterns"
+
+
+# --- Redis's answers --------------------------------------------------------------
+
+
+# (pattern, key, whether Redis 7.0.15 matches them), each checked against redis-server.
+TRICKY_CASES = [
+    (b"", b"", True), (b"", b"a", False),
+    (b"**", b"", False), (b"?", b"", False),  # an empty key matches the empty pattern only
+    (b"a*", b"a", True), (b"a**", b"a", True), (b"a*?", b"a", False), (b"*a*b*", b"xaxbx", True),
+    (b"*ab*ab", b"abab", True), (b"*ab*ab", b"aba", False), (b"a*b*a", b"aba", True), (b"?*?", b"a", False),
+    (b"[]", b"a", False), (b"[]a", b"]a", False), (b"[]]", b"]", False), (b"[^]", b"\xff", True),
+    (b"[abc", b"b", True), (b"[abc", b"[", False), (b"[^a", b"b", True), (b"[", b"[", False), (b"[^", b"x", True),
+    (b"[a-", b"-", True), (b"[z-a]", b"m", True), (b"[a-]", b"^", True), (b"[a-]b]", b"b", True),
+    (b"[a-]b]", b"]", True), (b"[a-\\]", b"\\", True), (b"[\\]]", b"]", True), (b"[\\", b"\\", True),
+    (b"[\\-a]", b"b", False), (b"[\\-a]", b"-", True), (b"[--]", b"-", True),
+    (b"\\", b"\\", True), (b"\\*", b"*", True), (b"\\*", b"a", False), (b"a\\", b"a\\", True),
+    (b"*\\[*", b"a[b", True), (b"[*]", b"*", True), (b"[*]", b"a", False),
+    # Range ends compare as signed C chars: \x80-\xff come before \x00.
+    (b"[a-\xff]", b"\xff", True), (b"[a-\xff]", b"\x00", True), (b"[a-\xff]", b"\x80", False),
+    (b"[\x80-\xfe]", b"\xa0", True), (b"[\x00-\xff]", b"a", False),
+]
+
+
+def test_glob_matcher_matches_as_redis_does():
+    mismatches = [(pattern[:20], key[:20], expected) for pattern, key, expected in TRICKY_CASES
+                  if srv.glob_matcher(pattern)(key) is not expected]
+    assert mismatches == []
+
+
+def test_glob_matcher_reads_a_pattern_only_as_far_as_the_key_needs():
+    started = time.monotonic()
+    matches = srv.glob_matcher(b"?a" * 500_000)
+    assert not matches(b"ba")
+    assert not matches(b"ba" * 10)
+    assert time.monotonic() - started < 0.1
+    assert srv.glob_matcher(b"?a" * 1000)(b"ba" * 1000)
+
+
+def random_bytes(rng: random.Random, alphabet: bytes, longest: int) -> bytes:
+    return bytes(rng.choice(alphabet) for _ in range(rng.randint(1, longest)))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_keys_matches_as_real_redis_does(both, seed):
+    rng = random.Random(seed)
+    keys = {random_bytes(rng, b"ab[]^-\\*?\x00\x80\xff", 10) for _ in range(200)} | {b""}
+    for connection in both:
+        for key in keys:
+            connection.send(srv.encode_request([b"SET", key, b"1"]))
+        for _ in keys:
+            assert connection.read_reply() == b"+OK\r\n"
+    ours, theirs = both
+    for _ in range(500):
+        pattern = random_bytes(rng, b"aab**?[]^-\\\x80\xff", 12)
+        assert sorted(srv.parse_reply(ours.call("KEYS", pattern))[0]) == \
+            sorted(srv.parse_reply(theirs.call("KEYS", pattern))[0]), pattern
