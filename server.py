@@ -799,6 +799,7 @@ class GlobPattern:
         self.middle: list[tuple[Callable[..., int], bytes | GlobSegment, int]] = []
 
     def matches(self, key: bytes) -> bool:
+        """Whether the key matches: each segment in its place, as the comment above explains."""
         if not self.read_whole and not self.read_for(len(key)):
             return False
         if not self.shortest_key <= len(key) <= self.longest_key:
@@ -830,7 +831,7 @@ class GlobPattern:
                 self.segments.append(GlobSegment())
                 continue
             if len(self.segments) > GLOB_MAX_STARS + 1:
-                self.read_whole, self.longest_key = True, -1  # no key is short enough: it matches nothing
+                self.read_whole, self.longest_key = True, -1  # so that it matches no key at all
                 return True
             offset = segment.length
             if kind == b"?":
@@ -911,13 +912,17 @@ def read_set(pattern: bytes, start: int) -> tuple[bytes, int]:
     body = pattern[start:close]
     if b"\\" not in body and b"-" not in body:
         return body, min(close + 1, len(pattern))
-    members = []
+    members: set[int] = set()
+    items_seen: set[bytes] = set()  # a long set repeats its items: expand each one once
     for item in SET_ITEM.finditer(pattern, start):
+        if item[0] in items_seen:
+            continue
+        items_seen.add(item[0])
         escaped, first, last, closing, single = item.groups()
         if closing:
-            return b"".join(members), item.end()
-        members.append(byte_range(first[0], last[0]) if first else escaped or single)
-    return b"".join(members), len(pattern)
+            return bytes(members), item.end()
+        members.update(byte_range(first[0], last[0]) if first else escaped or single)
+    return bytes(members), len(pattern)
 
 
 def set_bytes(members: bytes, negate: bool) -> bytes:
