@@ -843,61 +843,207 @@ def parse_int_arg(value: bytes, message: str = NOT_AN_INTEGER) -> int:
     return number
 
 
-def glob_to_regex(pattern: bytes) -> re.Pattern[bytes]:
-    """Translate a Redis glob pattern (KEYS, SCAN MATCH, CONFIG GET) into a compiled regex.
+# --- Glob patterns: KEYS, SCAN MATCH, CONFIG GET -------------------------------
+#
+# Redis matches a key against a glob pattern with stringmatchlen() (util.c). It
+# walks the pattern and the key together and, at a "*", tries the rest of the
+# pattern at every later position of the key, recursively. That backtracking
+# takes exponential time on patterns like "a*a*a*...b", so Redis 7.0.9 added a
+# rule (CVE-2022-36021): once the rest of the pattern after a "*" has failed at
+# every position, the earlier stars stop trying longer matches.
+#
+# We get the same answers in bounded time without backtracking. Every token but
+# "*" matches exactly one byte ("x", "?", "[a-z]"), so the stars cut the pattern
+# into fixed-length segments. The first segment must match at the start of the
+# key, the last one at its end, and each one in between at its leftmost place
+# after the one before it: matching earlier never hurts, because it leaves more
+# of the key for the segments that follow. That is at most len(key) tries per
+# segment, O(len(key) * len(pattern)) in all, as in Redis; a segment of plain
+# bytes is found by bytes.find(), which runs in C.
+#
+# The pattern is read with precompiled regular expressions, never compiled into
+# one of its own: Python's re module would keep it in its cache. And it is read
+# only as far as the keys need: a segment needs as many bytes of a key as it
+# has tokens, so a pattern that needs more bytes than a key has cannot match it.
+# As in Redis, a 1 MB pattern costs next to nothing against short keys.
 
-    Redis's stringmatchlen(): "*" any run, "?" any byte, "[abc]" "[^abc]"
-    "[a-z]" a set, "\\x" the byte x itself. An unclosed "[" takes the rest of
-    the pattern as its set, and a lone trailing "\\" is a literal backslash.
-    """
-    regex = []
-    i, n = 0, len(pattern)
-    while i < n:
-        char = pattern[i : i + 1]
-        if char == b"*":
-            regex.append(b".*")
-        elif char == b"?":
-            regex.append(b".")
-        elif char == b"\\" and i + 1 < n:
-            i += 1
-            regex.append(re.escape(pattern[i : i + 1]))
-        elif char == b"[":
-            i += 1
-            negate = pattern[i : i + 1] == b"^"
-            i += negate
-            members = []
-            while True:
-                if pattern[i : i + 1] == b"\\" and i + 1 < n:
-                    i += 1
-                    members.append(b"\\x%02x" % pattern[i])
-                elif pattern[i : i + 1] == b"]":
-                    break
-                elif i >= n:  # unclosed: the set ends with the pattern
-                    i = n - 1
-                    break
-                elif i + 2 < n and pattern[i + 1 : i + 2] == b"-":
-                    low, high = sorted((pattern[i], pattern[i + 2]))
-                    members.append(b"\\x%02x-\\x%02x" % (low, high))
-                    i += 2
-                else:
-                    members.append(b"\\x%02x" % pattern[i])
-                i += 1
-            if members:
-                regex.append(b"[%s%s]" % (b"^" if negate else b"", b"".join(members)))
-            else:
-                regex.append(b"." if negate else b"(?!)")  # "[]" matches nothing, "[^]" anything
-        else:
-            regex.append(re.escape(char))
-        i += 1
-    return re.compile(b"".join(regex), re.DOTALL)
+GLOB_TOKEN = re.compile(rb"\*+|\?+|\[\^?|[^*?[\\]+|\\.?", re.DOTALL)
+# stars | question marks | the start of a set | plain bytes | "\x", the byte x (a lone "\" at the end is itself)
+SET_ITEM = re.compile(rb"\\(.)|([^\]\\])-(.)|(\])|(.)", re.DOTALL)
+# in a set: "\x" | a range "a-z" | the closing "]" | one byte (a lone "\" at the end is itself)
+PLAIN_PREFIX_GLOB = re.compile(rb"([^*?[\\]+)\*+")  # "user:*": plain bytes, then stars
+
+ALL_BYTES = bytes(range(256))
+# Redis compares range ends as C chars, which are signed on x86-64: bytes 0x80-0xff
+# come before 0x00, so "[a-\xff]" runs from \xff (-1) up to "a".
+C_CHAR_ORDER = bytes(range(0x80, 0x100)) + bytes(range(0x80))
+# Redis 7.2.6 made stringmatchlen() give up (no match) when it has to nest more than
+# 1000 stars deep (CVE-2024-31228), and Debian's 7.0.15 carries that fix: a pattern
+# with more than 1000 stars that have more pattern after them matches nothing.
+GLOB_MAX_STARS = 1000
 
 
 def glob_matcher(pattern: bytes) -> Callable[[bytes], bool]:
-    """A predicate for keys matching a Redis glob pattern ("*" matches everything, cheaply)."""
+    """A predicate for keys matching a Redis glob pattern ("*" and "prefix*" are matched cheaply)."""
     if pattern == b"*":
-        return lambda key: True
-    fullmatch = glob_to_regex(pattern).fullmatch
-    return lambda key: fullmatch(key) is not None
+        return lambda key: True  # Redis skips matching here too, and so lists even the empty key
+    if plain_prefix := PLAIN_PREFIX_GLOB.fullmatch(pattern):  # the most common pattern after "*"
+        prefix = plain_prefix[1]
+        return lambda key: key.startswith(prefix)
+    return GlobPattern(pattern).matches
+
+
+class GlobPattern:
+    """A glob pattern cut at its stars into segments, read only as far as the keys need it."""
+
+    def __init__(self, pattern: bytes) -> None:
+        self.pattern = pattern
+        self.read_to = 0  # the pattern up to here is in self.segments
+        self.segments = [GlobSegment()]
+        self.shortest_key = 0  # the bytes of a key that the segments read so far need
+        self.read_whole = False
+        # Once it is read whole: the longest key it can match, and how to find each segment in a key.
+        self.longest_key = 0
+        self.first = self.last = (bytes.find, b"", 0)
+        self.middle: list[tuple[Callable[..., int], bytes | GlobSegment, int]] = []
+
+    def matches(self, key: bytes) -> bool:
+        """Whether the key matches: each segment in its place, as the comment above explains."""
+        if not self.read_whole and not self.read_for(len(key)):
+            return False
+        if not self.shortest_key <= len(key) <= self.longest_key:
+            return False
+        (find_first, first, first_length), (find_last, last, last_length) = self.first, self.last
+        end = len(key) - last_length
+        if first_length and find_first(key, first, 0, first_length) != 0:
+            return False
+        if last_length and find_last(key, last, end, len(key)) != end:
+            return False
+        position = first_length
+        for find, segment, length in self.middle:
+            position = find(key, segment, position, end)
+            if position < 0:
+                return False
+            position += length
+        return True
+
+    def read_for(self, key_length: int) -> bool:
+        """Read on to the end of the pattern (True), unless it needs more than key_length bytes first."""
+        pattern = self.pattern
+        while self.read_to < len(pattern):
+            if self.shortest_key > key_length:
+                return False
+            token = GLOB_TOKEN.match(pattern, self.read_to)  # one of its choices takes any byte
+            text, self.read_to = token[0], token.end()
+            kind, segment = text[:1], self.segments[-1]
+            if kind == b"*":
+                self.segments.append(GlobSegment())
+                continue
+            if len(self.segments) > GLOB_MAX_STARS + 1:
+                self.read_whole, self.longest_key = True, -1  # so that it matches no key at all
+                return True
+            offset = segment.length
+            if kind == b"?":
+                segment.length += len(text)
+            elif kind == b"[":
+                members, self.read_to = read_set(pattern, self.read_to)
+                segment.sets.append((offset, set_bytes(members, negate=text == b"[^")))
+                segment.length += 1
+            else:
+                literal = text[-1:] if kind == b"\\" else text
+                segment.literals.append((offset, literal))
+                segment.length += len(literal)
+            self.shortest_key += segment.length - offset
+        finders = [segment.finder() for segment in self.segments]
+        if len(finders) == 1:  # no star: the segment is the whole key
+            self.first, self.longest_key = finders[0], self.shortest_key
+        else:
+            self.first, *self.middle, self.last = finders
+            # stringmatchlen() matches the empty key to the empty pattern only.
+            self.shortest_key, self.longest_key = max(self.shortest_key, 1), sys.maxsize
+        self.read_whole = True
+        return True
+
+
+class GlobSegment:
+    """A stretch of a glob pattern between two stars: tokens that each match exactly one byte."""
+
+    __slots__ = ("length", "literals", "sets")
+
+    def __init__(self) -> None:
+        self.length = 0  # how many bytes of a key it covers
+        self.literals: list[tuple[int, bytes]] = []  # (offset, bytes that must be there); "?" adds none
+        self.sets: list[tuple[int, bytes]] = []  # (offset, the bytes allowed there)
+
+    def finder(self) -> tuple[Callable[..., int], bytes | GlobSegment, int]:
+        """How to find the segment in a key: (function, what it looks for, how many bytes that covers)."""
+        if not self.sets and sum(len(text) for _, text in self.literals) == self.length:
+            return bytes.find, b"".join(text for _, text in self.literals), self.length  # plain bytes
+        return find_segment, self, self.length
+
+    def matches_at(self, key: bytes, position: int) -> bool:
+        """Whether key[position : position + self.length] matches; the caller makes sure that it fits."""
+        for offset, text in self.literals:
+            if not key.startswith(text, position + offset):
+                return False
+        for offset, allowed in self.sets:
+            if key[position + offset] not in allowed:
+                return False
+        return True
+
+
+def find_segment(key: bytes, segment: GlobSegment, start: int, end: int) -> int:
+    """Like bytes.find(): the leftmost place in key[start:end] where the segment matches, or -1."""
+    last_start = end - segment.length
+    position = start
+    while position <= last_start:
+        if segment.literals:  # jump, at C speed, to the next place where its first literal bytes are
+            offset, text = segment.literals[0]
+            found = key.find(text, position + offset, last_start + offset + len(text))
+            if found < 0:
+                return -1
+            position = found - offset
+        if segment.matches_at(key, position):
+            return position
+        position += 1
+    return -1
+
+
+def read_set(pattern: bytes, start: int) -> tuple[bytes, int]:
+    """The members of the set whose body starts at start, and the offset after the set.
+
+    Its body holds bytes, "\\x" escapes and "a-z" ranges up to a "]"; an unclosed set takes the rest
+    of the pattern. A body with no escape and no range is its own list of members.
+    """
+    close = pattern.find(b"]", start)
+    if close < 0:
+        close = len(pattern)
+    body = pattern[start:close]
+    if b"\\" not in body and b"-" not in body:
+        return body, min(close + 1, len(pattern))
+    members: set[int] = set()
+    items_seen: set[bytes] = set()  # a long set repeats its items: expand each one once
+    for item in SET_ITEM.finditer(pattern, start):
+        if item[0] in items_seen:
+            continue
+        items_seen.add(item[0])
+        escaped, first, last, closing, single = item.groups()
+        if closing:
+            return bytes(members), item.end()
+        members.update(byte_range(first[0], last[0]) if first else escaped or single)
+    return bytes(members), len(pattern)
+
+
+def set_bytes(members: bytes, negate: bool) -> bytes:
+    """The distinct bytes a set accepts: at most 256, so that `in` is quick."""
+    outside = ALL_BYTES.translate(None, members)  # every byte that is not a member
+    return outside if negate else ALL_BYTES.translate(None, outside)
+
+
+def byte_range(first: int, last: int) -> bytes:
+    """The bytes of the range "a-z" in a set; "z-a" is the same range."""
+    low, high = sorted((C_CHAR_ORDER.index(first), C_CHAR_ORDER.index(last)))
+    return C_CHAR_ORDER[low : high + 1]
 
 
 # --- Connection commands ------------------------------------------------------
