@@ -169,55 +169,86 @@ def _is_hex(text: bytes) -> bool:
 class RequestParser:
     """A streaming RESP request parser: feed it bytes, get back complete commands.
 
-    _parse_carefully() is the parser proper: it walks the buffer byte offset by
-    byte offset exactly as Redis's processMultibulkBuffer() and
+    _parse_carefully() is the parser proper: it walks the bytes offset by
+    offset exactly as Redis's processMultibulkBuffer() and
     processInlineBuffer() do, with every check and error message they have.
     Read it first.
 
+    Like Redis, it keeps its place in a request that has not all arrived:
+    the arguments read so far wait in a list, with the number still missing
+    and the length of the bulk string being read (Redis's argv, multibulklen
+    and bulklen), and only the bytes after them are kept for the next read.
+    So each read parses just the bytes it brought, and the work stays linear
+    in the bytes received. Starting such a request over on every read would
+    let a client that sends a huge array an argument at a time keep the
+    server busy re-parsing it, more and more with every argument.
+
     _take_whole_requests() is a shortcut for the common case, pipelines of
-    well-formed "*N" requests. It splits the buffer on "\\r\\n" in one call
+    well-formed "*N" requests. It splits the bytes on "\\r\\n" in one call
     (the splitting happens in C) and takes each request's arguments as every
     second line, since a request is N "$len" header lines alternating with N
     payload lines. That is only right if no payload contains "\\r\\n" itself,
     so it checks every header against its payload in one go afterwards, and
-    hands the whole buffer to the careful parser if any pair disagrees.
+    hands all the bytes to the careful parser if any pair disagrees. It
+    starts only between requests.
     """
 
     def __init__(self, shortcut: bool = True) -> None:
         self._shortcut_limit = SHORTCUT_MAX_BUFFER if shortcut else -1  # --parser-shortcut no: never take it
-        self._pending: list[bytes] = []  # received bytes that do not yet form a whole request
-        self._pending_size = 0
-        self._needed = 0  # do not parse again before this many bytes are pending (a large bulk string)
+        self._buffer = bytearray()  # received bytes not parsed yet: the end of the last read (Redis's querybuf)
+        self._args: list[bytes] = []  # the arguments read so far of a "*N" request still arriving (argv)
+        self._args_missing = 0  # how many more arguments it needs (multibulklen); 0 between requests
+        self._bulk_length = -1  # the length of the bulk string whose "$N" line was read, else -1 (bulklen)
+        self._args_size = 0  # how many received bytes the request still arriving used for its arguments so far
 
     @property
     def pending_size(self) -> int:
-        """How many received bytes wait for the rest of their request."""
-        return self._pending_size
+        """How many received bytes wait for the rest of their request, parsed into its arguments or not.
+
+        Redis's client-query-buffer-limit counts only its query buffer; counting
+        the arguments too keeps a request that never ends from growing without bound.
+        """
+        return len(self._buffer) + self._args_size
 
     def feed(self, data: bytes) -> tuple[list[list[bytes]], ProtocolError | None]:
         """Add bytes from the socket; return the complete commands, and the protocol error that ended them if any."""
-        if self._pending:
-            self._pending.append(data)
-            self._pending_size += len(data)
-            if self._pending_size < self._needed:
-                return [], None  # still inside a large bulk string: no need to look yet
-            data = b"".join(self._pending)
         commands: list[list[bytes]] = []
         try:
-            start = self._take_whole_requests(data, commands) if len(data) <= self._shortcut_limit else 0
-            rest, self._needed = self._parse_carefully(data, start, commands) if start < len(data) else (b"", 0)
+            if self._buffer or self._args_missing:  # the last read stopped inside a request: finish that one first
+                self._buffer += data
+                if self._bulk_length >= 0 and len(self._buffer) < self._bulk_length + 2:
+                    return commands, None  # the buffer starts with a bulk string's payload: wait for all of it
+                data = bytes(self._buffer)
+                self._buffer.clear()  # before any payload is copied out of data: a value is never in three places
+                pos = self._parse_carefully(data, 0, commands, just_one=True)
+                if self._args_missing:
+                    self._buffer += memoryview(data)[pos:]
+                    return commands, None
+                data = data[pos:]  # the rest of the read: whole requests perhaps, for the shortcut
+            pos = self._take_whole_requests(data, commands) if len(data) <= self._shortcut_limit else 0
+            if pos < len(data):
+                pos = self._parse_carefully(data, pos, commands)
+                if pos < len(data):
+                    self._buffer += memoryview(data)[pos:]
         except ProtocolError as error:
-            self._pending, self._pending_size = [], 0
+            self._buffer, self._args, self._args_missing, self._bulk_length, self._args_size = bytearray(), [], 0, -1, 0
             return commands, error
-        self._pending, self._pending_size = ([rest], len(rest)) if rest else ([], 0)
         return commands, None
 
-    def _parse_carefully(self, data: bytes, pos: int, commands: list[list[bytes]]) -> tuple[bytes, int]:
-        """Parse data[pos:] request by request; return (the unused bytes, how many bytes to wait for)."""
+    def _parse_carefully(self, data: bytes, pos: int, commands: list[list[bytes]], just_one: bool = False) -> int:
+        """Parse data[pos:] request by request (just_one: one only); return where the bytes stop making a request."""
         end = len(data)
+        request_start = 0  # where the "*N" request being parsed starts in data; 0 if it started in an earlier read
         while pos < end:
-            start = pos
-            if data[pos] != 42:  # not "*": an inline command, which ends at "\n"
+            if self._args_missing:  # inside a "*N" request: its "$N" bulk strings
+                pos = self._read_arguments(data, pos)
+                if self._args_missing:
+                    break  # the rest of the request has not arrived yet
+                commands.append(self._args)
+                self._args, self._args_size = [], 0
+                if just_one:
+                    break
+            elif data[pos] != 42:  # not "*": an inline command, which ends at "\n"
                 newline = data.find(b"\n", pos)
                 if newline < 0:
                     if end - pos > PROTO_INLINE_MAX_SIZE:
@@ -228,37 +259,49 @@ class RequestParser:
                 if args:  # an empty line is no command
                     commands.append(args)
                 pos = newline + 1
-                continue
-            # "*N": Redis reads the number up to the "\r" and steps over the "\n" after it unseen.
-            newline = data.find(b"\r", pos)
-            if newline < 0 or newline + 2 > end:
-                if newline < 0 and end - pos > PROTO_INLINE_MAX_SIZE:
-                    raise ProtocolError("Protocol error: too big mbulk count string")
-                break
-            count = parse_integer(data[pos + 1 : newline])
-            if count is None or count > PROTO_MAX_MULTIBULK_LEN:
-                raise ProtocolError("Protocol error: invalid multibulk length")
-            pos = newline + 2
-            args = []
-            while len(args) < count:
+                if just_one:
+                    break
+            else:  # "*N": Redis reads the number up to the "\r" and steps over the "\n" after it unseen
+                request_start = pos
+                newline = data.find(b"\r", pos)
+                if newline < 0 or newline + 2 > end:
+                    if newline < 0 and end - pos > PROTO_INLINE_MAX_SIZE:
+                        raise ProtocolError("Protocol error: too big mbulk count string")
+                    break
+                count = parse_integer(data[pos + 1 : newline])
+                if count is None or count > PROTO_MAX_MULTIBULK_LEN:
+                    raise ProtocolError("Protocol error: invalid multibulk length")
+                pos = newline + 2
+                self._args_missing = max(count, 0)  # "*0" and "*-1" are empty requests: Redis skips them
+        if self._args_missing:  # its arguments so far still wait for the rest
+            self._args_size += pos - request_start
+        return pos
+
+    def _read_arguments(self, data: bytes, pos: int) -> int:
+        """Read the bulk strings of the current "*N" request that have arrived; return where they end."""
+        end = len(data)
+        args, missing, length = self._args, self._args_missing, self._bulk_length
+        while missing:
+            if length < 0:  # the "$N" line comes first
                 newline = data.find(b"\r", pos)
                 if newline < 0 or newline + 2 > end:
                     if newline < 0 and end - pos > PROTO_INLINE_MAX_SIZE:
                         raise ProtocolError("Protocol error: too big bulk count string")
-                    return data[start:], 0
+                    break
                 if data[pos] != 36:  # "$"
                     raise ProtocolError(f"Protocol error: expected '$', got '{chr(data[pos])}'")
                 length = parse_integer(data[pos + 1 : newline])
                 if length is None or not 0 <= length <= PROTO_MAX_BULK_LEN:
                     raise ProtocolError("Protocol error: invalid bulk length")
                 pos = newline + 2
-                if pos + length + 2 > end:  # the payload and its "\r\n" have not all arrived
-                    return data[start:], pos + length + 2 - start
-                args.append(data[pos : pos + length])
-                pos += length + 2  # like Redis, step over the two bytes after the payload unseen
-            if args:  # "*0" and "*-1" are empty requests: Redis skips them
-                commands.append(args)
-        return data[start:] if pos < end else b"", 0
+            if pos + length + 2 > end:  # the payload and its "\r\n" have not all arrived
+                break
+            args.append(data[pos : pos + length])
+            pos += length + 2  # like Redis, step over the two bytes after the payload unseen
+            length = -1
+            missing -= 1
+        self._args_missing, self._bulk_length = missing, length
+        return pos
 
     @staticmethod
     def _take_whole_requests(data: bytes, commands: list[list[bytes]]) -> int:
