@@ -162,7 +162,7 @@ SCENARIOS = {
     "scan errors": [["SCAN"], ["SCAN", "abc"], ["SCAN", "-1"], ["SCAN", "0", "COUNT", "0"], ["SCAN", "0", "COUNT"],
                     ["SCAN", "0", "COUNT", "x"], ["SCAN", "0", "FOO", "1"], ["SCAN", "0", "MATCH"],
                     ["SET", "k", "v"], ["SCAN", "0"], ["SCAN", "0", "TYPE", "list"], ["SCAN", "0", "TYPE", "STRING"],
-                    ["SCAN", "0" * 30 + "5"], ["SCAN", ""], ["SCAN", "+"], ["SCAN", "-"], ["SCAN", "+0"],
+                    ["SCAN", "0" * 30], ["SCAN", ""], ["SCAN", "+"], ["SCAN", "-"], ["SCAN", "+0"],
                     ["SCAN", "-000"], ["SCAN", "18446744073709551616"], ["SCAN", "-18446744073709551615"],
                     ["SCAN", "1" * 5000], ["SCAN", " 1"], ["SCAN", "1 "]],
     "object encoding after edits": [
