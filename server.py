@@ -762,39 +762,23 @@ CommandHandler = Callable[["Client", list], bytes]
 
 @dataclass(slots=True)
 class Command:
-    """One row of the command table: what COMMAND and COMMAND DOCS report, and how to run it."""
+    """One row of the command table: how to run a command. (What COMMAND DOCS says of it: COMMAND_DOCS.)"""
 
     name: str  # lower case; "client|setname" for a subcommand
     handler: CommandHandler | None  # None for a container such as CLIENT
-    arity: int
-    flags: tuple[str, ...]
-    first_key: int
-    last_key: int
-    key_step: int
-    group: str
-    since: str
-    summary: str
-    usage: str  # the arguments, as redis-cli's help shows them
+    arity: int  # N: exactly N arguments, counting the name; -N: at least N
+    flags: tuple[str, ...]  # "write", "readonly", "fast"...: COMMAND reports them
     subcommands: dict[bytes, Command] = field(default_factory=dict)
 
 
 COMMANDS: dict[bytes, Command] = {}
 
 
-def command(
-    name: str,
-    arity: int,
-    flags: str,
-    summary: str,
-    usage: str = "",
-    keys: tuple[int, int, int] = (0, 0, 0),
-    group: str = "generic",
-    since: str = "1.0.0",
-) -> Callable[[CommandHandler], CommandHandler]:
+def command(name: str, arity: int, flags: str) -> Callable[[CommandHandler], CommandHandler]:
     """Register the decorated function in the command table; "parent|sub" registers a subcommand."""
 
     def register(handler: CommandHandler | None) -> CommandHandler | None:
-        entry = Command(name, handler, arity, tuple(flags.split()), *keys, group, since, summary, usage)
+        entry = Command(name, handler, arity, tuple(flags.split()))
         parent, _, sub = name.partition("|")
         if sub:
             COMMANDS[parent.encode()].subcommands[sub.encode()] = entry
@@ -805,9 +789,9 @@ def command(
     return register
 
 
-def container(name: str, summary: str, group: str, since: str) -> None:
+def container(name: str) -> None:
     """Register a command that only groups subcommands, such as CLIENT or CONFIG: alone, it is an arity error."""
-    command(name, -2, "", summary, group=group, since=since)(None)
+    command(name, -2, "")(None)
 
 
 def execute(client: Client, args: list[bytes]) -> bytes:
@@ -1092,32 +1076,31 @@ def byte_range(first: int, last: int) -> bytes:
 # --- Connection commands ------------------------------------------------------
 
 
-@command("ping", -1, "fast", "Ping the server", "[message]", group="connection")
+@command("ping", -1, "fast")
 def ping_command(client: Client, args: list[bytes]) -> bytes:
     if len(args) > 2:
         raise CommandError("ERR wrong number of arguments for 'ping' command")
     return bulk(args[1]) if len(args) == 2 else PONG
 
 
-@command("echo", 2, "fast", "Echo the given string", "message", group="connection")
+@command("echo", 2, "fast")
 def echo_command(client: Client, args: list[bytes]) -> bytes:
     return bulk(args[1])
 
 
-@command("quit", -1, "fast", "Close the connection", group="connection")
+@command("quit", -1, "fast")
 def quit_command(client: Client, args: list[bytes]) -> bytes:
     client.close_after_reply = True
     return OK
 
 
-@command("select", 2, "fast", "Change the selected database for the current connection", "index", group="connection")
+@command("select", 2, "fast")
 def select_command(client: Client, args: list[bytes]) -> bytes:
     client.db = client.server.database(args[1])
     return OK
 
 
-@command("hello", -1, "fast", "Handshake with Redis", "[protover [AUTH username password] [SETNAME clientname]]",
-         group="connection", since="6.0.0")
+@command("hello", -1, "fast")
 def hello_command(client: Client, args: list[bytes]) -> bytes:
     protocol = client.protocol
     if len(args) > 1:
@@ -1154,7 +1137,7 @@ def hello_command(client: Client, args: list[bytes]) -> bytes:
     ])
 
 
-container("client", "A container for client connection commands", "connection", "2.4.0")
+container("client")
 
 
 def check_client_name(name: bytes) -> bytes:
@@ -1163,25 +1146,23 @@ def check_client_name(name: bytes) -> bytes:
     return name
 
 
-@command("client|setname", 3, "", "Set the current connection name", "connection-name", group="connection",
-         since="2.6.9")
+@command("client|setname", 3, "")
 def client_setname_command(client: Client, args: list[bytes]) -> bytes:
     client.name = check_client_name(args[2])
     return OK
 
 
-@command("client|getname", 2, "", "Get the current connection name", group="connection", since="2.6.9")
+@command("client|getname", 2, "")
 def client_getname_command(client: Client, args: list[bytes]) -> bytes:
     return bulk(client.name) if client.name else client.null
 
 
-@command("client|id", 2, "", "Returns the client ID for the current connection", group="connection", since="5.0.0")
+@command("client|id", 2, "")
 def client_id_command(client: Client, args: list[bytes]) -> bytes:
     return integer(client.id)
 
 
-@command("client|setinfo", 4, "", "Set client or connection specific info", "LIB-NAME libname|LIB-VER libver",
-         group="connection", since="7.2.0")
+@command("client|setinfo", 4, "")
 def client_setinfo_command(client: Client, args: list[bytes]) -> bytes:
     # Added in Redis 7.2; redis-py sends it on every connection, so we accept it.
     attribute = args[2].lower()
@@ -1191,13 +1172,12 @@ def client_setinfo_command(client: Client, args: list[bytes]) -> bytes:
     return OK
 
 
-@command("client|info", 2, "", "Returns information about the current client connection", group="connection",
-         since="6.2.0")
+@command("client|info", 2, "")
 def client_info_command(client: Client, args: list[bytes]) -> bytes:
     return bulk(client.describe() + b"\n")
 
 
-@command("client|list", -2, "", "Get the list of client connections", group="connection", since="2.4.0")
+@command("client|list", -2, "")
 def client_list_command(client: Client, args: list[bytes]) -> bytes:
     return bulk(b"".join(other.describe() + b"\n" for other in client.server.clients))
 
@@ -1205,7 +1185,7 @@ def client_list_command(client: Client, args: list[bytes]) -> bytes:
 # --- Server commands ----------------------------------------------------------
 
 
-@command("dbsize", 1, "readonly fast", "Return the number of keys in the selected database", group="server")
+@command("dbsize", 1, "readonly fast")
 def dbsize_command(client: Client, args: list[bytes]) -> bytes:
     return integer(len(client.db.data))
 
@@ -1215,21 +1195,21 @@ def parse_flush_mode(args: list[bytes]) -> None:
         raise CommandError(SYNTAX_ERROR)
 
 
-@command("flushdb", -1, "write", "Remove all keys from the current database", "[ASYNC|SYNC]", group="server")
+@command("flushdb", -1, "write")
 def flushdb_command(client: Client, args: list[bytes]) -> bytes:
     parse_flush_mode(args)
     client.db.flush()
     return OK
 
 
-@command("flushall", -1, "write", "Remove all keys from all databases", "[ASYNC|SYNC]", group="server")
+@command("flushall", -1, "write")
 def flushall_command(client: Client, args: list[bytes]) -> bytes:
     parse_flush_mode(args)
     client.server.keyspace.flush()
     return OK
 
 
-@command("save", 1, "admin noscript", "Synchronously save the dataset to disk", group="server")
+@command("save", 1, "admin noscript")
 def save_command(client: Client, args: list[bytes]) -> bytes:
     try:
         client.server.save()
@@ -1239,13 +1219,12 @@ def save_command(client: Client, args: list[bytes]) -> bytes:
     return OK
 
 
-@command("lastsave", 1, "fast", "Get the UNIX time stamp of the last successful save to disk", group="server")
+@command("lastsave", 1, "fast")
 def lastsave_command(client: Client, args: list[bytes]) -> bytes:
     return integer(client.server.last_save)
 
 
-@command("shutdown", -1, "admin noscript", "Synchronously save the dataset to disk and then shut down the server",
-         "[NOSAVE|SAVE]", group="server")
+@command("shutdown", -1, "admin noscript")
 def shutdown_command(client: Client, args: list[bytes]) -> bytes:
     options = {arg.upper() for arg in args[1:]}
     if not options <= {b"NOSAVE", b"SAVE"} or len(options) > 1:
@@ -1256,14 +1235,13 @@ def shutdown_command(client: Client, args: list[bytes]) -> bytes:
     return b""  # like Redis, the connection just closes
 
 
-@command("time", 1, "fast", "Return the current server time", group="server", since="2.6.0")
+@command("time", 1, "fast")
 def time_command(client: Client, args: list[bytes]) -> bytes:
     seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
     return bulk_array([b"%d" % seconds, b"%d" % micros])
 
 
-@command("debug", -2, "admin noscript", "Debugging switches: turn active expiry off or on, block the server",
-         "SET-ACTIVE-EXPIRE 0|1|SLEEP seconds", group="server")
+@command("debug", -2, "admin noscript")
 def debug_command(client: Client, args: list[bytes]) -> bytes:
     # Two of Redis's DEBUG switches, kept because they let you watch a design choice at work:
     #   DEBUG SET-ACTIVE-EXPIRE 0  stops the active expiry cycle: expired keys then stay in
@@ -1287,18 +1265,16 @@ def debug_command(client: Client, args: list[bytes]) -> bytes:
                        "Try DEBUG HELP.")
 
 
-@command("info", -1, "", "Get information and statistics about the server", "[section [section ...]]",
-         group="server")
+@command("info", -1, "")
 def info_command(client: Client, args: list[bytes]) -> bytes:
     sections = {arg.lower().decode("latin-1") for arg in args[1:]}
     return bulk(client.server.info(sections).encode())
 
 
-container("config", "A container for server configuration commands", "server", "2.0.0")
+container("config")
 
 
-@command("config|get", -3, "admin noscript", "Get the values of configuration parameters", "parameter [parameter ...]",
-         group="server")
+@command("config|get", -3, "admin noscript")
 def config_get_command(client: Client, args: list[bytes]) -> bytes:
     settings = client.server.config()
     matchers = [glob_matcher(pattern.lower()) for pattern in args[2:]]
@@ -1307,61 +1283,189 @@ def config_get_command(client: Client, args: list[bytes]) -> bytes:
     return client.map_reply(pairs)
 
 
-@command("config|resetstat", 2, "admin noscript", "Reset the stats returned by INFO", group="server")
+@command("config|resetstat", 2, "admin noscript")
 def config_resetstat_command(client: Client, args: list[bytes]) -> bytes:
     client.server.reset_stats()
     return OK
 
 
-@command("command", -1, "", "Get array of Redis command details", group="server", since="2.8.13")
+@command("command", -1, "")
 def command_command(client: Client, args: list[bytes]) -> bytes:
     return array([command_info(entry) for entry in COMMANDS.values()])
 
 
 def command_info(entry: Command) -> bytes:
+    docs = COMMAND_DOCS[entry.name]
     flags = array([simple_string(flag) for flag in entry.flags])
-    categories = array([simple_string("@" + category) for category in entry.flags + (entry.group,)
+    categories = array([simple_string("@" + category) for category in entry.flags + (docs.group,)
                         if category in ("read", "write", "fast", "admin", "connection", "server", "string",
                                         "keyspace", "generic")])
-    return array([bulk(entry.name.encode()), integer(entry.arity), flags, integer(entry.first_key),
-                  integer(entry.last_key), integer(entry.key_step), categories, EMPTY_ARRAY, EMPTY_ARRAY,
+    first_key, last_key, key_step = docs.keys
+    return array([bulk(entry.name.encode()), integer(entry.arity), flags, integer(first_key), integer(last_key),
+                  integer(key_step), categories, EMPTY_ARRAY, EMPTY_ARRAY,
                   array([command_info(sub) for sub in entry.subcommands.values()])])
 
 
 def command_docs(client: Client, entry: Command) -> bytes:
-    docs = [(b"summary", bulk(entry.summary.encode())), (b"since", bulk(entry.since.encode())),
-            (b"group", bulk(entry.group.encode()))]
-    if entry.usage:
+    docs = COMMAND_DOCS[entry.name]
+    reply = [(b"summary", bulk(docs.summary.encode())), (b"since", bulk(docs.since.encode())),
+             (b"group", bulk(docs.group.encode()))]
+    if docs.usage:
         # One argument holding the whole usage line: that is all redis-cli needs for its hints.
-        docs.append((b"arguments", array([client.map_reply([(b"name", bulk(entry.usage.encode())),
-                                                            (b"type", bulk(b"string"))])])))
+        reply.append((b"arguments", array([client.map_reply([(b"name", bulk(docs.usage.encode())),
+                                                             (b"type", bulk(b"string"))])])))
     if entry.subcommands:
-        docs.append((b"subcommands", client.map_reply(
+        reply.append((b"subcommands", client.map_reply(
             [(sub.name.encode(), command_docs(client, sub)) for sub in entry.subcommands.values()])))
-    return client.map_reply(docs)
+    return client.map_reply(reply)
 
 
-@command("command|count", 2, "", "Get total number of Redis commands", group="server", since="2.8.13")
+@dataclass(frozen=True, slots=True)
+class CommandDocs:
+    """What COMMAND INFO and COMMAND DOCS say of a command, and what redis-cli's help shows."""
+
+    group: str  # "string", "keyspace", "server"...
+    since: str  # the Redis version that added it
+    summary: str
+    usage: str = ""  # its arguments, as redis-cli's help shows them
+    keys: tuple[int, int, int] = (0, 0, 0)  # where its keys are: first argument, last (-1: the end), step
+
+
+COMMAND_DOCS: dict[str, CommandDocs] = {
+    "append": CommandDocs("string", "2.0.0", "Append a value to a key", "key value", keys=(1, 1, 1)),
+    "client": CommandDocs("connection", "2.4.0", "A container for client connection commands"),
+    "client|getname": CommandDocs("connection", "2.6.9", "Get the current connection name"),
+    "client|id": CommandDocs("connection", "5.0.0", "Returns the client ID for the current connection"),
+    "client|info": CommandDocs("connection", "6.2.0", "Returns information about the current client connection"),
+    "client|list": CommandDocs("connection", "2.4.0", "Get the list of client connections"),
+    "client|setinfo": CommandDocs("connection", "7.2.0", "Set client or connection specific info",
+        "LIB-NAME libname|LIB-VER libver"),
+    "client|setname": CommandDocs("connection", "2.6.9", "Set the current connection name", "connection-name"),
+    "command": CommandDocs("server", "2.8.13", "Get array of Redis command details"),
+    "command|count": CommandDocs("server", "2.8.13", "Get total number of Redis commands"),
+    "command|docs": CommandDocs("server", "7.0.0", "Get array of specific Redis command documentation",
+        "[command-name [command-name ...]]"),
+    "command|info": CommandDocs("server", "2.8.13",
+        "Get array of specific Redis command details, or all when no argument is given",
+        "[command-name [command-name ...]]"),
+    "command|list": CommandDocs("server", "7.0.0", "Get an array of Redis command names"),
+    "config": CommandDocs("server", "2.0.0", "A container for server configuration commands"),
+    "config|get": CommandDocs("server", "1.0.0", "Get the values of configuration parameters",
+        "parameter [parameter ...]"),
+    "config|resetstat": CommandDocs("server", "1.0.0", "Reset the stats returned by INFO"),
+    "copy": CommandDocs("keyspace", "6.2.0", "Copy a key",
+        "source destination [DB destination-db] [REPLACE]", keys=(1, 2, 1)),
+    "dbsize": CommandDocs("server", "1.0.0", "Return the number of keys in the selected database"),
+    "debug": CommandDocs("server", "1.0.0", "Debugging switches: turn active expiry off or on, block the server",
+        "SET-ACTIVE-EXPIRE 0|1|SLEEP seconds"),
+    "decr": CommandDocs("string", "1.0.0", "Decrement the integer value of a key by one", "key", keys=(1, 1, 1)),
+    "decrby": CommandDocs("string", "1.0.0", "Decrement the integer value of a key by the given number",
+        "key decrement", keys=(1, 1, 1)),
+    "del": CommandDocs("keyspace", "1.0.0", "Delete a key", "key [key ...]", keys=(1, -1, 1)),
+    "echo": CommandDocs("connection", "1.0.0", "Echo the given string", "message"),
+    "exists": CommandDocs("keyspace", "1.0.0", "Determine if a key exists", "key [key ...]", keys=(1, -1, 1)),
+    "expire": CommandDocs("keyspace", "1.0.0", "Set a key's time to live in seconds",
+        "key seconds [NX|XX|GT|LT]", keys=(1, 1, 1)),
+    "expireat": CommandDocs("keyspace", "1.2.0", "Set the expiration for a key as a UNIX timestamp",
+        "key unix-time-seconds [NX|XX|GT|LT]", keys=(1, 1, 1)),
+    "expiretime": CommandDocs("keyspace", "7.0.0", "Get the expiration Unix timestamp for a key",
+        "key", keys=(1, 1, 1)),
+    "flushall": CommandDocs("server", "1.0.0", "Remove all keys from all databases", "[ASYNC|SYNC]"),
+    "flushdb": CommandDocs("server", "1.0.0", "Remove all keys from the current database", "[ASYNC|SYNC]"),
+    "get": CommandDocs("string", "1.0.0", "Get the value of a key", "key", keys=(1, 1, 1)),
+    "getdel": CommandDocs("string", "6.2.0", "Get the value of a key and delete the key", "key", keys=(1, 1, 1)),
+    "getex": CommandDocs("string", "6.2.0", "Get the value of a key and optionally set its expiration",
+        "key [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds|PERSIST]", keys=(1, 1, 1)),
+    "getrange": CommandDocs("string", "2.4.0", "Get a substring of the string stored at a key",
+        "key start end", keys=(1, 1, 1)),
+    "getset": CommandDocs("string", "1.0.0", "Set the string value of a key and return its old value",
+        "key value", keys=(1, 1, 1)),
+    "hello": CommandDocs("connection", "6.0.0", "Handshake with Redis",
+        "[protover [AUTH username password] [SETNAME clientname]]"),
+    "incr": CommandDocs("string", "1.0.0", "Increment the integer value of a key by one", "key", keys=(1, 1, 1)),
+    "incrby": CommandDocs("string", "1.0.0", "Increment the integer value of a key by the given amount",
+        "key increment", keys=(1, 1, 1)),
+    "incrbyfloat": CommandDocs("string", "2.6.0", "Increment the float value of a key by the given amount",
+        "key increment", keys=(1, 1, 1)),
+    "info": CommandDocs("server", "1.0.0", "Get information and statistics about the server",
+        "[section [section ...]]"),
+    "keys": CommandDocs("keyspace", "1.0.0", "Find all keys matching the given pattern", "pattern"),
+    "lastsave": CommandDocs("server", "1.0.0", "Get the UNIX time stamp of the last successful save to disk"),
+    "mget": CommandDocs("string", "1.0.0", "Get the values of all the given keys", "key [key ...]", keys=(1, -1, 1)),
+    "move": CommandDocs("keyspace", "1.0.0", "Move a key to another database", "key db", keys=(1, 1, 1)),
+    "mset": CommandDocs("string", "1.0.1", "Set multiple keys to multiple values",
+        "key value [key value ...]", keys=(1, -1, 2)),
+    "msetnx": CommandDocs("string", "1.0.1", "Set multiple keys to multiple values, only if none of the keys exist",
+        "key value [key value ...]", keys=(1, -1, 2)),
+    "object": CommandDocs("keyspace", "2.2.3", "A container for object introspection commands"),
+    "object|encoding": CommandDocs("keyspace", "1.0.0", "Inspect the internal encoding of a Redis object",
+        "key", keys=(2, 2, 1)),
+    "persist": CommandDocs("keyspace", "2.2.0", "Remove the expiration from a key", "key", keys=(1, 1, 1)),
+    "pexpire": CommandDocs("keyspace", "2.6.0", "Set a key's time to live in milliseconds",
+        "key milliseconds [NX|XX|GT|LT]", keys=(1, 1, 1)),
+    "pexpireat": CommandDocs("keyspace", "2.6.0",
+        "Set the expiration for a key as a UNIX timestamp specified in milliseconds",
+        "key unix-time-milliseconds [NX|XX|GT|LT]", keys=(1, 1, 1)),
+    "pexpiretime": CommandDocs("keyspace", "7.0.0", "Get the expiration Unix timestamp for a key in milliseconds",
+        "key", keys=(1, 1, 1)),
+    "ping": CommandDocs("connection", "1.0.0", "Ping the server", "[message]"),
+    "psetex": CommandDocs("string", "2.6.0", "Set the value and expiration in milliseconds of a key",
+        "key milliseconds value", keys=(1, 1, 1)),
+    "pttl": CommandDocs("keyspace", "2.6.0", "Get the time to live for a key in milliseconds", "key", keys=(1, 1, 1)),
+    "quit": CommandDocs("connection", "1.0.0", "Close the connection"),
+    "randomkey": CommandDocs("keyspace", "1.0.0", "Return a random key from the keyspace"),
+    "rename": CommandDocs("keyspace", "1.0.0", "Rename a key", "key newkey", keys=(1, 2, 1)),
+    "renamenx": CommandDocs("keyspace", "1.0.0", "Rename a key, only if the new key does not exist",
+        "key newkey", keys=(1, 2, 1)),
+    "save": CommandDocs("server", "1.0.0", "Synchronously save the dataset to disk"),
+    "scan": CommandDocs("keyspace", "2.8.0", "Incrementally iterate the keys space",
+        "cursor [MATCH pattern] [COUNT count] [TYPE type]"),
+    "select": CommandDocs("connection", "1.0.0", "Change the selected database for the current connection", "index"),
+    "set": CommandDocs("string", "1.0.0", "Set the string value of a key",
+        "key value [NX|XX] [GET] [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds"
+        "|KEEPTTL]", keys=(1, 1, 1)),
+    "setex": CommandDocs("string", "2.0.0", "Set the value and expiration of a key",
+        "key seconds value", keys=(1, 1, 1)),
+    "setnx": CommandDocs("string", "1.0.0", "Set the value of a key, only if the key does not exist",
+        "key value", keys=(1, 1, 1)),
+    "setrange": CommandDocs("string", "2.2.0", "Overwrite part of a string at key starting at the specified offset",
+        "key offset value", keys=(1, 1, 1)),
+    "shutdown": CommandDocs("server", "1.0.0", "Synchronously save the dataset to disk and then shut down the server",
+        "[NOSAVE|SAVE]"),
+    "strlen": CommandDocs("string", "2.2.0", "Get the length of the value stored in a key", "key", keys=(1, 1, 1)),
+    "substr": CommandDocs("string", "1.0.0", "Get a substring of the string stored at a key",
+        "key start end", keys=(1, 1, 1)),
+    "swapdb": CommandDocs("server", "4.0.0", "Swaps two Redis databases", "index1 index2"),
+    "time": CommandDocs("server", "2.6.0", "Return the current server time"),
+    "touch": CommandDocs("keyspace", "3.2.1",
+        "Alters the last access time of a key(s). Returns the number of existing keys specified.",
+        "key [key ...]", keys=(1, -1, 1)),
+    "ttl": CommandDocs("keyspace", "1.0.0", "Get the time to live for a key in seconds", "key", keys=(1, 1, 1)),
+    "type": CommandDocs("keyspace", "1.0.0", "Determine the type stored at key", "key", keys=(1, 1, 1)),
+    "unlink": CommandDocs("keyspace", "4.0.0", "Delete a key asynchronously in another thread",
+        "key [key ...]", keys=(1, -1, 1)),
+}
+
+
+@command("command|count", 2, "")
 def command_count_command(client: Client, args: list[bytes]) -> bytes:
     return integer(len(COMMANDS))
 
 
-@command("command|info", -2, "", "Get array of specific Redis command details, or all when no argument is given",
-         "[command-name [command-name ...]]", group="server", since="2.8.13")
+@command("command|info", -2, "")
 def command_info_command(client: Client, args: list[bytes]) -> bytes:
     names = args[2:] or list(COMMANDS)
     return array([command_info(COMMANDS[name.lower()]) if name.lower() in COMMANDS else client.null
                   for name in names])
 
 
-@command("command|docs", -2, "", "Get array of specific Redis command documentation",
-         "[command-name [command-name ...]]", group="server", since="7.0.0")
+@command("command|docs", -2, "")
 def command_docs_command(client: Client, args: list[bytes]) -> bytes:
     names = [name.lower() for name in args[2:]] or list(COMMANDS)
     return client.map_reply([(name, command_docs(client, COMMANDS[name])) for name in names if name in COMMANDS])
 
 
-@command("command|list", -2, "", "Get an array of Redis command names", group="server", since="7.0.0")
+@command("command|list", -2, "")
 def command_list_command(client: Client, args: list[bytes]) -> bytes:
     return bulk_array(COMMANDS)
 
@@ -1369,56 +1473,52 @@ def command_list_command(client: Client, args: list[bytes]) -> bytes:
 # --- Keyspace commands --------------------------------------------------------
 
 
-@command("del", -2, "write", "Delete a key", "key [key ...]", keys=(1, -1, 1), group="keyspace")
+@command("del", -2, "write")
 def del_command(client: Client, args: list[bytes]) -> bytes:
     delete = client.db.delete
     return integer(sum(delete(key) for key in args[1:]))
 
 
-@command("unlink", -2, "write fast", "Delete a key asynchronously in another thread", "key [key ...]",
-         keys=(1, -1, 1), group="keyspace", since="4.0.0")
+@command("unlink", -2, "write fast")
 def unlink_command(client: Client, args: list[bytes]) -> bytes:
     # Redis frees big values in a background thread; here freeing is Python's job, so UNLINK is DEL.
     return del_command(client, args)
 
 
-@command("exists", -2, "readonly fast", "Determine if a key exists", "key [key ...]", keys=(1, -1, 1),
-         group="keyspace")
+@command("exists", -2, "readonly fast")
 def exists_command(client: Client, args: list[bytes]) -> bytes:
     exists = client.db.exists
     return integer(sum(exists(key) for key in args[1:]))
 
 
-@command("touch", -2, "readonly fast", "Alters the last access time of a key(s). Returns the number of existing keys "
-         "specified.", "key [key ...]", keys=(1, -1, 1), group="keyspace", since="3.2.1")
+@command("touch", -2, "readonly fast")
 def touch_command(client: Client, args: list[bytes]) -> bytes:
     return exists_command(client, args)  # no LRU clock to update: touching is checking
 
 
-@command("type", 2, "readonly fast", "Determine the type stored at key", "key", keys=(1, 1, 1), group="keyspace")
+@command("type", 2, "readonly fast")
 def type_command(client: Client, args: list[bytes]) -> bytes:
     return b"+string\r\n" if client.db.exists(args[1]) else b"+none\r\n"
 
 
-@command("keys", 2, "readonly", "Find all keys matching the given pattern", "pattern", group="keyspace")
+@command("keys", 2, "readonly")
 def keys_command(client: Client, args: list[bytes]) -> bytes:
     return bulk_array(client.db.matching_keys(glob_matcher(args[1])))
 
 
-@command("randomkey", 1, "readonly", "Return a random key from the keyspace", group="keyspace")
+@command("randomkey", 1, "readonly")
 def randomkey_command(client: Client, args: list[bytes]) -> bytes:
     key = client.db.random_key()
     return client.null if key is None else bulk(key)
 
 
-@command("rename", 3, "write", "Rename a key", "key newkey", keys=(1, 2, 1), group="keyspace")
+@command("rename", 3, "write")
 def rename_command(client: Client, args: list[bytes]) -> bytes:
     rename(client.db, args[1], args[2], replace=True)
     return OK
 
 
-@command("renamenx", 3, "write fast", "Rename a key, only if the new key does not exist", "key newkey",
-         keys=(1, 2, 1), group="keyspace")
+@command("renamenx", 3, "write fast")
 def renamenx_command(client: Client, args: list[bytes]) -> bytes:
     return ONE if rename(client.db, args[1], args[2], replace=False) else ZERO
 
@@ -1435,8 +1535,7 @@ def rename(db: Database, old: bytes, new: bytes, replace: bool) -> bool:
     return True
 
 
-@command("copy", -3, "write", "Copy a key", "source destination [DB destination-db] [REPLACE]", keys=(1, 2, 1),
-         group="keyspace", since="6.2.0")
+@command("copy", -3, "write")
 def copy_command(client: Client, args: list[bytes]) -> bytes:
     source = target = client.db
     replace = False
@@ -1459,7 +1558,7 @@ def copy_command(client: Client, args: list[bytes]) -> bytes:
     return ONE
 
 
-@command("move", 3, "write fast", "Move a key to another database", "key db", keys=(1, 1, 1), group="keyspace")
+@command("move", 3, "write fast")
 def move_command(client: Client, args: list[bytes]) -> bytes:
     source = client.db
     target = client.server.database(args[2])
@@ -1471,7 +1570,7 @@ def move_command(client: Client, args: list[bytes]) -> bytes:
     return ONE
 
 
-@command("swapdb", 3, "write fast", "Swaps two Redis databases", "index1 index2", group="server", since="4.0.0")
+@command("swapdb", 3, "write fast")
 def swapdb_command(client: Client, args: list[bytes]) -> bytes:
     databases = client.server.keyspace.databases
     first = parse_int_arg(args[1], "ERR invalid first DB index")
@@ -1488,8 +1587,7 @@ def swapdb_command(client: Client, args: list[bytes]) -> bytes:
 # whatever the size of the database, and an open scan costs the server nothing.
 
 
-@command("scan", -2, "readonly", "Incrementally iterate the keys space",
-         "cursor [MATCH pattern] [COUNT count] [TYPE type]", group="keyspace", since="2.8.0")
+@command("scan", -2, "readonly")
 def scan_command(client: Client, args: list[bytes]) -> bytes:
     cursor = parse_scan_cursor(args[1])
     count, matches, type_name = 10, glob_matcher(b"*"), None
@@ -1522,7 +1620,7 @@ def parse_scan_cursor(value: bytes) -> int:
 SCAN_CURSOR = re.compile(rb"([+-]?)(?=[0-9])0*([0-9]{0,20})|")  # 2**64 has 20 digits; "" reads as 0, "+" not
 
 
-container("object", "A container for object introspection commands", "keyspace", "2.2.3")
+container("object")
 
 # Redis stores a string in one of three encodings: a 64-bit integer in place of
 # a pointer ("int"), a short string in the same allocation as its header
@@ -1538,8 +1636,7 @@ class FloatString(bytes):
     """A string value INCRBYFLOAT wrote: Redis does not try the "int" encoding for it."""
 
 
-@command("object|encoding", 3, "readonly", "Inspect the internal encoding of a Redis object", "key", keys=(2, 2, 1),
-         group="keyspace")
+@command("object|encoding", 3, "readonly")
 def object_encoding_command(client: Client, args: list[bytes]) -> bytes:
     value = client.db.lookup(args[2])
     if value is None:
@@ -1588,26 +1685,22 @@ def expire_generic(client: Client, args: list[bytes], base_ms: int, unit: int) -
     return ONE
 
 
-@command("expire", -3, "write fast", "Set a key's time to live in seconds", "key seconds [NX|XX|GT|LT]",
-         keys=(1, 1, 1), group="keyspace")
+@command("expire", -3, "write fast")
 def expire_command(client: Client, args: list[bytes]) -> bytes:
     return expire_generic(client, args, now_ms(), UNIT_SECONDS)
 
 
-@command("pexpire", -3, "write fast", "Set a key's time to live in milliseconds", "key milliseconds [NX|XX|GT|LT]",
-         keys=(1, 1, 1), group="keyspace", since="2.6.0")
+@command("pexpire", -3, "write fast")
 def pexpire_command(client: Client, args: list[bytes]) -> bytes:
     return expire_generic(client, args, now_ms(), UNIT_MILLISECONDS)
 
 
-@command("expireat", -3, "write fast", "Set the expiration for a key as a UNIX timestamp",
-         "key unix-time-seconds [NX|XX|GT|LT]", keys=(1, 1, 1), group="keyspace", since="1.2.0")
+@command("expireat", -3, "write fast")
 def expireat_command(client: Client, args: list[bytes]) -> bytes:
     return expire_generic(client, args, 0, UNIT_SECONDS)
 
 
-@command("pexpireat", -3, "write fast", "Set the expiration for a key as a UNIX timestamp specified in milliseconds",
-         "key unix-time-milliseconds [NX|XX|GT|LT]", keys=(1, 1, 1), group="keyspace", since="2.6.0")
+@command("pexpireat", -3, "write fast")
 def pexpireat_command(client: Client, args: list[bytes]) -> bytes:
     return expire_generic(client, args, 0, UNIT_MILLISECONDS)
 
@@ -1624,32 +1717,27 @@ def ttl_generic(client: Client, key: bytes, in_ms: bool, absolute: bool) -> byte
     return integer(remaining if in_ms else (remaining + 500) // 1000)  # Redis rounds to the nearest second
 
 
-@command("ttl", 2, "readonly fast", "Get the time to live for a key in seconds", "key", keys=(1, 1, 1),
-         group="keyspace")
+@command("ttl", 2, "readonly fast")
 def ttl_command(client: Client, args: list[bytes]) -> bytes:
     return ttl_generic(client, args[1], in_ms=False, absolute=False)
 
 
-@command("pttl", 2, "readonly fast", "Get the time to live for a key in milliseconds", "key", keys=(1, 1, 1),
-         group="keyspace", since="2.6.0")
+@command("pttl", 2, "readonly fast")
 def pttl_command(client: Client, args: list[bytes]) -> bytes:
     return ttl_generic(client, args[1], in_ms=True, absolute=False)
 
 
-@command("expiretime", 2, "readonly fast", "Get the expiration Unix timestamp for a key", "key", keys=(1, 1, 1),
-         group="keyspace", since="7.0.0")
+@command("expiretime", 2, "readonly fast")
 def expiretime_command(client: Client, args: list[bytes]) -> bytes:
     return ttl_generic(client, args[1], in_ms=False, absolute=True)
 
 
-@command("pexpiretime", 2, "readonly fast", "Get the expiration Unix timestamp for a key in milliseconds", "key",
-         keys=(1, 1, 1), group="keyspace", since="7.0.0")
+@command("pexpiretime", 2, "readonly fast")
 def pexpiretime_command(client: Client, args: list[bytes]) -> bytes:
     return ttl_generic(client, args[1], in_ms=True, absolute=True)
 
 
-@command("persist", 2, "write fast", "Remove the expiration from a key", "key", keys=(1, 1, 1), group="keyspace",
-         since="2.2.0")
+@command("persist", 2, "write fast")
 def persist_command(client: Client, args: list[bytes]) -> bytes:
     db = client.db
     return ONE if db.exists(args[1]) and db.remove_expire(args[1]) else ZERO
@@ -1711,10 +1799,7 @@ def expire_at_ms(option: bytes, argument: bytes, command_name: str) -> int:
     return amount
 
 
-@command("set", -3, "write", "Set the string value of a key",
-         "key value [NX|XX] [GET] [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds"
-         "|KEEPTTL]",
-         keys=(1, 1, 1), group="string")
+@command("set", -3, "write")
 def set_command(client: Client, args: list[bytes]) -> bytes:
     db = client.db
     if len(args) == 3:  # the common case, kept short: SET key value
@@ -1734,8 +1819,7 @@ def set_command(client: Client, args: list[bytes]) -> bytes:
     return OK
 
 
-@command("setnx", 3, "write fast", "Set the value of a key, only if the key does not exist", "key value",
-         keys=(1, 1, 1), group="string")
+@command("setnx", 3, "write fast")
 def setnx_command(client: Client, args: list[bytes]) -> bytes:
     db = client.db
     if db.exists(args[1]):
@@ -1751,34 +1835,30 @@ def set_with_expire(client: Client, args: list[bytes], option: bytes) -> bytes:
     return OK
 
 
-@command("setex", 4, "write", "Set the value and expiration of a key", "key seconds value", keys=(1, 1, 1),
-         group="string", since="2.0.0")
+@command("setex", 4, "write")
 def setex_command(client: Client, args: list[bytes]) -> bytes:
     return set_with_expire(client, args, b"EX")
 
 
-@command("psetex", 4, "write", "Set the value and expiration in milliseconds of a key", "key milliseconds value",
-         keys=(1, 1, 1), group="string", since="2.6.0")
+@command("psetex", 4, "write")
 def psetex_command(client: Client, args: list[bytes]) -> bytes:
     return set_with_expire(client, args, b"PX")
 
 
-@command("get", 2, "readonly fast", "Get the value of a key", "key", keys=(1, 1, 1), group="string")
+@command("get", 2, "readonly fast")
 def get_command(client: Client, args: list[bytes]) -> bytes:
     value = client.db.lookup_string(args[1])
     return client.null if value is None else b"$%d\r\n%s\r\n" % (len(value), value)
 
 
-@command("getset", 3, "write fast", "Set the string value of a key and return its old value", "key value",
-         keys=(1, 1, 1), group="string")
+@command("getset", 3, "write fast")
 def getset_command(client: Client, args: list[bytes]) -> bytes:
     old = client.db.lookup_string(args[1])
     client.db.set(args[1], args[2])
     return client.null if old is None else bulk(old)
 
 
-@command("getdel", 2, "write fast", "Get the value of a key and delete the key", "key", keys=(1, 1, 1),
-         group="string", since="6.2.0")
+@command("getdel", 2, "write fast")
 def getdel_command(client: Client, args: list[bytes]) -> bytes:
     value = client.db.lookup_string(args[1])
     if value is None:
@@ -1787,9 +1867,7 @@ def getdel_command(client: Client, args: list[bytes]) -> bytes:
     return bulk(value)
 
 
-@command("getex", -2, "write fast", "Get the value of a key and optionally set its expiration",
-         "key [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds|PERSIST]",
-         keys=(1, 1, 1), group="string", since="6.2.0")
+@command("getex", -2, "write fast")
 def getex_command(client: Client, args: list[bytes]) -> bytes:
     db = client.db
     flags, expire_option, expire_arg = parse_set_options(args, 2, {b"PERSIST", b"EX", b"PX", b"EXAT", b"PXAT"})
@@ -1803,8 +1881,7 @@ def getex_command(client: Client, args: list[bytes]) -> bytes:
     return bulk(value)
 
 
-@command("mget", -2, "readonly fast", "Get the values of all the given keys", "key [key ...]", keys=(1, -1, 1),
-         group="string")
+@command("mget", -2, "readonly fast")
 def mget_command(client: Client, args: list[bytes]) -> bytes:
     lookup, null = client.db.lookup, client.null
     replies = []
@@ -1814,8 +1891,7 @@ def mget_command(client: Client, args: list[bytes]) -> bytes:
     return array(replies)
 
 
-@command("mset", -3, "write", "Set multiple keys to multiple values", "key value [key value ...]", keys=(1, -1, 2),
-         group="string", since="1.0.1")
+@command("mset", -3, "write")
 def mset_command(client: Client, args: list[bytes]) -> bytes:
     if len(args) % 2 == 0:
         raise CommandError("ERR wrong number of arguments for 'mset' command")
@@ -1823,8 +1899,7 @@ def mset_command(client: Client, args: list[bytes]) -> bytes:
     return OK
 
 
-@command("msetnx", -3, "write", "Set multiple keys to multiple values, only if none of the keys exist",
-         "key value [key value ...]", keys=(1, -1, 2), group="string", since="1.0.1")
+@command("msetnx", -3, "write")
 def msetnx_command(client: Client, args: list[bytes]) -> bytes:
     if len(args) % 2 == 0:
         raise CommandError("ERR wrong number of arguments for 'msetnx' command")
@@ -1846,26 +1921,22 @@ def increment(client: Client, key: bytes, amount: int) -> bytes:
     return integer(value)
 
 
-@command("incr", 2, "write fast", "Increment the integer value of a key by one", "key", keys=(1, 1, 1),
-         group="string")
+@command("incr", 2, "write fast")
 def incr_command(client: Client, args: list[bytes]) -> bytes:
     return increment(client, args[1], 1)
 
 
-@command("decr", 2, "write fast", "Decrement the integer value of a key by one", "key", keys=(1, 1, 1),
-         group="string")
+@command("decr", 2, "write fast")
 def decr_command(client: Client, args: list[bytes]) -> bytes:
     return increment(client, args[1], -1)
 
 
-@command("incrby", 3, "write fast", "Increment the integer value of a key by the given amount", "key increment",
-         keys=(1, 1, 1), group="string")
+@command("incrby", 3, "write fast")
 def incrby_command(client: Client, args: list[bytes]) -> bytes:
     return increment(client, args[1], parse_int_arg(args[2]))
 
 
-@command("decrby", 3, "write fast", "Decrement the integer value of a key by the given number", "key decrement",
-         keys=(1, 1, 1), group="string")
+@command("decrby", 3, "write fast")
 def decrby_command(client: Client, args: list[bytes]) -> bytes:
     amount = parse_int_arg(args[2])
     if amount == LLONG_MIN:
@@ -1960,8 +2031,7 @@ def format_long_double(value: Fraction) -> bytes:
     return b"0" if number == "-0" else number.encode()
 
 
-@command("incrbyfloat", 3, "write fast", "Increment the float value of a key by the given amount", "key increment",
-         keys=(1, 1, 1), group="string", since="2.6.0")
+@command("incrbyfloat", 3, "write fast")
 def incrbyfloat_command(client: Client, args: list[bytes]) -> bytes:
     db = client.db
     old = db.lookup_string(args[1])
@@ -1984,8 +2054,7 @@ def check_string_length(length: int) -> None:
         raise CommandError(STRING_TOO_LONG)
 
 
-@command("append", 3, "write", "Append a value to a key", "key value", keys=(1, 1, 1), group="string",
-         since="2.0.0")
+@command("append", 3, "write")
 def append_command(client: Client, args: list[bytes]) -> bytes:
     db = client.db
     old = db.lookup_string(args[1])
@@ -1998,15 +2067,13 @@ def append_command(client: Client, args: list[bytes]) -> bytes:
     return integer(len(value))
 
 
-@command("strlen", 2, "readonly fast", "Get the length of the value stored in a key", "key", keys=(1, 1, 1),
-         group="string", since="2.2.0")
+@command("strlen", 2, "readonly fast")
 def strlen_command(client: Client, args: list[bytes]) -> bytes:
     value = client.db.lookup_string(args[1])
     return integer(0 if value is None else len(value))
 
 
-@command("getrange", 4, "readonly", "Get a substring of the string stored at a key", "key start end",
-         keys=(1, 1, 1), group="string", since="2.4.0")
+@command("getrange", 4, "readonly")
 def getrange_command(client: Client, args: list[bytes]) -> bytes:
     start, end = parse_int_arg(args[2]), parse_int_arg(args[3])
     value = client.db.lookup_string(args[1])
@@ -2019,14 +2086,12 @@ def getrange_command(client: Client, args: list[bytes]) -> bytes:
     return EMPTY_BULK if start > end or length == 0 else bulk(value[start : end + 1])
 
 
-@command("substr", 4, "readonly", "Get a substring of the string stored at a key", "key start end", keys=(1, 1, 1),
-         group="string")
+@command("substr", 4, "readonly")
 def substr_command(client: Client, args: list[bytes]) -> bytes:
     return getrange_command(client, args)
 
 
-@command("setrange", 4, "write", "Overwrite part of a string at key starting at the specified offset",
-         "key offset value", keys=(1, 1, 1), group="string", since="2.2.0")
+@command("setrange", 4, "write")
 def setrange_command(client: Client, args: list[bytes]) -> bytes:
     offset = parse_int_arg(args[2])
     if offset < 0:
