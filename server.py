@@ -169,10 +169,17 @@ def _is_hex(text: bytes) -> bool:
 class RequestParser:
     """A streaming RESP request parser: feed it bytes, get back complete commands.
 
-    _parse_carefully() is the parser proper: it walks the bytes offset by
-    offset exactly as Redis's processMultibulkBuffer() and
-    processInlineBuffer() do, with every check and error message they have.
-    Read it first.
+    It walks the bytes offset by offset exactly as Redis's
+    processMultibulkBuffer() and processInlineBuffer() do, with every check
+    and error message they have. Bytes may arrive in any pieces:
+
+    >>> parser = RequestParser()
+    >>> parser.feed(b"*2\\r\\n$3\\r\\nGET\\r\\n$1\\r")
+    ([], None)
+    >>> parser.feed(b"\\nk\\r\\nPING\\r\\n")
+    ([[b'GET', b'k'], [b'PING']], None)
+    >>> parser.feed(b"*1\\r\\n:1\\r\\n")
+    ([], ProtocolError("Protocol error: expected '$', got ':'"))
 
     Like Redis, it keeps its place in a request that has not all arrived:
     the arguments read so far wait in a list, with the number still missing
@@ -182,19 +189,9 @@ class RequestParser:
     in the bytes received. Starting such a request over on every read would
     let a client that sends a huge array an argument at a time keep the
     server busy re-parsing it, more and more with every argument.
-
-    _take_whole_requests() is a shortcut for the common case, pipelines of
-    well-formed "*N" requests. It splits the bytes on "\\r\\n" in one call
-    (the splitting happens in C) and takes each request's arguments as every
-    second line, since a request is N "$len" header lines alternating with N
-    payload lines. That is only right if no payload contains "\\r\\n" itself,
-    so it checks every header against its payload in one go afterwards, and
-    hands all the bytes to the careful parser if any pair disagrees. It
-    starts only between requests.
     """
 
-    def __init__(self, shortcut: bool = True) -> None:
-        self._shortcut_limit = SHORTCUT_MAX_BUFFER if shortcut else -1  # --parser-shortcut no: never take it
+    def __init__(self) -> None:
         self._buffer = bytearray()  # received bytes not parsed yet: the end of the last read (Redis's querybuf)
         self._args: list[bytes] = []  # the arguments read so far of a "*N" request still arriving (argv)
         self._args_missing = 0  # how many more arguments it needs (multibulklen); 0 between requests
@@ -224,16 +221,18 @@ class RequestParser:
                 if self._args_missing:
                     self._buffer += memoryview(data)[pos:]
                     return commands, None
-                data = data[pos:]  # the rest of the read: whole requests perhaps, for the shortcut
-            pos = self._take_whole_requests(data, commands) if len(data) <= self._shortcut_limit else 0
+                data = data[pos:]  # the rest of the read: whole requests, perhaps
+            pos = self._parse_requests(data, commands)
             if pos < len(data):
-                pos = self._parse_carefully(data, pos, commands)
-                if pos < len(data):
-                    self._buffer += memoryview(data)[pos:]
+                self._buffer += memoryview(data)[pos:]
         except ProtocolError as error:
             self._buffer, self._args, self._args_missing, self._bulk_length, self._args_size = bytearray(), [], 0, -1, 0
             return commands, error
         return commands, None
+
+    def _parse_requests(self, data: bytes, commands: list[list[bytes]]) -> int:
+        """Parse the requests that start data, between two requests; return where the bytes stop making one."""
+        return self._parse_carefully(data, 0, commands)
 
     def _parse_carefully(self, data: bytes, pos: int, commands: list[list[bytes]], just_one: bool = False) -> int:
         """Parse data[pos:] request by request (just_one: one only); return where the bytes stop making a request."""
@@ -303,6 +302,30 @@ class RequestParser:
         self._args_missing, self._bulk_length = missing, length
         return pos
 
+
+
+class FastRequestParser(RequestParser):
+    """RequestParser with a shortcut for the common case: pipelines of well-formed "*N" requests.
+
+    The careful parser costs a handful of Python operations per argument. This
+    one splits the bytes on "\\r\\n" in one call (the splitting happens in C)
+    and takes each request's arguments as every second line, since a request
+    is N "$len" header lines alternating with N payload lines. That is only
+    right if no payload contains "\\r\\n" itself, so it checks every header
+    against its payload in one go afterwards, and hands all the bytes to the
+    careful parser if any pair disagrees. It starts only between requests,
+    and skips reads over SHORTCUT_MAX_BUFFER (a big value arriving), so no one
+    can make it split a huge payload into millions of lines.
+    --parser-shortcut no chooses the plain RequestParser, to measure the gain.
+
+    >>> FastRequestParser().feed(b"*3\\r\\n$3\\r\\nSET\\r\\n$1\\r\\nk\\r\\n$1\\r\\nv\\r\\n*1\\r\\n$4\\r\\nPING\\r\\n")
+    ([[b'SET', b'k', b'v'], [b'PING']], None)
+    """
+
+    def _parse_requests(self, data: bytes, commands: list[list[bytes]]) -> int:
+        pos = self._take_whole_requests(data, commands) if len(data) <= SHORTCUT_MAX_BUFFER else 0
+        return self._parse_carefully(data, pos, commands) if pos < len(data) else pos
+
     @staticmethod
     def _take_whole_requests(data: bytes, commands: list[list[bytes]]) -> int:
         """Take complete "*N" requests from the start of data the fast way; return how many bytes they used."""
@@ -331,7 +354,6 @@ class RequestParser:
         if i == last:  # the usual case: everything up to the unfinished last line was taken
             return len(data) - len(lines[last])
         return sum(map(len, lines[:i])) + 2 * i
-
 
 # --- Encoding replies ---------------------------------------------------------
 
@@ -2442,7 +2464,7 @@ class ClientConnection(asyncio.Protocol):
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.parser = RequestParser(shortcut=server.options.parser_shortcut == "yes")
+        self.parser = FastRequestParser() if server.options.parser_shortcut == "yes" else RequestParser()
         self.transport: asyncio.Transport | None = None
         self.client: Client | None = None
         self.requests: collections.deque[list[bytes]] = collections.deque()  # parsed, not yet run
@@ -2450,7 +2472,7 @@ class ClientConnection(asyncio.Protocol):
         self.replies = ReplyBuffer()  # encoded replies not yet handed to the socket
         self.transport_full = False  # between pause_writing() and resume_writing()
         self.reading_paused = False  # while requests wait for the client to read its replies
-        self.write_queued = False  # in the server's list of connections to write before the loop sleeps
+        self.write_queued = False  # in BeforeSleepSelector's list of connections to write before the loop sleeps
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -2512,7 +2534,7 @@ class ClientConnection(asyncio.Protocol):
             client.close_after_reply = True
         if not self.replies and not client.close_after_reply:
             return  # only part of a request arrived: nothing to send yet
-        self.server.queue_write(self)
+        self.server.writer.queue(self)
 
     def output_full(self) -> bool:
         return self.replies.size + self.transport.get_write_buffer_size() > OUTPUT_PAUSE_BYTES
@@ -2553,6 +2575,21 @@ class ClientConnection(asyncio.Protocol):
             self.server.client_disconnected(self.client)
 
 
+class WriteAtOnce:
+    """How replies leave: each connection's as soon as the requests of its read have run.
+
+    Appendix D's BeforeSleepSelector replaces it with Redis's way, which
+    writes the replies of all the clients served in one pass of the event
+    loop together, just before the loop sleeps (--batch-writes yes).
+    """
+
+    def queue(self, connection: ClientConnection) -> None:
+        connection.write_replies()
+
+    def flush(self) -> None:
+        """Write whatever waits to be written: nothing, here."""
+
+
 class Server:
     """The server's shared state: configuration, keyspace, clients and statistics."""
 
@@ -2573,30 +2610,8 @@ class Server:
         self.signal_shutdown_failed = False  # a second SIGTERM or SIGINT then exits even if the save fails
         self.accept_error_log = RateLimitedLog(ACCEPT_ERROR_LOG_INTERVAL)
         self.security_warning_log = RateLimitedLog(SECURITY_WARNING_INTERVAL)
-        self.batch_writes = options.batch_writes == "yes"
-        self.clients_pending_write: list[ClientConnection] = []  # connections with replies to write before sleep
-        self.selector = BeforeSleepSelector(self.write_pending_replies)  # main() runs the event loop on it
+        self.writer: WriteAtOnce | BeforeSleepSelector = WriteAtOnce()  # main() may batch writes instead
         self.active_expiry_enabled = True  # DEBUG SET-ACTIVE-EXPIRE 0 turns it off
-
-    def queue_write(self, connection: ClientConnection) -> None:
-        """Write a connection's replies before the loop sleeps, or at once when there is nothing to batch them with."""
-        if not connection.write_queued:
-            connection.write_queued = True
-            self.clients_pending_write.append(connection)
-        alone = self.selector.ready_count == 1  # the only client in this pass: nothing to batch with
-        if alone or connection.client.close_after_reply or not self.batch_writes:
-            self.write_pending_replies()
-
-    def write_pending_replies(self) -> None:
-        """Write every queued reply, one write per connection.
-
-        Redis's handleClientsWithPendingWrites(): BeforeSleepSelector calls it
-        each time the event loop is about to wait for events.
-        """
-        for connection in self.clients_pending_write:
-            connection.write_queued = False
-            connection.write_replies()
-        self.clients_pending_write.clear()
 
     @property
     def dump_path(self) -> str:
@@ -2674,7 +2689,7 @@ class Server:
                 exit_code = 1
         log.info("No new connections; closing %d client(s)", len(self.clients))
         self.listener.close()
-        self.write_pending_replies()
+        self.writer.flush()
         for client in self.clients:
             client.transport.close()  # sends the replies already written, then closes
         self.exit_code.set_result(exit_code)
@@ -2799,23 +2814,41 @@ def resident_memory_bytes() -> int:
 
 
 class BeforeSleepSelector(selectors.DefaultSelector):
-    """The event loop's selector (epoll on Linux), with Redis's beforeSleep() hook.
+    """The event loop's selector (epoll on Linux), which writes queued replies just before the loop sleeps.
 
-    asyncio's loop calls select() once per pass, to wait for the next events,
-    so the start of select() is the moment Redis runs beforeSleep(): every
-    handler of this pass has run, and the loop is about to sleep.
+    A replacement for WriteAtOnce: main() builds the event loop on it. asyncio's
+    loop calls select() once per pass, to wait for the next events, so the
+    start of select() is the moment Redis runs beforeSleep(): every handler of
+    this pass has run, and the loop is about to sleep. There it writes every
+    queued reply, one write per connection (Redis's
+    handleClientsWithPendingWrites()).
     """
 
-    def __init__(self, before_sleep: Callable[[], None]) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self._before_sleep = before_sleep
         self.ready_count = 0  # how many sockets the last wait reported ready
+        self._pending: list[ClientConnection] = []  # connections with replies to write before the loop sleeps
+
+    def queue(self, connection: ClientConnection) -> None:
+        """Write a connection's replies before the loop sleeps, or at once when there is nothing to batch them with."""
+        if not connection.write_queued:
+            connection.write_queued = True
+            self._pending.append(connection)
+        alone = self.ready_count == 1  # the only client in this pass: nothing to batch with
+        # Nothing in select() may close a connection: closing schedules a callback
+        # (connection_lost), and the loop chose its timeout before it existed.
+        # So a client that is closing has its replies written at once instead.
+        if alone or connection.client.close_after_reply:
+            self.flush()
+
+    def flush(self) -> None:
+        for connection in self._pending:
+            connection.write_queued = False
+            connection.write_replies()
+        self._pending.clear()
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        # Nothing here may close a connection: closing schedules a callback
-        # (connection_lost), and the loop chose this timeout before it existed.
-        # So a client that is closing has its replies written at once instead.
-        self._before_sleep()
+        self.flush()
         events = super().select(timeout)
         self.ready_count = len(events)
         return events
@@ -2971,6 +3004,14 @@ async def serve(server: Server) -> int:
     return exit_code
 
 
+def new_event_loop(server: Server) -> asyncio.AbstractEventLoop:
+    """An event loop for the server: built on BeforeSleepSelector to batch writes, unless --batch-writes no."""
+    if server.options.batch_writes == "no":
+        return asyncio.new_event_loop()
+    server.writer = BeforeSleepSelector()
+    return asyncio.SelectorEventLoop(server.writer)
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
     logging.basicConfig(level=LOG_LEVELS[options.loglevel], stream=sys.stdout,
@@ -2985,7 +3026,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("Cannot load the snapshot %s: %s", os.path.abspath(server.dump_path), error)
         log.error("Refusing to start, so that the file is not overwritten. Fix or move it, then start again.")
         return 1
-    loop = asyncio.SelectorEventLoop(server.selector)
+    loop = new_event_loop(server)
     try:
         return loop.run_until_complete(serve(server))
     finally:

@@ -3,19 +3,19 @@
 import pytest
 
 from client import BigNumber, Double, ErrorReply, IncompleteReply, RespMap, Status, encode_request, parse_reply
-from server import PROTO_INLINE_MAX_SIZE, ProtocolError, RequestParser, split_inline_args
+from server import PROTO_INLINE_MAX_SIZE, FastRequestParser, ProtocolError, RequestParser, split_inline_args
 
 
 def parse_all(data: bytes) -> list[list[bytes]]:
-    commands, error = RequestParser().feed(data)
+    commands, error = FastRequestParser().feed(data)
     assert error is None
-    assert RequestParser(shortcut=False).feed(data) == (commands, None)  # the careful parser agrees
+    assert RequestParser().feed(data) == (commands, None)  # the careful parser agrees
     return commands
 
 
 def parse_in_chunks(data: bytes, size: int) -> list[list[bytes]]:
     """Feed size bytes at a time, as TCP may deliver them; size 1 is the worst case."""
-    parser = RequestParser()
+    parser = FastRequestParser()
     commands = []
     for i in range(0, len(data), size):
         more, error = parser.feed(data[i : i + size])
@@ -25,9 +25,9 @@ def parse_in_chunks(data: bytes, size: int) -> list[list[bytes]]:
 
 
 def protocol_error(data: bytes) -> tuple[list[list[bytes]], str]:
-    commands, error = RequestParser().feed(data)
+    commands, error = FastRequestParser().feed(data)
     assert isinstance(error, ProtocolError), f"expected a protocol error for {data!r}"
-    careful_commands, careful_error = RequestParser(shortcut=False).feed(data)
+    careful_commands, careful_error = RequestParser().feed(data)
     assert (careful_commands, str(careful_error)) == (commands, str(error))
     return commands, str(error)
 
@@ -71,7 +71,7 @@ def test_frame_one_byte_at_a_time(data, expected):
 @pytest.mark.parametrize(("data", "expected"), FRAMES)
 def test_frame_split_at_every_position(data, expected):
     for split in range(1, len(data)):
-        parser = RequestParser()
+        parser = FastRequestParser()
         first, error1 = parser.feed(data[:split])
         second, error2 = parser.feed(data[split:])
         assert (error1, error2) == (None, None)
@@ -79,7 +79,7 @@ def test_frame_split_at_every_position(data, expected):
 
 
 def test_partial_command_waits_for_the_rest():
-    parser = RequestParser()
+    parser = FastRequestParser()
     assert parser.feed(b"*2\r\n$4\r\nECHO\r\n$5\r\nhel") == ([], None)
     assert parser.feed(b"lo") == ([], None)  # payload complete, its CRLF not yet
     assert parser.feed(b"\r\n") == ([[b"ECHO", b"hello"]], None)
@@ -127,7 +127,7 @@ def test_commands_before_a_protocol_error_are_returned():
 
 def test_incomplete_header_is_not_an_error_yet():
     # Redis judges a header line only once its CRLF has arrived.
-    parser = RequestParser()
+    parser = FastRequestParser()
     assert parser.feed(b"*1\r\n+PI") == ([], None)
     assert str(parser.feed(b"NG\r\n")[1]) == "Protocol error: expected '$', got '+'"
 
@@ -210,7 +210,7 @@ def test_random_bytes_never_break_the_parser():
         data = b"".join(pieces)
         outcomes = []
         for shortcut in (True, False):
-            parser, commands, error = RequestParser(shortcut=shortcut), [], None
+            parser, commands, error = (FastRequestParser if shortcut else RequestParser)(), [], None
             cut = rng.randint(0, len(data))
             for chunk in (data[:cut], data[cut:]):
                 more, error = parser.feed(chunk)
