@@ -24,6 +24,7 @@ import asyncio
 import codecs
 import collections
 import contextlib
+import functools
 import gc
 import itertools
 import json
@@ -1263,13 +1264,19 @@ def time_command(client: Client, args: list[bytes]) -> bytes:
     return bulk_array([b"%d" % seconds, b"%d" % micros])
 
 
+def debug_allowed(client: Client) -> bool:
+    """DEBUG can stop the server for everyone: like Redis, allow it by --enable-debug-command."""
+    setting = client.server.options.enable_debug_command
+    return setting == "yes" or (setting == "local" and client.address.startswith(("127.", "::1", "[::1]")))
+
+
 @command("debug", -2, "admin noscript")
 def debug_command(client: Client, args: list[bytes]) -> bytes:
     # Two of Redis's DEBUG switches, kept because they let you watch a design choice at work:
     #   DEBUG SET-ACTIVE-EXPIRE 0  stops the active expiry cycle: expired keys then stay in
     #                              memory (DBSIZE, INFO memory) until something looks them up.
     #   DEBUG SLEEP 2              blocks the event loop, and so every client, for two seconds.
-    if not client.server.debug_allowed(client):
+    if not debug_allowed(client):
         raise CommandError(
             'ERR DEBUG command not allowed. If the enable-debug-command option is set to "local", you can run it '
             "from a local connection, otherwise you need to set this option in the configuration file, and then "
@@ -1287,18 +1294,99 @@ def debug_command(client: Client, args: list[bytes]) -> bytes:
                        "Try DEBUG HELP.")
 
 
+def info_text(server: Server, sections: set[str]) -> str:
+    """The text of INFO: "# Section" headers followed by field:value lines."""
+    uptime = int(time.time() - server.start_time)
+    memory = resident_memory_bytes()
+    fields = {
+        "server": {
+            "redis_version": REDIS_VERSION,
+            "redis_mode": "standalone",
+            "server_name": "educational-redis-clone",
+            "server_version": SERVER_VERSION,
+            "os": f"{platform.system()} {platform.release()} {platform.machine()}",
+            "arch_bits": "64" if sys.maxsize > 2**32 else "32",
+            "multiplexing_api": "asyncio",
+            "python_version": platform.python_version(),
+            "process_id": str(os.getpid()),
+            "tcp_port": str(server.port),
+            "uptime_in_seconds": str(uptime),
+            "uptime_in_days": str(uptime // 86400),
+            "hz": str(CONFIG_DEFAULT_HZ),
+            "executable": os.path.abspath(__file__),
+        },
+        "clients": {"connected_clients": str(len(server.clients)), "blocked_clients": "0"},
+        "memory": {"used_memory": str(memory), "used_memory_rss": str(memory), "maxmemory": "0"},
+        "persistence": {
+            "loading": "0",
+            "rdb_changes_since_last_save": str(server.keyspace.changes() - server.changes_at_last_save),
+            "rdb_bgsave_in_progress": "0",
+            "rdb_last_save_time": str(server.last_save),
+            "aof_enabled": "0",
+        },
+        "stats": {
+            "total_connections_received": str(server.connections_received),
+            "total_commands_processed": str(server.commands_processed),
+            "expired_keys": str(server.keyspace.expired_count()),
+        },
+        "replication": {"role": "master", "connected_slaves": "0"},
+        "cluster": {"cluster_enabled": "0"},
+        "keyspace": {
+            f"db{db.index}": f"keys={len(db.data)},expires={len(db.expires)},avg_ttl={db.avg_ttl}"
+            for db in server.keyspace.databases if db.data
+        },
+    }
+    if not sections or sections & {"all", "everything", "default"}:
+        sections = set(fields)
+    return "\r\n".join(
+        f"# {name.capitalize()}\r\n" + "".join(f"{key}:{value}\r\n" for key, value in values.items())
+        for name, values in fields.items() if name in sections
+    )
+
+
 @command("info", -1, "")
 def info_command(client: Client, args: list[bytes]) -> bytes:
     sections = {arg.lower().decode("latin-1") for arg in args[1:]}
-    return bulk(client.server.info(sections).encode())
+    return bulk(info_text(client.server, sections).encode())
 
 
 container("config")
 
 
+def config_values(server: Server) -> dict[str, str]:
+    """The settings CONFIG GET reports: the server's real values, under Redis's names."""
+    return {
+        "port": str(server.port),
+        "bind": " ".join(server.options.bind),
+        "dir": os.path.abspath(server.options.dir),
+        "dbfilename": server.options.dbfilename,
+        "loglevel": server.options.loglevel,
+        "databases": str(DATABASES),
+        "hz": str(CONFIG_DEFAULT_HZ),
+        "save": "",  # no periodic snapshots: SAVE and shutdown only
+        "appendonly": "no",
+        "proto-max-bulk-len": str(PROTO_MAX_BULK_LEN),
+        "maxmemory": "0",
+        "maxclients": str(server.options.maxclients),
+        "tcp-backlog": str(server.options.tcp_backlog),
+        "timeout": "0",
+        "enable-debug-command": server.options.enable_debug_command,
+        "client-query-buffer-limit": str(server.options.client_query_buffer_limit),
+        "parser-shortcut": server.options.parser_shortcut,  # this server's own settings
+        "batch-writes": server.options.batch_writes,
+    }
+
+
+def reset_stats(server: Server) -> None:
+    server.commands_processed = 0
+    server.connections_received = 0
+    for db in server.keyspace.databases:
+        db.expired_count = 0
+
+
 @command("config|get", -3, "admin noscript")
 def config_get_command(client: Client, args: list[bytes]) -> bytes:
-    settings = client.server.config()
+    settings = config_values(client.server)
     matchers = [glob_matcher(pattern.lower()) for pattern in args[2:]]
     pairs = [(name.encode(), bulk(value.encode())) for name, value in settings.items()
              if any(match(name.encode()) for match in matchers)]
@@ -1307,7 +1395,7 @@ def config_get_command(client: Client, args: list[bytes]) -> bytes:
 
 @command("config|resetstat", 2, "admin noscript")
 def config_resetstat_command(client: Client, args: list[bytes]) -> bytes:
-    client.server.reset_stats()
+    reset_stats(client.server)
     return OK
 
 
@@ -2657,11 +2745,6 @@ class Server:
         log.info("DB loaded from disk: %d keys in %.3f seconds (%s)", count, time.perf_counter() - started,
                  self.dump_path)
 
-    def debug_allowed(self, client: Client) -> bool:
-        """DEBUG can stop the server for everyone: like Redis, allow it by --enable-debug-command."""
-        setting = self.options.enable_debug_command
-        return setting == "yes" or (setting == "local" and client.address.startswith(("127.", "::1", "[::1]")))
-
     def shutdown(self, save: bool, force: bool = False) -> bool:
         """Save the final snapshot, then stop serving; if the save fails, log why and return False, still serving.
 
@@ -2699,103 +2782,6 @@ class Server:
         log.warning("Received %s scheduling shutdown...", name)
         if not self.shutdown(save=True, force=self.signal_shutdown_failed):
             self.signal_shutdown_failed = True
-
-    def log_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
-        """The event loop's exception handler: asyncio's own, except that accept() failures are logged once a minute.
-
-        Out of file descriptors, accept() fails. asyncio then logs a traceback,
-        leaves the connection waiting in the backlog and retries a second
-        later; but it goes on trying the other waiting connections in the same
-        pass (CPython issue gh-151615), and each failure schedules a retry of
-        its own, so the tracebacks multiply: gigabytes of log, a busy CPU.
-        With maxclients fitting the file limit this is rare and brief (a burst
-        of connects); the clients already connected are not affected, and the
-        waiting ones are accepted once a descriptor is free. One line a minute
-        says all there is to say, and costs little enough to keep retrying.
-        """
-        error = context.get("exception")
-        if isinstance(error, OSError) and context.get("message", "").startswith("socket.accept()"):
-            self.accept_error_log.warning("Accepting client connection: %s (logged at most once a minute)", error)
-        else:
-            loop.default_exception_handler(context)
-
-    def config(self) -> dict[str, str]:
-        """The settings CONFIG GET reports: the server's real values, under Redis's names."""
-        return {
-            "port": str(self.port),
-            "bind": " ".join(self.options.bind),
-            "dir": os.path.abspath(self.options.dir),
-            "dbfilename": self.options.dbfilename,
-            "loglevel": self.options.loglevel,
-            "databases": str(DATABASES),
-            "hz": str(CONFIG_DEFAULT_HZ),
-            "save": "",  # no periodic snapshots: SAVE and shutdown only
-            "appendonly": "no",
-            "proto-max-bulk-len": str(PROTO_MAX_BULK_LEN),
-            "maxmemory": "0",
-            "maxclients": str(self.options.maxclients),
-            "tcp-backlog": str(self.options.tcp_backlog),
-            "timeout": "0",
-            "enable-debug-command": self.options.enable_debug_command,
-            "client-query-buffer-limit": str(self.options.client_query_buffer_limit),
-            "parser-shortcut": self.options.parser_shortcut,  # this server's own settings
-            "batch-writes": self.options.batch_writes,
-        }
-
-    def reset_stats(self) -> None:
-        self.commands_processed = 0
-        self.connections_received = 0
-        for db in self.keyspace.databases:
-            db.expired_count = 0
-
-    def info(self, sections: set[str]) -> str:
-        """The text of INFO: "# Section" headers followed by field:value lines."""
-        uptime = int(time.time() - self.start_time)
-        memory = resident_memory_bytes()
-        fields = {
-            "server": {
-                "redis_version": REDIS_VERSION,
-                "redis_mode": "standalone",
-                "server_name": "educational-redis-clone",
-                "server_version": SERVER_VERSION,
-                "os": f"{platform.system()} {platform.release()} {platform.machine()}",
-                "arch_bits": "64" if sys.maxsize > 2**32 else "32",
-                "multiplexing_api": "asyncio",
-                "python_version": platform.python_version(),
-                "process_id": str(os.getpid()),
-                "tcp_port": str(self.port),
-                "uptime_in_seconds": str(uptime),
-                "uptime_in_days": str(uptime // 86400),
-                "hz": str(CONFIG_DEFAULT_HZ),
-                "executable": os.path.abspath(__file__),
-            },
-            "clients": {"connected_clients": str(len(self.clients)), "blocked_clients": "0"},
-            "memory": {"used_memory": str(memory), "used_memory_rss": str(memory), "maxmemory": "0"},
-            "persistence": {
-                "loading": "0",
-                "rdb_changes_since_last_save": str(self.keyspace.changes() - self.changes_at_last_save),
-                "rdb_bgsave_in_progress": "0",
-                "rdb_last_save_time": str(self.last_save),
-                "aof_enabled": "0",
-            },
-            "stats": {
-                "total_connections_received": str(self.connections_received),
-                "total_commands_processed": str(self.commands_processed),
-                "expired_keys": str(self.keyspace.expired_count()),
-            },
-            "replication": {"role": "master", "connected_slaves": "0"},
-            "cluster": {"cluster_enabled": "0"},
-            "keyspace": {
-                f"db{db.index}": f"keys={len(db.data)},expires={len(db.expires)},avg_ttl={db.avg_ttl}"
-                for db in self.keyspace.databases if db.data
-            },
-        }
-        if not sections or sections & {"all", "everything", "default"}:
-            sections = set(fields)
-        return "\r\n".join(
-            f"# {name.capitalize()}\r\n" + "".join(f"{key}:{value}\r\n" for key, value in values.items())
-            for name, values in fields.items() if name in sections
-        )
 
     def schedule_active_expiry(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.active_expiry_enabled:
@@ -2852,6 +2838,26 @@ class BeforeSleepSelector(selectors.DefaultSelector):
         events = super().select(timeout)
         self.ready_count = len(events)
         return events
+
+
+def log_loop_error(server: Server, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """The event loop's exception handler: asyncio's own, except that accept() failures are logged once a minute.
+
+    Out of file descriptors, accept() fails. asyncio then logs a traceback,
+    leaves the connection waiting in the backlog and retries a second
+    later; but it goes on trying the other waiting connections in the same
+    pass (CPython issue gh-151615), and each failure schedules a retry of
+    its own, so the tracebacks multiply: gigabytes of log, a busy CPU.
+    With maxclients fitting the file limit this is rare and brief (a burst
+    of connects); the clients already connected are not affected, and the
+    waiting ones are accepted once a descriptor is free. One line a minute
+    says all there is to say, and costs little enough to keep retrying.
+    """
+    error = context.get("exception")
+    if isinstance(error, OSError) and context.get("message", "").startswith("socket.accept()"):
+        server.accept_error_log.warning("Accepting client connection: %s (logged at most once a minute)", error)
+    else:
+        loop.default_exception_handler(context)
 
 
 class RateLimitedLog:
@@ -2978,7 +2984,7 @@ async def serve(server: Server) -> int:
     """Listen, serve until Server.shutdown() succeeds, and return the exit code."""
     loop = asyncio.get_running_loop()
     options = server.options
-    loop.set_exception_handler(server.log_loop_error)
+    loop.set_exception_handler(functools.partial(log_loop_error, server))
     server.exit_code = loop.create_future()
     try:
         server.listener = await loop.create_server(lambda: ClientConnection(server), host=options.bind,
