@@ -219,7 +219,7 @@ class RequestParser:
                 data = bytes(self._buffer)
                 self._buffer.clear()  # before any payload is copied out of data: a value is never in three places
                 pos = self._parse_carefully(data, 0, commands, just_one=True)
-                if self._args_missing:
+                if self._args_missing:  # still unfinished: keep the bytes after its last whole argument
                     self._buffer += memoryview(data)[pos:]
                     return commands, None
                 data = data[pos:]  # the rest of the read: whole requests, perhaps
@@ -273,7 +273,7 @@ class RequestParser:
                     raise ProtocolError("Protocol error: invalid multibulk length")
                 pos = newline + 2
                 self._args_missing = max(count, 0)  # "*0" and "*-1" are empty requests: Redis skips them
-        if self._args_missing:  # its arguments so far still wait for the rest
+        if self._args_missing:  # the bytes parsed into its arguments so far still count as pending
             self._args_size += pos - request_start
         return pos
 
