@@ -38,6 +38,7 @@ import selectors
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -2980,8 +2981,8 @@ def adjust_open_files_limit(maxclients: int) -> int:
     return limit - CONFIG_MIN_RESERVED_FDS
 
 
-async def serve(server: Server) -> int:
-    """Listen, serve until Server.shutdown() succeeds, and return the exit code."""
+async def serve(server: Server, ready: Callable[[], None] = lambda: None) -> int:
+    """Listen, call ready(), serve until Server.shutdown() succeeds, and return the exit code."""
     loop = asyncio.get_running_loop()
     options = server.options
     loop.set_exception_handler(functools.partial(log_loop_error, server))
@@ -2994,13 +2995,15 @@ async def serve(server: Server) -> int:
         return 1
     server.port = server.listener.sockets[0].getsockname()[1]
     server.address = f"{options.bind[0]}:{server.port}"
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, server.signal_received, signal.Signals(signum).name)
+    if threading.current_thread() is threading.main_thread():  # only there can a process handle signals
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, server.signal_received, signal.Signals(signum).name)
     loop.call_later(1 / CONFIG_DEFAULT_HZ, server.schedule_active_expiry, loop)
     addresses = ", ".join(f"{sock.getsockname()[0]}:{sock.getsockname()[1]}" for sock in server.listener.sockets)
     log.info("Educational Redis Clone %s (Redis %s compatible), pid %d, ready to accept connections on %s, "
              "persisting to %s", SERVER_VERSION, REDIS_VERSION, os.getpid(), addresses,
              os.path.abspath(server.dump_path))
+    ready()
 
     exit_code = await server.exit_code
     deadline = loop.time() + SHUTDOWN_FLUSH_TIMEOUT
@@ -3036,6 +3039,38 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return loop.run_until_complete(serve(server))
     finally:
+        loop.close()
+
+
+@contextlib.contextmanager
+def running(port: int = 0, dir: str = ".", *flags: str) -> Iterator[tuple[str, int]]:
+    """Run a server in a thread of this process, for tests: yield its (host, port), stop it on leaving.
+
+    The server listens on a free port (port=0), keeps its snapshot in dir,
+    takes any other command-line flags, and stops without saving.
+
+    >>> import socket, tempfile
+    >>> with running(dir=tempfile.mkdtemp()) as (host, port):
+    ...     with socket.create_connection((host, port)) as connection:
+    ...         connection.sendall(b"PING\\r\\n")
+    ...         connection.recv(100)
+    b'+PONG\\r\\n'
+    """
+    server = Server(parse_options(["--port", str(port), "--dir", dir, *flags]))
+    server.load()
+    loop = new_event_loop(server)
+    started = threading.Event()
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(server, ready=started.set),),
+                              name="redis-clone", daemon=True)
+    thread.start()
+    while not started.wait(0.01):
+        if not thread.is_alive():  # serve() returned without listening: the log says why
+            raise OSError(f"the server could not listen on port {port}")
+    try:
+        yield server.options.bind[0], server.port
+    finally:
+        loop.call_soon_threadsafe(server.shutdown, False)
+        thread.join()
         loop.close()
 
 
