@@ -14,7 +14,7 @@ def test_running_serves_in_a_thread_and_stops_cleanly(tmp_path):
         assert client.set("greeting", "hello") is True
         assert client.get("greeting") == b"hello"
         pipe = client.pipeline(transaction=False)
-        for n in range(100):
+        for _ in range(100):
             pipe.incr("counter")
         assert pipe.execute()[-1] == 100
         client.close()
