@@ -420,29 +420,6 @@ def bulk_array(values: Iterable[bytes]) -> bytes:
 # one place that would answer WRONGTYPE once other types (lists, hashes...)
 # live in the same dicts.
 #
-# A hash table finds a key by its name in O(1), but RANDOMKEY and SCAN need
-# keys by position. Redis reads positions straight off its table: RANDOMKEY
-# picks a random bucket, and a SCAN cursor is a bucket number. A Python dict
-# shows no buckets, so each Database also keeps a list of its keys in the
-# order they were added (the same key objects: 8 bytes a key). Deleting a key
-# leaves its entry in the list, stale, because taking it out would shift every
-# entry after it. Once stale entries outnumber live ones, the list is rebuilt
-# from the dict, which keeps its keys in the order they were added too: that
-# "compaction" costs O(n), but only after n deletes, so O(1) a delete on
-# average. Then:
-#
-#   * RANDOMKEY picks random positions until one holds a live key. At least
-#     half of the entries are live, so that takes under two tries on average.
-#   * A SCAN cursor is a position in the list, and each call reads the COUNT
-#     entries from there. Redis promises that a key present for the whole
-#     scan is returned at least once. A compaction moves each entry down by
-#     at most the number of entries it removes, so a cursor also counts the
-#     entries removed so far ("virtual position" = position + removed), and
-#     a call resumes at cursor - removed now: perhaps before keys it already
-#     returned, never after one it has not. Redis allows the rest: a key
-#     added or deleted during the scan may be returned or not, and any key
-#     may be returned twice (here, one the scan stepped back over, or one
-#     deleted and added again, whose stale entry reads as live too).
 
 DATABASES = 16  # Redis's default "databases" setting
 CONFIG_DEFAULT_HZ = 10  # how many times a second background jobs (active expiry) run
@@ -490,8 +467,7 @@ class Database:
         self.changes = 0  # writes that changed this database: INFO's rdb_changes_since_last_save counts them
         self.data: dict[bytes, bytes | bytearray] = {}
         self.expires: dict[bytes, int] = {}
-        self._key_list: list[bytes] = []  # every key in the order it was added, and stale entries (see above)
-        self._key_list_removed = 0  # how many entries compactions have ever removed from _key_list
+        self.key_list = KeyList()  # the keys in the order they were added, for RANDOMKEY and SCAN (Appendix A)
         self.expired_count = 0  # keys this database deleted because their TTL passed
         self.avg_ttl = 0  # running estimate of the average TTL in ms, kept by active expiry
         self._expire_scan: list[bytes] = []  # the keys the active expiry cycle is walking through
@@ -517,7 +493,7 @@ class Database:
     def set(self, key: bytes, value: bytes | bytearray, keep_ttl: bool = False) -> None:
         """Store value under key. A new value forgets the old TTL unless keep_ttl (SET ... KEEPTTL)."""
         if key not in self.data:
-            self._key_list.append(key)
+            self.key_list.append(key)
         self.data[key] = value
         self.changes += 1
         if not keep_ttl and self.expires:
@@ -541,7 +517,7 @@ class Database:
         if added:  # the keys update() added are the dict's last ones: take them from the end
             new_keys = list(itertools.islice(reversed(data), added))
             new_keys.reverse()
-            self._key_list += new_keys
+            self.key_list.extend(new_keys)
 
     def string_to_edit(self, key: bytes) -> bytearray:
         """The string at key as a bytearray that APPEND and SETRANGE change in place; key must exist.
@@ -610,7 +586,7 @@ class Database:
         self.changes += len(self.data)
         self.data.clear()
         self.expires.clear()
-        self._compact_key_list()
+        self.key_list.compact(self.data)
         self._expire_scan = []
         self.avg_ttl = 0
 
@@ -619,8 +595,7 @@ class Database:
         self.changes += 1
         self.data, other.data = other.data, self.data
         self.expires, other.expires = other.expires, self.expires
-        self._key_list, other._key_list = other._key_list, self._key_list
-        self._key_list_removed, other._key_list_removed = other._key_list_removed, self._key_list_removed
+        self.key_list, other.key_list = other.key_list, self.key_list
         self._expire_scan, other._expire_scan = other._expire_scan, self._expire_scan
         self._expire_scan_pos, other._expire_scan_pos = other._expire_scan_pos, self._expire_scan_pos
         self.avg_ttl, other.avg_ttl = other.avg_ttl, self.avg_ttl
@@ -646,7 +621,7 @@ class Database:
         all_volatile = len(self.expires) == len(self.data)
         expired_picks = 0
         while self.data:
-            key = random.choice(self._key_list)
+            key = self.key_list.random_entry()
             if key not in self.data:
                 continue  # a stale entry: fewer than half are
             when = self.expires.get(key)
@@ -659,17 +634,9 @@ class Database:
         return None
 
     def scan(self, cursor: int, count: int, matches: Callable[[bytes], bool]) -> tuple[int, list[bytes]]:
-        """One SCAN call: the next cursor (0 when done), and the live keys that match among count entries.
-
-        The entries are those of the key list from the cursor's virtual
-        position on. A key deleted and added again has two of them: like
-        Redis, one reply names a key once (dict.fromkeys keeps the first).
-        """
-        start = max(cursor - self._key_list_removed, 0)
-        end = start + count
-        entries = dict.fromkeys(self._key_list[start:end])
-        # The cursor is computed before exists() deletes expired keys, which may compact the list.
-        next_cursor = end + self._key_list_removed if end < len(self._key_list) else 0
+        """One SCAN call: the next cursor (0 when done), and the live keys that match among count entries."""
+        # The cursor is taken before exists() deletes expired keys, which may compact the list.
+        next_cursor, entries = self.key_list.entries_from(cursor, count)
         return next_cursor, [key for key in entries if matches(key) and self.exists(key)]
 
     def active_expire(self, deadline: float) -> None:
@@ -722,13 +689,7 @@ class Database:
         """Take key out of the dicts; its entry in the key list goes stale."""
         del self.data[key]
         self.expires.pop(key, None)
-        if len(self._key_list) > 2 * len(self.data):  # stale entries outnumber live ones
-            self._compact_key_list()
-
-    def _compact_key_list(self) -> None:
-        """Rebuild the key list without its stale entries (see the top of this section)."""
-        self._key_list_removed += len(self._key_list) - len(self.data)
-        self._key_list = list(self.data)
+        self.key_list.removed(self.data)
 
 
 class Keyspace:
@@ -1696,6 +1657,71 @@ def swapdb_command(client: Client, args: list[bytes]) -> bytes:
 # A cursor is a position in the database's list of keys: see the top of
 # section 2 for how it survives inserts and deletes. Each call costs O(COUNT),
 # whatever the size of the database, and an open scan costs the server nothing.
+
+
+class KeyList:
+    """A database's keys in the order they were added, so that RANDOMKEY and SCAN find keys by position.
+
+    A hash table finds a key by its name in O(1), but RANDOMKEY and SCAN need
+    keys by position. Redis reads positions straight off its table: RANDOMKEY
+    picks a random bucket, and a SCAN cursor is a bucket number. A Python dict
+    shows no buckets, so each Database also keeps a list of its keys in the
+    order they were added (the same key objects: 8 bytes a key). Deleting a key
+    leaves its entry in the list, stale, because taking it out would shift every
+    entry after it. Once stale entries outnumber live ones, the list is rebuilt
+    from the dict, which keeps its keys in the order they were added too: that
+    "compaction" costs O(n), but only after n deletes, so O(1) a delete on
+    average. Then:
+
+      * RANDOMKEY picks random positions until one holds a live key. At least
+        half of the entries are live, so that takes under two tries on average.
+      * A SCAN cursor is a position in the list, and each call reads the COUNT
+        entries from there. Redis promises that a key present for the whole
+        scan is returned at least once. A compaction moves each entry down by
+        at most the number of entries it removes, so a cursor also counts the
+        entries removed so far ("virtual position" = position + removed), and
+        a call resumes at cursor - removed now: perhaps before keys it already
+        returned, never after one it has not. Redis allows the rest: a key
+        added or deleted during the scan may be returned or not, and any key
+        may be returned twice (here, one the scan stepped back over, or one
+        deleted and added again, whose stale entry reads as live too).
+    """
+
+    def __init__(self) -> None:
+        self._entries: list[bytes] = []  # every key in the order it was added, and stale entries
+        self._removed = 0  # how many entries compactions have ever removed: a cursor counts them too
+
+    def append(self, key: bytes) -> None:
+        self._entries.append(key)
+
+    def extend(self, keys: list[bytes]) -> None:
+        self._entries += keys
+
+    def removed(self, data: dict[bytes, bytes | bytearray]) -> None:
+        """A key was taken out of data: its entry is stale now. Compact once stale entries outnumber live ones."""
+        if len(self._entries) > 2 * len(data):
+            self.compact(data)
+
+    def compact(self, data: dict[bytes, bytes | bytearray]) -> None:
+        """Rebuild the list from data, which keeps its keys in the order they were added too."""
+        self._removed += len(self._entries) - len(data)
+        self._entries = list(data)
+
+    def random_entry(self) -> bytes:
+        """An entry picked at random: a live key, or (less than half the time) a stale one. The list is not empty."""
+        return random.choice(self._entries)
+
+    def entries_from(self, cursor: int, count: int) -> tuple[int, dict[bytes, None]]:
+        """SCAN's window: the next cursor (0 at the end), and count entries from the cursor's position on.
+
+        A key deleted and added again has two entries: like Redis, one reply
+        names a key once, so the entries come as the keys of a dict (which
+        keeps the first of each).
+        """
+        start = max(cursor - self._removed, 0)
+        end = start + count
+        next_cursor = end + self._removed if end < len(self._entries) else 0
+        return next_cursor, dict.fromkeys(self._entries[start:end])
 
 
 @command("scan", -2, "readonly")
