@@ -1,20 +1,33 @@
 """Educational Redis Clone: a Redis-compatible server in one readable file.
 
 Run it with ``python server.py`` and talk to it with redis-cli, redis-py or
-redis-benchmark. Read it top to bottom to learn how Redis works inside: every
-section opens with the idea, then the code that does it, in the order a
-request travels through the server.
+redis-benchmark. Read it as a book about how Redis works inside.
 
-Contents
-    1. Protocol     RESP: how requests arrive as bytes and replies leave as bytes
-    2. Keyspace     databases, keys, values and their expire times (lazy and active expiry)
-    3. Commands     one function per Redis command, registered in a dispatch table
-    4. Persistence  the JSON snapshot: saved atomically, loaded strictly
-    5. Server       one asyncio event loop, one protocol object per connection, replies
-                    written just before the loop sleeps
-    6. Main         command-line flags, startup and graceful shutdown
+Part I, how Redis works, is the core, in the order a request travels: bytes
+arrive on a connection, the parser turns them into a command, the command
+table finds the function that runs it, the function reads and changes the
+keyspace, and the reply goes back the way the request came. The commands come
+after the keyspace they work on, and the snapshot and the server's start and
+stop close the part. Read it in one sitting.
 
-Runtime: Python 3.10+ and its standard library only.
+    1. The event loop and a connection   one thread serves every client
+    2. RESP                               requests in, replies out
+    3. The command table                  find the command, check it, run it
+    4. The keyspace                       databases, lazy and active expiry
+    5. The core commands                  PING, SET, GET, EXPIRE, INCR, KEYS...
+    6. The snapshot                       saved atomically, loaded strictly
+    7. Startup and shutdown               in Redis's order
+
+Part II, the fine print, is what makes this server Redis to the letter, and
+fast: a first reading can skip it, and each appendix says what it adds.
+
+    A. More commands                      the rest of each command family
+    B. Redis to the letter                integers, globs, quoting, long doubles
+    C. Introspection                      HELLO, CLIENT, COMMAND, INFO, CONFIG
+    D. Performance                        the parser's shortcut, batched writes
+    E. Limits                             what one client may cost the others
+
+Runtime: Python 3.10+ and its standard library only, on a POSIX system.
 """
 
 from __future__ import annotations
@@ -51,8 +64,216 @@ SERVER_VERSION = "0.1.0"  # this project's own version
 log = logging.getLogger("redis-clone")
 
 
+# #############################################################################
+# PART I: HOW REDIS WORKS
+# #############################################################################
+
+
 # =============================================================================
-# 1. Protocol: RESP, the REdis Serialization Protocol
+# Chapter 1. The event loop and a connection
+# =============================================================================
+#
+# Redis serves thousands of clients from one thread. It never waits on a
+# socket: the operating system tells its event loop which sockets have bytes
+# to read, and it handles each in turn. A command runs from start to finish
+# without interruption, so no locks are needed and every command is atomic,
+# but a slow command (KEYS on a huge database) makes every client wait.
+#
+# asyncio gives Python the same design. For each connection it creates one
+# ClientConnection (an asyncio.Protocol) and calls data_received() with
+# whatever bytes arrived. That is the whole journey of a request:
+#
+#   1. data_received() feeds the bytes to the connection's parser (chapter 2),
+#      which returns every complete command in them: one read may hold half
+#      a command, or sixteen at once (pipelining).
+#   2. run_requests() runs each command through execute() (chapter 3), which
+#      finds the command's function (chapter 5) and returns its reply, already
+#      encoded in RESP (chapter 2); the function reads and changes the data
+#      through the keyspace (chapter 4).
+#   3. The replies are queued, and the server's writer sends them in one
+#      write (WriteAtOnce here; Appendix D batches them as Redis does).
+#
+# Nothing in this path awaits, so a command can never be interleaved with
+# another. A client can ask for more than it reads, though: one packet of
+# 2,000 "GET k" of a 1 MB value asks for 2 GB of replies. So a connection runs
+# its requests only while its unsent output stays under OUTPUT_PAUSE_BYTES;
+# past that it stops, and stops reading its socket, until the client has read
+# enough. What one client costs in memory is bounded by what it reads, not by
+# what it asks for (Appendix E has the details).
+
+class Client:
+    """The state of one connection that commands can read and change."""
+
+    def __init__(self, server: Server, client_id: int, address: str, transport: asyncio.Transport) -> None:
+        self.server = server
+        self.transport = transport
+        self.id = client_id
+        self.address = address
+        self.db = server.keyspace.databases[0]
+        self.protocol = 2  # RESP2 until HELLO 3
+        self.null = RESP2_NULL
+        self.name = b""
+        self.library: dict[bytes, bytes] = {}  # CLIENT SETINFO lib-name / lib-ver
+        self.close_after_reply = False
+        self.created = time.monotonic()
+
+    def set_protocol(self, version: int) -> None:
+        self.protocol = version
+        self.null = RESP3_NULL if version == 3 else RESP2_NULL
+
+    def map_reply(self, pairs: list[tuple[bytes, bytes]]) -> bytes:
+        """A map of bulk-string keys to encoded values: "%" in RESP3, a flat array in RESP2."""
+        body = b"".join(bulk(key) + value for key, value in pairs)
+        return b"%s%d\r\n%s" % (b"%" if self.protocol == 3 else b"*", len(pairs) * (1 if self.protocol == 3 else 2),
+                                body)
+
+    def describe(self) -> bytes:
+        """One line of CLIENT LIST."""
+        age = int(time.monotonic() - self.created)
+        return (f"id={self.id} addr={self.address} laddr={self.server.address} fd=0 name={text(self.name)} "
+                f"age={age} idle=0 flags=N db={self.db.index} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 "
+                f"argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default "
+                f"redir=-1 resp={self.protocol} lib-name={text(self.library.get(b'lib-name', b''))} "
+                f"lib-ver={text(self.library.get(b'lib-ver', b''))}").encode()
+# How much unsent output one client may have before the server stops running its
+# commands. A client that pipelines requests but never reads the replies would
+# otherwise make the server produce replies without end (Redis's own answer is
+# client-output-buffer-limit, which disconnects such a client). This server
+# pauses instead: it stops running the client's commands and reading its
+# socket until the client has read enough, so nobody is disconnected and the
+# memory a client holds stays bounded by this limit plus one reply.
+OUTPUT_PAUSE_BYTES = 1024 * 1024  # this server's own setting; Redis has no such pause
+class ClientConnection(asyncio.Protocol):
+    """Bytes in, commands run, replies out: the life of one TCP connection."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.parser = FastRequestParser() if server.options.parser_shortcut == "yes" else RequestParser()
+        self.transport: asyncio.Transport | None = None
+        self.client: Client | None = None
+        self.requests: collections.deque[list[bytes]] = collections.deque()  # parsed, not yet run
+        self.last_reply: bytes | None = None  # after the requests: a final reply (b"" for none), then close
+        self.replies = ReplyBuffer()  # encoded replies not yet handed to the socket
+        self.transport_full = False  # between pause_writing() and resume_writing()
+        self.reading_paused = False  # while requests wait for the client to read its replies
+        self.write_queued = False  # in BeforeSleepSelector's list of connections to write before the loop sleeps
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        if len(self.server.clients) >= self.server.options.maxclients:  # see section 6
+            transport.write(MAX_CLIENTS_REACHED)
+            transport.close()
+            return
+        peer = transport.get_extra_info("peername")
+        address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.client = self.server.client_connected(address, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Send small replies at once instead of waiting to fill a packet (Nagle's algorithm).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            commands, protocol_error = self.parser.feed(data)
+            self.requests += commands
+            client = self.client
+            if protocol_error is not None:
+                log.debug("Protocol error from client %d (%s): %s", client.id, client.address, protocol_error)
+                self.last_reply = error_reply(f"ERR {protocol_error}")
+            elif self.parser.pending_size > self.server.options.client_query_buffer_limit:
+                log.warning("Closing client %d (%s): it reached the query buffer limit", client.id, client.address)
+                self.last_reply = b""
+            self.run_requests()
+        except MemoryError:
+            self.out_of_memory()
+
+    def run_requests(self) -> None:
+        """Run the parsed requests in order and queue their replies, while the client's unsent output allows."""
+        client = self.client
+        ran = 0
+        try:
+            while True:
+                while self.requests and not client.close_after_reply and not self.output_full():
+                    self.replies.append(execute(client, self.requests.popleft()))
+                    ran += 1
+                if not self.requests or client.close_after_reply or self.transport_full:
+                    break
+                self.write_replies()  # over the limit: hand the replies to the socket now, go on if it took them
+        except ConnectionAborted:  # a browser's request (see execute): nothing more is run or sent
+            self.requests.clear()
+            self.replies.clear()
+            self.transport.abort()
+            return
+        finally:
+            self.server.commands_processed += ran
+        if self.requests and not client.close_after_reply:
+            self.transport.pause_reading()  # until the client reads: resume_writing() carries on
+            self.reading_paused = True
+            return
+        if self.reading_paused:
+            self.transport.resume_reading()
+            self.reading_paused = False
+        if self.last_reply is not None and not client.close_after_reply:
+            self.replies.append(self.last_reply)
+            client.close_after_reply = True
+        if not self.replies and not client.close_after_reply:
+            return  # only part of a request arrived: nothing to send yet
+        self.server.writer.queue(self)
+
+    def output_full(self) -> bool:
+        return self.replies.size + self.transport.get_write_buffer_size() > OUTPUT_PAUSE_BYTES
+
+    def write_replies(self) -> None:
+        """Hand queued replies to the socket until it has plenty to send; close the connection if the client is done."""
+        closing = self.client.close_after_reply
+        while self.replies and (closing or not self.transport_full):
+            self.transport.write(self.replies.take())
+        if closing:
+            self.transport.close()  # sends what is buffered first
+
+    # asyncio calls these two when the transport's own write buffer passes its
+    # high and low water marks: the client is not reading as fast as we write.
+    def pause_writing(self) -> None:
+        self.transport_full = True
+
+    def resume_writing(self) -> None:
+        self.transport_full = False
+        try:
+            self.write_replies()
+            if not self.transport_full:
+                self.run_requests()  # requests that waited for the client to read
+        except MemoryError:
+            self.out_of_memory()
+
+    def out_of_memory(self) -> None:
+        """Drop one client that needed more memory than the machine has, rather than crash everyone."""
+        log.warning("Closing client %d (%s): out of memory while serving it", self.client.id, self.client.address)
+        self.requests.clear()
+        self.replies.clear()
+        self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.requests.clear()
+        self.replies.clear()
+        if self.client is not None:  # None: turned away by connection_made, over maxclients
+            self.server.client_disconnected(self.client)
+class WriteAtOnce:
+    """How replies leave: each connection's as soon as the requests of its read have run.
+
+    Appendix D's BeforeSleepSelector replaces it with Redis's way, which
+    writes the replies of all the clients served in one pass of the event
+    loop together, just before the loop sleeps (--batch-writes yes).
+    """
+
+    def queue(self, connection: ClientConnection) -> None:
+        connection.write_replies()
+
+    def flush(self) -> None:
+        """Write whatever waits to be written: nothing, here."""
+
+
+# =============================================================================
+# Chapter 2. RESP: requests in, replies out
 # =============================================================================
 #
 # A client sends each command as an array of bulk strings:
@@ -62,18 +283,19 @@ log = logging.getLogger("redis-clone")
 # "*3" announces three arguments; each "$N" announces N bytes of payload. The
 # lengths make the format binary-safe: a payload may itself contain "\r\n".
 # For humans typing into telnet, Redis also accepts "inline" commands: one line
-# of words separated by spaces, with quoting ("SET name 'Alice Smith'").
+# of words separated by spaces, with quoting ("SET name 'Alice Smith'", whose
+# rules are in Appendix B).
 #
 # TCP delivers a stream of bytes, not messages. One read may hold half a
 # command, or sixteen commands at once (pipelining), so each connection owns a
-# streaming parser: it keeps the bytes it could not use yet and returns every
-# complete command it finds.
+# streaming parser: it keeps its place in whatever it could not finish and
+# returns every complete command it finds.
 #
 # Replies use the same type prefixes: "+OK" (simple string), "-ERR ..." (error),
 # ":42" (integer), "$5\r\nAlice" (bulk string), "*2" (array). RESP3, switched on
 # per connection with HELLO 3, adds types of its own; the ones this server uses
 # are "_" (null) and "%" (map). Like Redis's addReply*() family, each command
-# writes its reply in RESP directly with the helpers at the end of this section.
+# writes its reply in RESP directly with the helpers at the end of this chapter.
 
 CRLF = b"\r\n"
 PROTO_INLINE_MAX_SIZE = 64 * 1024  # longest inline request or "*N"/"$N" header line
@@ -86,12 +308,6 @@ LLONG_MIN = -(2**63)
 # Redis's string2ll() accepts only canonical decimal integers: no "+", no
 # spaces, no leading zeros, no "-0", and at most 20 characters.
 STRICT_INTEGER = re.compile(rb"0|-?[1-9][0-9]{0,19}")
-
-# The header lines that nearly every request uses, precomputed: a table lookup
-# is several times cheaper than slicing out the number and parsing it.
-MULTIBULK_COUNTS = {b"*%d" % n: n for n in range(1, 1024)}  # b"*3" -> 3
-BULK_HEADERS = [b"$%d" % n for n in range(4096)]  # 3 -> b"$3"
-SHORTCUT_MAX_BUFFER = 1024 * 1024  # larger buffers (a big value arriving) are parsed without splitting them
 
 
 class ProtocolError(Exception):
@@ -106,66 +322,6 @@ def parse_integer(text: bytes) -> int | None:
         return None
     value = int(text)
     return value if LLONG_MIN <= value <= LLONG_MAX else None
-
-
-def split_inline_args(line: bytes) -> list[bytes]:
-    """Split an inline request into words the way Redis's sdssplitargs() does.
-
-    Words are separated by whitespace. "double quotes" understand the escapes
-    \\n \\r \\t \\b \\a and \\xHH; 'single quotes' only understand \\'. A closing
-    quote must be followed by whitespace or the end of the line.
-    """
-    if INLINE_NEEDS_CAREFUL_SPLIT.search(line) is None:
-        return line.split()  # no quotes, no odd characters: plain whitespace splitting is the same
-    line = line.split(b"\0", 1)[0]  # Redis reads the line as a C string
-    words = []
-    pos, end = 0, len(line)
-    while True:
-        while pos < end and line[pos] in b" \t\n\r\v\f":
-            pos += 1
-        if pos == end:
-            return words
-        word = bytearray()
-        quote = None  # b'"' or b"'" while inside quotes
-        while True:
-            char = line[pos : pos + 1]
-            if quote is not None:
-                # In double quotes a backslash escapes any byte (\n, \xHH... mean what they mean
-                # in C); in single quotes it only escapes a single quote.
-                escapes = pos + 1 < end if quote == b'"' else line[pos + 1 : pos + 2] == b"'"
-                hex_digits = line[pos + 2 : pos + 4]
-                if quote == b'"' and char == b"\\" and line[pos + 1 : pos + 2] == b"x" and _is_hex(hex_digits):
-                    word.append(int(hex_digits, 16))
-                    pos += 3
-                elif char == b"\\" and escapes:
-                    pos += 1
-                    escaped = line[pos : pos + 1]
-                    word += INLINE_ESCAPES.get(escaped, escaped) if quote == b'"' else escaped
-                elif char == quote:  # the closing quote
-                    if pos + 1 < end and line[pos + 1] not in b" \t\n\r\v\f":
-                        raise ProtocolError("Protocol error: unbalanced quotes in request")
-                    pos += 1
-                    break
-                elif not char:
-                    raise ProtocolError("Protocol error: unbalanced quotes in request")
-                else:
-                    word += char
-            elif not char or char in b" \n\r\t":
-                break
-            elif char in b"\"'":
-                quote = char
-            else:
-                word += char
-            pos += 1
-        words.append(bytes(word))
-
-
-INLINE_NEEDS_CAREFUL_SPLIT = re.compile(rb"[\"'\v\f\0]")  # what bytes.split() would treat differently
-INLINE_ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"a": b"\a"}
-
-
-def _is_hex(text: bytes) -> bool:
-    return len(text) == 2 and all(c in b"0123456789abcdefABCDEF" for c in text)
 
 
 class RequestParser:
@@ -305,59 +461,7 @@ class RequestParser:
         return pos
 
 
-
-class FastRequestParser(RequestParser):
-    """RequestParser with a shortcut for the common case: pipelines of well-formed "*N" requests.
-
-    The careful parser costs a handful of Python operations per argument. This
-    one splits the bytes on "\\r\\n" in one call (the splitting happens in C)
-    and takes each request's arguments as every second line, since a request
-    is N "$len" header lines alternating with N payload lines. That is only
-    right if no payload contains "\\r\\n" itself, so it checks every header
-    against its payload in one go afterwards, and hands all the bytes to the
-    careful parser if any pair disagrees. It starts only between requests,
-    and skips reads over SHORTCUT_MAX_BUFFER (a big value arriving), so no one
-    can make it split a huge payload into millions of lines.
-    --parser-shortcut no chooses the plain RequestParser, to measure the gain.
-
-    >>> FastRequestParser().feed(b"*3\\r\\n$3\\r\\nSET\\r\\n$1\\r\\nk\\r\\n$1\\r\\nv\\r\\n*1\\r\\n$4\\r\\nPING\\r\\n")
-    ([[b'SET', b'k', b'v'], [b'PING']], None)
-    """
-
-    def _parse_requests(self, data: bytes, commands: list[list[bytes]]) -> int:
-        pos = self._take_whole_requests(data, commands) if len(data) <= SHORTCUT_MAX_BUFFER else 0
-        return self._parse_carefully(data, pos, commands) if pos < len(data) else pos
-
-    @staticmethod
-    def _take_whole_requests(data: bytes, commands: list[list[bytes]]) -> int:
-        """Take complete "*N" requests from the start of data the fast way; return how many bytes they used."""
-        lines = data.split(CRLF)
-        last = len(lines) - 1  # lines[last] has no "\r\n" after it yet: it is incomplete
-        already = len(commands)
-        headers, payloads = [], []
-        i = 0
-        while i < last:
-            count = MULTIBULK_COUNTS.get(lines[i])  # b"*3" -> 3, for the usual small counts
-            end = i + 1 + 2 * count if count is not None else last + 1
-            if end > last:
-                break
-            args = lines[i + 2 : end : 2]
-            headers += lines[i + 1 : end : 2]
-            payloads += args
-            commands.append(args)
-            i = end
-        try:
-            consistent = headers == [BULK_HEADERS[len(payload)] for payload in payloads]
-        except IndexError:  # a payload too long for the table: rare, and slow to move anyway
-            consistent = False
-        if not consistent:  # a payload held "\r\n", or a header was odd: leave it all to the careful parser
-            del commands[already:]
-            return 0
-        if i == last:  # the usual case: everything up to the unfinished last line was taken
-            return len(data) - len(lines[last])
-        return sum(map(len, lines[:i])) + 2 * i
-
-# --- Encoding replies ---------------------------------------------------------
+# --- Encoding replies -----------------------------------------------------------
 
 OK = b"+OK\r\n"
 PONG = b"+PONG\r\n"
@@ -396,7 +500,104 @@ def bulk_array(values: Iterable[bytes]) -> bytes:
 
 
 # =============================================================================
-# 2. Keyspace: databases, values and expiry
+# Chapter 3. The command table: find the command, check it, run it
+# =============================================================================
+#
+# Redis finds a command by name in a table that also records its arity (how
+# many arguments it takes: N means exactly N counting the name, -N means at
+# least N) and its flags. The server checks the name and the arity before the
+# command runs, so each command function can trust the shape of its
+# arguments. Commands with subcommands (CLIENT SETNAME, CONFIG GET...) are
+# "containers": their subcommands have table entries of their own. What
+# COMMAND DOCS says of each command lives in one table of its own, in
+# Appendix C.
+#
+# Every command is a function (client, args) -> reply bytes, where args[0] is
+# the command name as the client sent it. It reaches the data through
+# client.db, the database the connection has SELECTed, and fails by raising
+# CommandError, which becomes an error reply.
+
+class CommandError(Exception):
+    """An error reply ("-ERR ..."). Unlike a ProtocolError, the connection stays open."""
+
+
+SYNTAX_ERROR = "ERR syntax error"
+NOT_AN_INTEGER = "ERR value is not an integer or out of range"
+
+CommandHandler = Callable[["Client", list], bytes]
+
+
+@dataclass(slots=True)
+class Command:
+    """One row of the command table: how to run a command. (What COMMAND DOCS says of it: COMMAND_DOCS.)"""
+
+    name: str  # lower case; "client|setname" for a subcommand
+    handler: CommandHandler | None  # None for a container such as CLIENT
+    arity: int  # N: exactly N arguments, counting the name; -N: at least N
+    flags: tuple[str, ...]  # "write", "readonly", "fast"...: COMMAND reports them
+    subcommands: dict[bytes, Command] = field(default_factory=dict)
+
+
+COMMANDS: dict[bytes, Command] = {}
+
+
+def command(name: str, arity: int, flags: str) -> Callable[[CommandHandler], CommandHandler]:
+    """Register the decorated function in the command table; "parent|sub" registers a subcommand."""
+
+    def register(handler: CommandHandler | None) -> CommandHandler | None:
+        entry = Command(name, handler, arity, tuple(flags.split()))
+        parent, _, sub = name.partition("|")
+        if sub:
+            COMMANDS[parent.encode()].subcommands[sub.encode()] = entry
+        else:
+            COMMANDS[name.encode()] = entry
+        return handler
+
+    return register
+
+
+def container(name: str) -> None:
+    """Register a command that only groups subcommands, such as CLIENT or CONFIG: alone, it is an arity error."""
+    command(name, -2, "")(None)
+
+
+def execute(client: Client, args: list[bytes]) -> bytes:
+    """Look the command (or subcommand) up, check its arity, run it, and return its reply."""
+    entry = COMMANDS.get(args[0].lower())
+    if entry is None:
+        if args[0].lower() in HTTP_REQUEST_WORDS:  # a web page's request: see below
+            client.server.security_warning_log.warning(SECURITY_WARNING)
+            raise ConnectionAborted
+        return unknown_command_error(args)
+    if entry.subcommands and len(args) > 1:
+        sub = entry.subcommands.get(args[1].lower())
+        if sub is None:
+            return error_reply(f"ERR unknown subcommand '{c_string(args[1])[:128]}'. Try {entry.name.upper()} HELP.")
+        entry = sub
+    arity = entry.arity
+    if (len(args) != arity) if arity > 0 else (len(args) < -arity):
+        return error_reply(f"ERR wrong number of arguments for '{entry.name}' command")
+    try:
+        return entry.handler(client, args)
+    except CommandError as error:
+        return error_reply(str(error))
+    except MemoryError:  # this request needed more memory than there is: it fails alone, the server goes on
+        log.warning("Out of memory while running '%s' for client %d", entry.name, client.id)
+        return error_reply(f"ERR out of memory while running '{entry.name}'")
+    except Exception:  # a bug must not cost the client its connection, or others theirs
+        log.exception("Command %s failed", text(args[0]))
+        return error_reply(f"ERR internal error while running '{entry.name}'")
+
+
+def parse_int_arg(value: bytes, message: str = NOT_AN_INTEGER) -> int:
+    number = parse_integer(value)
+    if number is None:
+        raise CommandError(message)
+    return number
+
+
+# =============================================================================
+# Chapter 4. The keyspace: databases, values and expiry
 # =============================================================================
 #
 # Redis keeps each database as a hash table from key to value, plus a second
@@ -404,36 +605,33 @@ def bulk_array(values: Iterable[bytes]) -> bytes:
 # does the same with two Python dicts, so a key without a TTL costs nothing
 # extra and "which keys can expire?" is just the second dict. Expire times are
 # absolute Unix times in milliseconds, so they survive a restart unchanged.
+# Only the Database class touches its dicts: commands go through its methods.
 #
 # An expired key must never be seen, but deleting it the very millisecond it
 # expires would need a timer per key. Redis combines two cheaper strategies:
 #
 #   * Lazy expiry: every command that looks a key up first checks its expire
-#     time and deletes the key if it has passed (Database.lookup below).
+#     time and deletes the key if it has passed (Database.lookup).
 #   * Active expiry: ten times a second, a background cycle samples keys that
 #     have a TTL and deletes the expired ones, so keys that nobody reads again
-#     do not sit in memory forever (Keyspace.active_expire_cycle below).
+#     do not sit in memory forever (Database.active_expire).
 #
 # Values are strings, Redis's string type: bytes as SET stores them, or a
-# bytearray once APPEND or SETRANGE has edited one in place (see OBJECT
-# ENCODING). String commands read keys through Database.lookup_string(), the
-# one place that would answer WRONGTYPE once other types (lists, hashes...)
-# live in the same dicts.
-#
+# bytearray once APPEND or SETRANGE has edited one in place (Appendix A).
+# String commands read keys through Database.lookup_string(), the one place
+# that would answer WRONGTYPE once other types (lists, hashes...) live in the
+# same dicts. Each database also keeps its keys in a list, in the order they
+# were added, for the two commands that need a key by position, RANDOMKEY and
+# SCAN (KeyList, Appendix A).
 
 DATABASES = 16  # Redis's default "databases" setting
 CONFIG_DEFAULT_HZ = 10  # how many times a second background jobs (active expiry) run
 ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP = 20  # keys sampled per round of the active expiry cycle
 ACTIVE_EXPIRE_CYCLE_ACCEPTABLE_STALE = 10  # % expired in a sample above which the cycle goes on
 ACTIVE_EXPIRE_CYCLE_SLOW_TIME_PERC = 25  # % of each 1/hz period the cycle may use at most
-RANDOMKEY_MAX_TRIES = 100  # dbRandomKey()'s maxtries: expired picks before RANDOMKEY gives up
 
 WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
 STRING_TYPES = (bytes, bytearray)  # the Python types a string value can have
-
-
-class CommandError(Exception):
-    """An error reply ("-ERR ..."). Unlike a ProtocolError, the connection stays open."""
 
 
 def now_ms() -> int:
@@ -721,344 +919,16 @@ class Keyspace:
 
 
 # =============================================================================
-# 3. Commands
+# Chapter 5. The core commands
 # =============================================================================
 #
-# Redis finds a command by name in a table that also records its arity (how
-# many arguments it takes: N means exactly N counting the name, -N means at
-# least N), its flags and where its keys are. The server checks the name and
-# the arity before the command runs, so each command function can trust the
-# shape of its arguments. Commands with subcommands (CLIENT SETNAME, CONFIG
-# GET...) are "containers": their subcommands have table entries of their own.
-#
-# Every command is a function (client, args) -> reply bytes, where args[0] is
-# the command name as the client sent it. It reaches the data through
-# client.db, the database the connection has SELECTed, and fails by raising
-# CommandError, which becomes an error reply.
+# One function per command, named after it, as in Redis's t_string.c: the
+# ones a first reading needs. Each checks its options, reads or changes the
+# keyspace, and returns its reply encoded in RESP. The rest of each family
+# (APPEND, RENAME, SCAN, GETEX...) is in Appendix A, and the connection and
+# introspection commands (HELLO, CLIENT, INFO...) in Appendix C.
 
-SYNTAX_ERROR = "ERR syntax error"
-NOT_AN_INTEGER = "ERR value is not an integer or out of range"
-NOT_A_FLOAT = "ERR value is not a valid float"
-NO_SUCH_KEY = "ERR no such key"
-STRING_TOO_LONG = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
-
-CommandHandler = Callable[["Client", list], bytes]
-
-
-@dataclass(slots=True)
-class Command:
-    """One row of the command table: how to run a command. (What COMMAND DOCS says of it: COMMAND_DOCS.)"""
-
-    name: str  # lower case; "client|setname" for a subcommand
-    handler: CommandHandler | None  # None for a container such as CLIENT
-    arity: int  # N: exactly N arguments, counting the name; -N: at least N
-    flags: tuple[str, ...]  # "write", "readonly", "fast"...: COMMAND reports them
-    subcommands: dict[bytes, Command] = field(default_factory=dict)
-
-
-COMMANDS: dict[bytes, Command] = {}
-
-
-def command(name: str, arity: int, flags: str) -> Callable[[CommandHandler], CommandHandler]:
-    """Register the decorated function in the command table; "parent|sub" registers a subcommand."""
-
-    def register(handler: CommandHandler | None) -> CommandHandler | None:
-        entry = Command(name, handler, arity, tuple(flags.split()))
-        parent, _, sub = name.partition("|")
-        if sub:
-            COMMANDS[parent.encode()].subcommands[sub.encode()] = entry
-        else:
-            COMMANDS[name.encode()] = entry
-        return handler
-
-    return register
-
-
-def container(name: str) -> None:
-    """Register a command that only groups subcommands, such as CLIENT or CONFIG: alone, it is an arity error."""
-    command(name, -2, "")(None)
-
-
-def execute(client: Client, args: list[bytes]) -> bytes:
-    """Look the command (or subcommand) up, check its arity, run it, and return its reply."""
-    entry = COMMANDS.get(args[0].lower())
-    if entry is None:
-        if args[0].lower() in HTTP_REQUEST_WORDS:  # a web page's request: see below
-            client.server.security_warning_log.warning(SECURITY_WARNING)
-            raise ConnectionAborted
-        return unknown_command_error(args)
-    if entry.subcommands and len(args) > 1:
-        sub = entry.subcommands.get(args[1].lower())
-        if sub is None:
-            return error_reply(f"ERR unknown subcommand '{c_string(args[1])[:128]}'. Try {entry.name.upper()} HELP.")
-        entry = sub
-    arity = entry.arity
-    if (len(args) != arity) if arity > 0 else (len(args) < -arity):
-        return error_reply(f"ERR wrong number of arguments for '{entry.name}' command")
-    try:
-        return entry.handler(client, args)
-    except CommandError as error:
-        return error_reply(str(error))
-    except MemoryError:  # this request needed more memory than there is: it fails alone, the server goes on
-        log.warning("Out of memory while running '%s' for client %d", entry.name, client.id)
-        return error_reply(f"ERR out of memory while running '{entry.name}'")
-    except Exception:  # a bug must not cost the client its connection, or others theirs
-        log.exception("Command %s failed", text(args[0]))
-        return error_reply(f"ERR internal error while running '{entry.name}'")
-
-
-# A web page cannot open a TCP connection of its own, but it can make the
-# browser send an HTTP request anywhere, 127.0.0.1:6379 included: a line
-# "POST / HTTP/1.1", header lines such as "Host: 127.0.0.1:6379", then a body
-# the page chooses. Read as inline commands, that body would run: SET, FLUSHALL,
-# anything ("cross protocol scripting"). Neither "POST" nor "Host:" is a Redis
-# command, so Redis takes either one, as the first word of a request, as proof
-# of an attack: it drops the connection at once, runs nothing more that the
-# client sent and answers nothing, not even the commands before it, and logs a
-# warning at most once a minute (an attacker can repeat the request at will).
-HTTP_REQUEST_WORDS = {b"post", b"host:"}
-SECURITY_WARNING = ("Possible SECURITY ATTACK detected. It looks like somebody is sending POST or Host: commands to "
-                    "Redis. This is likely due to an attacker attempting to use Cross Protocol Scripting to "
-                    "compromise your Redis instance. Connection aborted.")
-SECURITY_WARNING_INTERVAL = 60  # seconds between two such log lines
-
-
-class ConnectionAborted(Exception):
-    """Drop the client now: none of its pending commands run, none of its replies is sent (CLIENT_CLOSE_ASAP)."""
-
-
-def unknown_command_error(args: list[bytes]) -> bytes:
-    # Redis quotes the arguments as C strings (up to a NUL byte), ~128 chars in all.
-    quoted = ""
-    for arg in args[1:]:
-        if len(quoted) >= 128:
-            break
-        quoted += "'" + c_string(arg)[: 128 - len(quoted)] + "' "
-    name = c_string(args[0])[:128]
-    return error_reply(f"ERR unknown command '{name}', with args beginning with: {quoted}")
-
-
-def text(value: bytes) -> str:
-    """Bytes as str for messages and logs; bytes that are not UTF-8 survive the round trip."""
-    return value.decode("utf-8", "surrogateescape")
-
-
-def c_string(value: bytes) -> str:
-    """An argument as Redis's C code prints it in an error message: it ends at the first NUL byte."""
-    return text(value.split(b"\0", 1)[0])
-
-
-def parse_int_arg(value: bytes, message: str = NOT_AN_INTEGER) -> int:
-    number = parse_integer(value)
-    if number is None:
-        raise CommandError(message)
-    return number
-
-
-# --- Glob patterns: KEYS, SCAN MATCH, CONFIG GET -------------------------------
-#
-# Redis matches a key against a glob pattern with stringmatchlen() (util.c). It
-# walks the pattern and the key together and, at a "*", tries the rest of the
-# pattern at every later position of the key, recursively. That backtracking
-# takes exponential time on patterns like "a*a*a*...b", so Redis 7.0.9 added a
-# rule (CVE-2022-36021): once the rest of the pattern after a "*" has failed at
-# every position, the earlier stars stop trying longer matches.
-#
-# We get the same answers in bounded time without backtracking. Every token but
-# "*" matches exactly one byte ("x", "?", "[a-z]"), so the stars cut the pattern
-# into fixed-length segments. The first segment must match at the start of the
-# key, the last one at its end, and each one in between at its leftmost place
-# after the one before it: matching earlier never hurts, because it leaves more
-# of the key for the segments that follow. That is at most len(key) tries per
-# segment, O(len(key) * len(pattern)) in all, as in Redis; a segment of plain
-# bytes is found by bytes.find(), which runs in C.
-#
-# The pattern is read with precompiled regular expressions, never compiled into
-# one of its own: Python's re module would keep it in its cache. And it is read
-# only as far as the keys need: a segment needs as many bytes of a key as it
-# has tokens, so a pattern that needs more bytes than a key has cannot match it.
-# As in Redis, a 1 MB pattern costs next to nothing against short keys.
-
-GLOB_TOKEN = re.compile(rb"\*+|\?+|\[\^?|[^*?[\\]+|\\.?", re.DOTALL)
-# stars | question marks | the start of a set | plain bytes | "\x", the byte x (a lone "\" at the end is itself)
-SET_ITEM = re.compile(rb"\\(.)|([^\]\\])-(.)|(\])|(.)", re.DOTALL)
-# in a set: "\x" | a range "a-z" | the closing "]" | one byte (a lone "\" at the end is itself)
-PLAIN_PREFIX_GLOB = re.compile(rb"([^*?[\\]+)\*+")  # "user:*": plain bytes, then stars
-
-ALL_BYTES = bytes(range(256))
-# Redis compares range ends as C chars, which are signed on x86-64: bytes 0x80-0xff
-# come before 0x00, so "[a-\xff]" runs from \xff (-1) up to "a".
-C_CHAR_ORDER = bytes(range(0x80, 0x100)) + bytes(range(0x80))
-# Redis 7.2.6 made stringmatchlen() give up (no match) when it has to nest more than
-# 1000 stars deep (CVE-2024-31228), and Debian's 7.0.15 carries that fix: a pattern
-# with more than 1000 stars that have more pattern after them matches nothing.
-GLOB_MAX_STARS = 1000
-
-
-def glob_matcher(pattern: bytes) -> Callable[[bytes], bool]:
-    """A predicate for keys matching a Redis glob pattern ("*" and "prefix*" are matched cheaply)."""
-    if pattern == b"*":
-        return lambda key: True  # Redis skips matching here too, and so lists even the empty key
-    if plain_prefix := PLAIN_PREFIX_GLOB.fullmatch(pattern):  # the most common pattern after "*"
-        prefix = plain_prefix[1]
-        return lambda key: key.startswith(prefix)
-    return GlobPattern(pattern).matches
-
-
-class GlobPattern:
-    """A glob pattern cut at its stars into segments, read only as far as the keys need it."""
-
-    def __init__(self, pattern: bytes) -> None:
-        self.pattern = pattern
-        self.read_to = 0  # the pattern up to here is in self.segments
-        self.segments = [GlobSegment()]
-        self.shortest_key = 0  # the bytes of a key that the segments read so far need
-        self.read_whole = False
-        # Once it is read whole: the longest key it can match, and how to find each segment in a key.
-        self.longest_key = 0
-        self.first = self.last = (bytes.find, b"", 0)
-        self.middle: list[tuple[Callable[..., int], bytes | GlobSegment, int]] = []
-
-    def matches(self, key: bytes) -> bool:
-        """Whether the key matches: each segment in its place, as the comment above explains."""
-        if not self.read_whole and not self.read_for(len(key)):
-            return False
-        if not self.shortest_key <= len(key) <= self.longest_key:
-            return False
-        (find_first, first, first_length), (find_last, last, last_length) = self.first, self.last
-        end = len(key) - last_length
-        if first_length and find_first(key, first, 0, first_length) != 0:
-            return False
-        if last_length and find_last(key, last, end, len(key)) != end:
-            return False
-        position = first_length
-        for find, segment, length in self.middle:
-            position = find(key, segment, position, end)
-            if position < 0:
-                return False
-            position += length
-        return True
-
-    def read_for(self, key_length: int) -> bool:
-        """Read on to the end of the pattern (True), unless it needs more than key_length bytes first."""
-        pattern = self.pattern
-        while self.read_to < len(pattern):
-            if self.shortest_key > key_length:
-                return False
-            token = GLOB_TOKEN.match(pattern, self.read_to)  # one of its choices takes any byte
-            text, self.read_to = token[0], token.end()
-            kind, segment = text[:1], self.segments[-1]
-            if kind == b"*":
-                self.segments.append(GlobSegment())
-                continue
-            if len(self.segments) > GLOB_MAX_STARS + 1:
-                self.read_whole, self.longest_key = True, -1  # so that it matches no key at all
-                return True
-            offset = segment.length
-            if kind == b"?":
-                segment.length += len(text)
-            elif kind == b"[":
-                members, self.read_to = read_set(pattern, self.read_to)
-                segment.sets.append((offset, set_bytes(members, negate=text == b"[^")))
-                segment.length += 1
-            else:
-                literal = text[-1:] if kind == b"\\" else text
-                segment.literals.append((offset, literal))
-                segment.length += len(literal)
-            self.shortest_key += segment.length - offset
-        finders = [segment.finder() for segment in self.segments]
-        if len(finders) == 1:  # no star: the segment is the whole key
-            self.first, self.longest_key = finders[0], self.shortest_key
-        else:
-            self.first, *self.middle, self.last = finders
-            # stringmatchlen() matches the empty key to the empty pattern only.
-            self.shortest_key, self.longest_key = max(self.shortest_key, 1), sys.maxsize
-        self.read_whole = True
-        return True
-
-
-class GlobSegment:
-    """A stretch of a glob pattern between two stars: tokens that each match exactly one byte."""
-
-    __slots__ = ("length", "literals", "sets")
-
-    def __init__(self) -> None:
-        self.length = 0  # how many bytes of a key it covers
-        self.literals: list[tuple[int, bytes]] = []  # (offset, bytes that must be there); "?" adds none
-        self.sets: list[tuple[int, bytes]] = []  # (offset, the bytes allowed there)
-
-    def finder(self) -> tuple[Callable[..., int], bytes | GlobSegment, int]:
-        """How to find the segment in a key: (function, what it looks for, how many bytes that covers)."""
-        if not self.sets and sum(len(text) for _, text in self.literals) == self.length:
-            return bytes.find, b"".join(text for _, text in self.literals), self.length  # plain bytes
-        return find_segment, self, self.length
-
-    def matches_at(self, key: bytes, position: int) -> bool:
-        """Whether key[position : position + self.length] matches; the caller makes sure that it fits."""
-        for offset, text in self.literals:
-            if not key.startswith(text, position + offset):
-                return False
-        for offset, allowed in self.sets:
-            if key[position + offset] not in allowed:
-                return False
-        return True
-
-
-def find_segment(key: bytes, segment: GlobSegment, start: int, end: int) -> int:
-    """Like bytes.find(): the leftmost place in key[start:end] where the segment matches, or -1."""
-    last_start = end - segment.length
-    position = start
-    while position <= last_start:
-        if segment.literals:  # jump, at C speed, to the next place where its first literal bytes are
-            offset, text = segment.literals[0]
-            found = key.find(text, position + offset, last_start + offset + len(text))
-            if found < 0:
-                return -1
-            position = found - offset
-        if segment.matches_at(key, position):
-            return position
-        position += 1
-    return -1
-
-
-def read_set(pattern: bytes, start: int) -> tuple[bytes, int]:
-    """The members of the set whose body starts at start, and the offset after the set.
-
-    Its body holds bytes, "\\x" escapes and "a-z" ranges up to a "]"; an unclosed set takes the rest
-    of the pattern. A body with no escape and no range is its own list of members.
-    """
-    close = pattern.find(b"]", start)
-    if close < 0:
-        close = len(pattern)
-    body = pattern[start:close]
-    if b"\\" not in body and b"-" not in body:
-        return body, min(close + 1, len(pattern))
-    members: set[int] = set()
-    items_seen: set[bytes] = set()  # a long set repeats its items: expand each one once
-    for item in SET_ITEM.finditer(pattern, start):
-        if item[0] in items_seen:
-            continue
-        items_seen.add(item[0])
-        escaped, first, last, closing, single = item.groups()
-        if closing:
-            return bytes(members), item.end()
-        members.update(byte_range(first[0], last[0]) if first else escaped or single)
-    return bytes(members), len(pattern)
-
-
-def set_bytes(members: bytes, negate: bool) -> bytes:
-    """The distinct bytes a set accepts: at most 256, so that `in` is quick."""
-    outside = ALL_BYTES.translate(None, members)  # every byte that is not a member
-    return outside if negate else ALL_BYTES.translate(None, outside)
-
-
-def byte_range(first: int, last: int) -> bytes:
-    """The bytes of the range "a-z" in a set; "z-a" is the same range."""
-    low, high = sorted((C_CHAR_ORDER.index(first), C_CHAR_ORDER.index(last)))
-    return C_CHAR_ORDER[low : high + 1]
-
-
-# --- Connection commands ------------------------------------------------------
+# --- Connection -------------------------------------------------------------
 
 
 @command("ping", -1, "fast")
@@ -1085,89 +955,23 @@ def select_command(client: Client, args: list[bytes]) -> bytes:
     return OK
 
 
-@command("hello", -1, "fast")
-def hello_command(client: Client, args: list[bytes]) -> bytes:
-    protocol = client.protocol
-    if len(args) > 1:
-        protocol = parse_integer(args[1])
-        if protocol is None:
-            raise CommandError("ERR Protocol version is not an integer or out of range")
-        if protocol not in (2, 3):
-            raise CommandError("NOPROTO unsupported protocol version")
-    name = None
-    i = 2
-    while i < len(args):
-        option = args[i].upper()
-        if option == b"AUTH" and i + 2 < len(args):
-            # No users or passwords exist yet: everyone is the "default" user.
-            if args[i + 1] != b"default":
-                raise CommandError("WRONGPASS invalid username-password pair or user is disabled.")
-            i += 3
-        elif option == b"SETNAME" and i + 1 < len(args):
-            name = check_client_name(args[i + 1])
-            i += 2
-        else:
-            raise CommandError(f"ERR Syntax error in HELLO option '{c_string(args[i])}'")
-    if name is not None:
-        client.name = name
-    client.set_protocol(protocol)
-    return client.map_reply([
-        (b"server", bulk(b"redis")),
-        (b"version", bulk(REDIS_VERSION.encode())),
-        (b"proto", integer(protocol)),
-        (b"id", integer(client.id)),
-        (b"mode", bulk(b"standalone")),
-        (b"role", bulk(b"master")),
-        (b"modules", EMPTY_ARRAY),
-    ])
+# --- Keys -----------------------------------------------------------------------
+
+@command("del", -2, "write")
+def del_command(client: Client, args: list[bytes]) -> bytes:
+    delete = client.db.delete
+    return integer(sum(delete(key) for key in args[1:]))
 
 
-container("client")
+@command("exists", -2, "readonly fast")
+def exists_command(client: Client, args: list[bytes]) -> bytes:
+    exists = client.db.exists
+    return integer(sum(exists(key) for key in args[1:]))
 
 
-def check_client_name(name: bytes) -> bytes:
-    if any(c < 0x21 or c > 0x7E for c in name):
-        raise CommandError("ERR Client names cannot contain spaces, newlines or special characters.")
-    return name
-
-
-@command("client|setname", 3, "")
-def client_setname_command(client: Client, args: list[bytes]) -> bytes:
-    client.name = check_client_name(args[2])
-    return OK
-
-
-@command("client|getname", 2, "")
-def client_getname_command(client: Client, args: list[bytes]) -> bytes:
-    return bulk(client.name) if client.name else client.null
-
-
-@command("client|id", 2, "")
-def client_id_command(client: Client, args: list[bytes]) -> bytes:
-    return integer(client.id)
-
-
-@command("client|setinfo", 4, "")
-def client_setinfo_command(client: Client, args: list[bytes]) -> bytes:
-    # Added in Redis 7.2; redis-py sends it on every connection, so we accept it.
-    attribute = args[2].lower()
-    if attribute not in (b"lib-name", b"lib-ver"):
-        raise CommandError(f"ERR Unrecognized option '{c_string(args[2])}'")
-    client.library[attribute] = check_client_name(args[3])
-    return OK
-
-
-@command("client|info", 2, "")
-def client_info_command(client: Client, args: list[bytes]) -> bytes:
-    return bulk(client.describe() + b"\n")
-
-
-@command("client|list", -2, "")
-def client_list_command(client: Client, args: list[bytes]) -> bytes:
-    return bulk(b"".join(other.describe() + b"\n" for other in client.server.clients))
-
-
-# --- Server commands ----------------------------------------------------------
+@command("keys", 2, "readonly")
+def keys_command(client: Client, args: list[bytes]) -> bytes:
+    return bulk_array(client.db.matching_keys(glob_matcher(args[1])))
 
 
 @command("dbsize", 1, "readonly fast")
@@ -1194,598 +998,7 @@ def flushall_command(client: Client, args: list[bytes]) -> bytes:
     return OK
 
 
-@command("save", 1, "admin noscript")
-def save_command(client: Client, args: list[bytes]) -> bytes:
-    try:
-        client.server.save()
-    except OSError as error:
-        log.warning("SAVE failed: %s", error)
-        raise CommandError("ERR") from error
-    return OK
-
-
-@command("lastsave", 1, "fast")
-def lastsave_command(client: Client, args: list[bytes]) -> bytes:
-    return integer(client.server.last_save)
-
-
-@command("shutdown", -1, "admin noscript")
-def shutdown_command(client: Client, args: list[bytes]) -> bytes:
-    options = {arg.upper() for arg in args[1:]}
-    if not options <= {b"NOSAVE", b"SAVE"} or len(options) > 1:
-        raise CommandError(SYNTAX_ERROR)
-    if not client.server.shutdown(save=b"NOSAVE" not in options):
-        raise CommandError("ERR Errors trying to SHUTDOWN. Check logs.")  # the save failed: still serving
-    client.close_after_reply = True  # run nothing more: it could not be saved
-    return b""  # like Redis, the connection just closes
-
-
-@command("time", 1, "fast")
-def time_command(client: Client, args: list[bytes]) -> bytes:
-    seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
-    return bulk_array([b"%d" % seconds, b"%d" % micros])
-
-
-def debug_allowed(client: Client) -> bool:
-    """DEBUG can stop the server for everyone: like Redis, allow it by --enable-debug-command."""
-    setting = client.server.options.enable_debug_command
-    return setting == "yes" or (setting == "local" and client.address.startswith(("127.", "::1", "[::1]")))
-
-
-@command("debug", -2, "admin noscript")
-def debug_command(client: Client, args: list[bytes]) -> bytes:
-    # Two of Redis's DEBUG switches, kept because they let you watch a design choice at work:
-    #   DEBUG SET-ACTIVE-EXPIRE 0  stops the active expiry cycle: expired keys then stay in
-    #                              memory (DBSIZE, INFO memory) until something looks them up.
-    #   DEBUG SLEEP 2              blocks the event loop, and so every client, for two seconds.
-    if not debug_allowed(client):
-        raise CommandError(
-            'ERR DEBUG command not allowed. If the enable-debug-command option is set to "local", you can run it '
-            "from a local connection, otherwise you need to set this option in the configuration file, and then "
-            "restart the server.")
-    subcommand = args[1].upper()
-    if subcommand == b"SET-ACTIVE-EXPIRE" and len(args) == 3:
-        client.server.active_expiry_enabled = args[2] != b"0"
-        return OK
-    if subcommand == b"SLEEP" and len(args) == 3:
-        seconds = parse_long_double(args[2])  # like C's atof(), anything unreadable counts as 0
-        with contextlib.suppress(OverflowError):  # beyond the clock's range: Redis's microsecond count overflows
-            time.sleep(float(seconds) if isinstance(seconds, Fraction) and seconds > 0 else 0)  # and it does not sleep
-        return OK
-    raise CommandError(f"ERR unknown subcommand or wrong number of arguments for '{c_string(args[1])}'. "
-                       "Try DEBUG HELP.")
-
-
-def info_text(server: Server, sections: set[str]) -> str:
-    """The text of INFO: "# Section" headers followed by field:value lines."""
-    uptime = int(time.time() - server.start_time)
-    memory = resident_memory_bytes()
-    fields = {
-        "server": {
-            "redis_version": REDIS_VERSION,
-            "redis_mode": "standalone",
-            "server_name": "educational-redis-clone",
-            "server_version": SERVER_VERSION,
-            "os": f"{platform.system()} {platform.release()} {platform.machine()}",
-            "arch_bits": "64" if sys.maxsize > 2**32 else "32",
-            "multiplexing_api": "asyncio",
-            "python_version": platform.python_version(),
-            "process_id": str(os.getpid()),
-            "tcp_port": str(server.port),
-            "uptime_in_seconds": str(uptime),
-            "uptime_in_days": str(uptime // 86400),
-            "hz": str(CONFIG_DEFAULT_HZ),
-            "executable": os.path.abspath(__file__),
-        },
-        "clients": {"connected_clients": str(len(server.clients)), "blocked_clients": "0"},
-        "memory": {"used_memory": str(memory), "used_memory_rss": str(memory), "maxmemory": "0"},
-        "persistence": {
-            "loading": "0",
-            "rdb_changes_since_last_save": str(server.keyspace.changes() - server.changes_at_last_save),
-            "rdb_bgsave_in_progress": "0",
-            "rdb_last_save_time": str(server.last_save),
-            "aof_enabled": "0",
-        },
-        "stats": {
-            "total_connections_received": str(server.connections_received),
-            "total_commands_processed": str(server.commands_processed),
-            "expired_keys": str(server.keyspace.expired_count()),
-        },
-        "replication": {"role": "master", "connected_slaves": "0"},
-        "cluster": {"cluster_enabled": "0"},
-        "keyspace": {
-            f"db{db.index}": f"keys={len(db.data)},expires={len(db.expires)},avg_ttl={db.avg_ttl}"
-            for db in server.keyspace.databases if db.data
-        },
-    }
-    if not sections or sections & {"all", "everything", "default"}:
-        sections = set(fields)
-    return "\r\n".join(
-        f"# {name.capitalize()}\r\n" + "".join(f"{key}:{value}\r\n" for key, value in values.items())
-        for name, values in fields.items() if name in sections
-    )
-
-
-@command("info", -1, "")
-def info_command(client: Client, args: list[bytes]) -> bytes:
-    sections = {arg.lower().decode("latin-1") for arg in args[1:]}
-    return bulk(info_text(client.server, sections).encode())
-
-
-container("config")
-
-
-def config_values(server: Server) -> dict[str, str]:
-    """The settings CONFIG GET reports: the server's real values, under Redis's names."""
-    return {
-        "port": str(server.port),
-        "bind": " ".join(server.options.bind),
-        "dir": os.path.abspath(server.options.dir),
-        "dbfilename": server.options.dbfilename,
-        "loglevel": server.options.loglevel,
-        "databases": str(DATABASES),
-        "hz": str(CONFIG_DEFAULT_HZ),
-        "save": "",  # no periodic snapshots: SAVE and shutdown only
-        "appendonly": "no",
-        "proto-max-bulk-len": str(PROTO_MAX_BULK_LEN),
-        "maxmemory": "0",
-        "maxclients": str(server.options.maxclients),
-        "tcp-backlog": str(server.options.tcp_backlog),
-        "timeout": "0",
-        "enable-debug-command": server.options.enable_debug_command,
-        "client-query-buffer-limit": str(server.options.client_query_buffer_limit),
-        "parser-shortcut": server.options.parser_shortcut,  # this server's own settings
-        "batch-writes": server.options.batch_writes,
-    }
-
-
-def reset_stats(server: Server) -> None:
-    server.commands_processed = 0
-    server.connections_received = 0
-    for db in server.keyspace.databases:
-        db.expired_count = 0
-
-
-@command("config|get", -3, "admin noscript")
-def config_get_command(client: Client, args: list[bytes]) -> bytes:
-    settings = config_values(client.server)
-    matchers = [glob_matcher(pattern.lower()) for pattern in args[2:]]
-    pairs = [(name.encode(), bulk(value.encode())) for name, value in settings.items()
-             if any(match(name.encode()) for match in matchers)]
-    return client.map_reply(pairs)
-
-
-@command("config|resetstat", 2, "admin noscript")
-def config_resetstat_command(client: Client, args: list[bytes]) -> bytes:
-    reset_stats(client.server)
-    return OK
-
-
-@command("command", -1, "")
-def command_command(client: Client, args: list[bytes]) -> bytes:
-    return array([command_info(entry) for entry in COMMANDS.values()])
-
-
-def command_info(entry: Command) -> bytes:
-    docs = COMMAND_DOCS[entry.name]
-    flags = array([simple_string(flag) for flag in entry.flags])
-    categories = array([simple_string("@" + category) for category in entry.flags + (docs.group,)
-                        if category in ("read", "write", "fast", "admin", "connection", "server", "string",
-                                        "keyspace", "generic")])
-    first_key, last_key, key_step = docs.keys
-    return array([bulk(entry.name.encode()), integer(entry.arity), flags, integer(first_key), integer(last_key),
-                  integer(key_step), categories, EMPTY_ARRAY, EMPTY_ARRAY,
-                  array([command_info(sub) for sub in entry.subcommands.values()])])
-
-
-def command_docs(client: Client, entry: Command) -> bytes:
-    docs = COMMAND_DOCS[entry.name]
-    reply = [(b"summary", bulk(docs.summary.encode())), (b"since", bulk(docs.since.encode())),
-             (b"group", bulk(docs.group.encode()))]
-    if docs.usage:
-        # One argument holding the whole usage line: that is all redis-cli needs for its hints.
-        reply.append((b"arguments", array([client.map_reply([(b"name", bulk(docs.usage.encode())),
-                                                             (b"type", bulk(b"string"))])])))
-    if entry.subcommands:
-        reply.append((b"subcommands", client.map_reply(
-            [(sub.name.encode(), command_docs(client, sub)) for sub in entry.subcommands.values()])))
-    return client.map_reply(reply)
-
-
-@dataclass(frozen=True, slots=True)
-class CommandDocs:
-    """What COMMAND INFO and COMMAND DOCS say of a command, and what redis-cli's help shows."""
-
-    group: str  # "string", "keyspace", "server"...
-    since: str  # the Redis version that added it
-    summary: str
-    usage: str = ""  # its arguments, as redis-cli's help shows them
-    keys: tuple[int, int, int] = (0, 0, 0)  # where its keys are: first argument, last (-1: the end), step
-
-
-COMMAND_DOCS: dict[str, CommandDocs] = {
-    "append": CommandDocs("string", "2.0.0", "Append a value to a key", "key value", keys=(1, 1, 1)),
-    "client": CommandDocs("connection", "2.4.0", "A container for client connection commands"),
-    "client|getname": CommandDocs("connection", "2.6.9", "Get the current connection name"),
-    "client|id": CommandDocs("connection", "5.0.0", "Returns the client ID for the current connection"),
-    "client|info": CommandDocs("connection", "6.2.0", "Returns information about the current client connection"),
-    "client|list": CommandDocs("connection", "2.4.0", "Get the list of client connections"),
-    "client|setinfo": CommandDocs("connection", "7.2.0", "Set client or connection specific info",
-        "LIB-NAME libname|LIB-VER libver"),
-    "client|setname": CommandDocs("connection", "2.6.9", "Set the current connection name", "connection-name"),
-    "command": CommandDocs("server", "2.8.13", "Get array of Redis command details"),
-    "command|count": CommandDocs("server", "2.8.13", "Get total number of Redis commands"),
-    "command|docs": CommandDocs("server", "7.0.0", "Get array of specific Redis command documentation",
-        "[command-name [command-name ...]]"),
-    "command|info": CommandDocs("server", "2.8.13",
-        "Get array of specific Redis command details, or all when no argument is given",
-        "[command-name [command-name ...]]"),
-    "command|list": CommandDocs("server", "7.0.0", "Get an array of Redis command names"),
-    "config": CommandDocs("server", "2.0.0", "A container for server configuration commands"),
-    "config|get": CommandDocs("server", "1.0.0", "Get the values of configuration parameters",
-        "parameter [parameter ...]"),
-    "config|resetstat": CommandDocs("server", "1.0.0", "Reset the stats returned by INFO"),
-    "copy": CommandDocs("keyspace", "6.2.0", "Copy a key",
-        "source destination [DB destination-db] [REPLACE]", keys=(1, 2, 1)),
-    "dbsize": CommandDocs("server", "1.0.0", "Return the number of keys in the selected database"),
-    "debug": CommandDocs("server", "1.0.0", "Debugging switches: turn active expiry off or on, block the server",
-        "SET-ACTIVE-EXPIRE 0|1|SLEEP seconds"),
-    "decr": CommandDocs("string", "1.0.0", "Decrement the integer value of a key by one", "key", keys=(1, 1, 1)),
-    "decrby": CommandDocs("string", "1.0.0", "Decrement the integer value of a key by the given number",
-        "key decrement", keys=(1, 1, 1)),
-    "del": CommandDocs("keyspace", "1.0.0", "Delete a key", "key [key ...]", keys=(1, -1, 1)),
-    "echo": CommandDocs("connection", "1.0.0", "Echo the given string", "message"),
-    "exists": CommandDocs("keyspace", "1.0.0", "Determine if a key exists", "key [key ...]", keys=(1, -1, 1)),
-    "expire": CommandDocs("keyspace", "1.0.0", "Set a key's time to live in seconds",
-        "key seconds [NX|XX|GT|LT]", keys=(1, 1, 1)),
-    "expireat": CommandDocs("keyspace", "1.2.0", "Set the expiration for a key as a UNIX timestamp",
-        "key unix-time-seconds [NX|XX|GT|LT]", keys=(1, 1, 1)),
-    "expiretime": CommandDocs("keyspace", "7.0.0", "Get the expiration Unix timestamp for a key",
-        "key", keys=(1, 1, 1)),
-    "flushall": CommandDocs("server", "1.0.0", "Remove all keys from all databases", "[ASYNC|SYNC]"),
-    "flushdb": CommandDocs("server", "1.0.0", "Remove all keys from the current database", "[ASYNC|SYNC]"),
-    "get": CommandDocs("string", "1.0.0", "Get the value of a key", "key", keys=(1, 1, 1)),
-    "getdel": CommandDocs("string", "6.2.0", "Get the value of a key and delete the key", "key", keys=(1, 1, 1)),
-    "getex": CommandDocs("string", "6.2.0", "Get the value of a key and optionally set its expiration",
-        "key [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds|PERSIST]", keys=(1, 1, 1)),
-    "getrange": CommandDocs("string", "2.4.0", "Get a substring of the string stored at a key",
-        "key start end", keys=(1, 1, 1)),
-    "getset": CommandDocs("string", "1.0.0", "Set the string value of a key and return its old value",
-        "key value", keys=(1, 1, 1)),
-    "hello": CommandDocs("connection", "6.0.0", "Handshake with Redis",
-        "[protover [AUTH username password] [SETNAME clientname]]"),
-    "incr": CommandDocs("string", "1.0.0", "Increment the integer value of a key by one", "key", keys=(1, 1, 1)),
-    "incrby": CommandDocs("string", "1.0.0", "Increment the integer value of a key by the given amount",
-        "key increment", keys=(1, 1, 1)),
-    "incrbyfloat": CommandDocs("string", "2.6.0", "Increment the float value of a key by the given amount",
-        "key increment", keys=(1, 1, 1)),
-    "info": CommandDocs("server", "1.0.0", "Get information and statistics about the server",
-        "[section [section ...]]"),
-    "keys": CommandDocs("keyspace", "1.0.0", "Find all keys matching the given pattern", "pattern"),
-    "lastsave": CommandDocs("server", "1.0.0", "Get the UNIX time stamp of the last successful save to disk"),
-    "mget": CommandDocs("string", "1.0.0", "Get the values of all the given keys", "key [key ...]", keys=(1, -1, 1)),
-    "move": CommandDocs("keyspace", "1.0.0", "Move a key to another database", "key db", keys=(1, 1, 1)),
-    "mset": CommandDocs("string", "1.0.1", "Set multiple keys to multiple values",
-        "key value [key value ...]", keys=(1, -1, 2)),
-    "msetnx": CommandDocs("string", "1.0.1", "Set multiple keys to multiple values, only if none of the keys exist",
-        "key value [key value ...]", keys=(1, -1, 2)),
-    "object": CommandDocs("keyspace", "2.2.3", "A container for object introspection commands"),
-    "object|encoding": CommandDocs("keyspace", "1.0.0", "Inspect the internal encoding of a Redis object",
-        "key", keys=(2, 2, 1)),
-    "persist": CommandDocs("keyspace", "2.2.0", "Remove the expiration from a key", "key", keys=(1, 1, 1)),
-    "pexpire": CommandDocs("keyspace", "2.6.0", "Set a key's time to live in milliseconds",
-        "key milliseconds [NX|XX|GT|LT]", keys=(1, 1, 1)),
-    "pexpireat": CommandDocs("keyspace", "2.6.0",
-        "Set the expiration for a key as a UNIX timestamp specified in milliseconds",
-        "key unix-time-milliseconds [NX|XX|GT|LT]", keys=(1, 1, 1)),
-    "pexpiretime": CommandDocs("keyspace", "7.0.0", "Get the expiration Unix timestamp for a key in milliseconds",
-        "key", keys=(1, 1, 1)),
-    "ping": CommandDocs("connection", "1.0.0", "Ping the server", "[message]"),
-    "psetex": CommandDocs("string", "2.6.0", "Set the value and expiration in milliseconds of a key",
-        "key milliseconds value", keys=(1, 1, 1)),
-    "pttl": CommandDocs("keyspace", "2.6.0", "Get the time to live for a key in milliseconds", "key", keys=(1, 1, 1)),
-    "quit": CommandDocs("connection", "1.0.0", "Close the connection"),
-    "randomkey": CommandDocs("keyspace", "1.0.0", "Return a random key from the keyspace"),
-    "rename": CommandDocs("keyspace", "1.0.0", "Rename a key", "key newkey", keys=(1, 2, 1)),
-    "renamenx": CommandDocs("keyspace", "1.0.0", "Rename a key, only if the new key does not exist",
-        "key newkey", keys=(1, 2, 1)),
-    "save": CommandDocs("server", "1.0.0", "Synchronously save the dataset to disk"),
-    "scan": CommandDocs("keyspace", "2.8.0", "Incrementally iterate the keys space",
-        "cursor [MATCH pattern] [COUNT count] [TYPE type]"),
-    "select": CommandDocs("connection", "1.0.0", "Change the selected database for the current connection", "index"),
-    "set": CommandDocs("string", "1.0.0", "Set the string value of a key",
-        "key value [NX|XX] [GET] [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds"
-        "|KEEPTTL]", keys=(1, 1, 1)),
-    "setex": CommandDocs("string", "2.0.0", "Set the value and expiration of a key",
-        "key seconds value", keys=(1, 1, 1)),
-    "setnx": CommandDocs("string", "1.0.0", "Set the value of a key, only if the key does not exist",
-        "key value", keys=(1, 1, 1)),
-    "setrange": CommandDocs("string", "2.2.0", "Overwrite part of a string at key starting at the specified offset",
-        "key offset value", keys=(1, 1, 1)),
-    "shutdown": CommandDocs("server", "1.0.0", "Synchronously save the dataset to disk and then shut down the server",
-        "[NOSAVE|SAVE]"),
-    "strlen": CommandDocs("string", "2.2.0", "Get the length of the value stored in a key", "key", keys=(1, 1, 1)),
-    "substr": CommandDocs("string", "1.0.0", "Get a substring of the string stored at a key",
-        "key start end", keys=(1, 1, 1)),
-    "swapdb": CommandDocs("server", "4.0.0", "Swaps two Redis databases", "index1 index2"),
-    "time": CommandDocs("server", "2.6.0", "Return the current server time"),
-    "touch": CommandDocs("keyspace", "3.2.1",
-        "Alters the last access time of a key(s). Returns the number of existing keys specified.",
-        "key [key ...]", keys=(1, -1, 1)),
-    "ttl": CommandDocs("keyspace", "1.0.0", "Get the time to live for a key in seconds", "key", keys=(1, 1, 1)),
-    "type": CommandDocs("keyspace", "1.0.0", "Determine the type stored at key", "key", keys=(1, 1, 1)),
-    "unlink": CommandDocs("keyspace", "4.0.0", "Delete a key asynchronously in another thread",
-        "key [key ...]", keys=(1, -1, 1)),
-}
-
-
-@command("command|count", 2, "")
-def command_count_command(client: Client, args: list[bytes]) -> bytes:
-    return integer(len(COMMANDS))
-
-
-@command("command|info", -2, "")
-def command_info_command(client: Client, args: list[bytes]) -> bytes:
-    names = args[2:] or list(COMMANDS)
-    return array([command_info(COMMANDS[name.lower()]) if name.lower() in COMMANDS else client.null
-                  for name in names])
-
-
-@command("command|docs", -2, "")
-def command_docs_command(client: Client, args: list[bytes]) -> bytes:
-    names = [name.lower() for name in args[2:]] or list(COMMANDS)
-    return client.map_reply([(name, command_docs(client, COMMANDS[name])) for name in names if name in COMMANDS])
-
-
-@command("command|list", -2, "")
-def command_list_command(client: Client, args: list[bytes]) -> bytes:
-    return bulk_array(COMMANDS)
-
-
-# --- Keyspace commands --------------------------------------------------------
-
-
-@command("del", -2, "write")
-def del_command(client: Client, args: list[bytes]) -> bytes:
-    delete = client.db.delete
-    return integer(sum(delete(key) for key in args[1:]))
-
-
-@command("unlink", -2, "write fast")
-def unlink_command(client: Client, args: list[bytes]) -> bytes:
-    # Redis frees big values in a background thread; here freeing is Python's job, so UNLINK is DEL.
-    return del_command(client, args)
-
-
-@command("exists", -2, "readonly fast")
-def exists_command(client: Client, args: list[bytes]) -> bytes:
-    exists = client.db.exists
-    return integer(sum(exists(key) for key in args[1:]))
-
-
-@command("touch", -2, "readonly fast")
-def touch_command(client: Client, args: list[bytes]) -> bytes:
-    return exists_command(client, args)  # no LRU clock to update: touching is checking
-
-
-@command("type", 2, "readonly fast")
-def type_command(client: Client, args: list[bytes]) -> bytes:
-    return b"+string\r\n" if client.db.exists(args[1]) else b"+none\r\n"
-
-
-@command("keys", 2, "readonly")
-def keys_command(client: Client, args: list[bytes]) -> bytes:
-    return bulk_array(client.db.matching_keys(glob_matcher(args[1])))
-
-
-@command("randomkey", 1, "readonly")
-def randomkey_command(client: Client, args: list[bytes]) -> bytes:
-    key = client.db.random_key()
-    return client.null if key is None else bulk(key)
-
-
-@command("rename", 3, "write")
-def rename_command(client: Client, args: list[bytes]) -> bytes:
-    rename(client.db, args[1], args[2], replace=True)
-    return OK
-
-
-@command("renamenx", 3, "write fast")
-def renamenx_command(client: Client, args: list[bytes]) -> bytes:
-    return ONE if rename(client.db, args[1], args[2], replace=False) else ZERO
-
-
-def rename(db: Database, old: bytes, new: bytes, replace: bool) -> bool:
-    """Move a value and its TTL to a new name; False if not replace and the new name is taken."""
-    if not db.exists(old):
-        raise CommandError(NO_SUCH_KEY)
-    if old == new:
-        return replace
-    if db.exists(new) and not replace:
-        return False
-    db.copy_to(old, db, new, move=True)
-    return True
-
-
-@command("copy", -3, "write")
-def copy_command(client: Client, args: list[bytes]) -> bytes:
-    source = target = client.db
-    replace = False
-    i = 3
-    while i < len(args):
-        option = args[i].upper()
-        if option == b"REPLACE":
-            replace = True
-            i += 1
-        elif option == b"DB" and i + 1 < len(args):
-            target = client.server.database(args[i + 1])
-            i += 2
-        else:
-            raise CommandError(SYNTAX_ERROR)
-    if source is target and args[1] == args[2]:
-        raise CommandError("ERR source and destination objects are the same")
-    if not source.exists(args[1]) or (target.exists(args[2]) and not replace):
-        return ZERO
-    source.copy_to(args[1], target, args[2])
-    return ONE
-
-
-@command("move", 3, "write fast")
-def move_command(client: Client, args: list[bytes]) -> bytes:
-    source = client.db
-    target = client.server.database(args[2])
-    if source is target:
-        raise CommandError("ERR source and destination objects are the same")
-    if not source.exists(args[1]) or target.exists(args[1]):
-        return ZERO
-    source.copy_to(args[1], target, args[1], move=True)
-    return ONE
-
-
-@command("swapdb", 3, "write fast")
-def swapdb_command(client: Client, args: list[bytes]) -> bytes:
-    databases = client.server.keyspace.databases
-    first = parse_int_arg(args[1], "ERR invalid first DB index")
-    second = parse_int_arg(args[2], "ERR invalid second DB index")
-    if not (0 <= first < DATABASES and 0 <= second < DATABASES):
-        raise CommandError("ERR DB index is out of range")
-    databases[first].swap_contents(databases[second])
-    return OK
-
-
-# SCAN's promise: a key present for the whole scan is returned at least once.
-# A cursor is a position in the database's list of keys: see the top of
-# section 2 for how it survives inserts and deletes. Each call costs O(COUNT),
-# whatever the size of the database, and an open scan costs the server nothing.
-
-
-class KeyList:
-    """A database's keys in the order they were added, so that RANDOMKEY and SCAN find keys by position.
-
-    A hash table finds a key by its name in O(1), but RANDOMKEY and SCAN need
-    keys by position. Redis reads positions straight off its table: RANDOMKEY
-    picks a random bucket, and a SCAN cursor is a bucket number. A Python dict
-    shows no buckets, so each Database also keeps a list of its keys in the
-    order they were added (the same key objects: 8 bytes a key). Deleting a key
-    leaves its entry in the list, stale, because taking it out would shift every
-    entry after it. Once stale entries outnumber live ones, the list is rebuilt
-    from the dict, which keeps its keys in the order they were added too: that
-    "compaction" costs O(n), but only after n deletes, so O(1) a delete on
-    average. Then:
-
-      * RANDOMKEY picks random positions until one holds a live key. At least
-        half of the entries are live, so that takes under two tries on average.
-      * A SCAN cursor is a position in the list, and each call reads the COUNT
-        entries from there. Redis promises that a key present for the whole
-        scan is returned at least once. A compaction moves each entry down by
-        at most the number of entries it removes, so a cursor also counts the
-        entries removed so far ("virtual position" = position + removed), and
-        a call resumes at cursor - removed now: perhaps before keys it already
-        returned, never after one it has not. Redis allows the rest: a key
-        added or deleted during the scan may be returned or not, and any key
-        may be returned twice (here, one the scan stepped back over, or one
-        deleted and added again, whose stale entry reads as live too).
-    """
-
-    def __init__(self) -> None:
-        self._entries: list[bytes] = []  # every key in the order it was added, and stale entries
-        self._removed = 0  # how many entries compactions have ever removed: a cursor counts them too
-
-    def append(self, key: bytes) -> None:
-        self._entries.append(key)
-
-    def extend(self, keys: list[bytes]) -> None:
-        self._entries += keys
-
-    def removed(self, data: dict[bytes, bytes | bytearray]) -> None:
-        """A key was taken out of data: its entry is stale now. Compact once stale entries outnumber live ones."""
-        if len(self._entries) > 2 * len(data):
-            self.compact(data)
-
-    def compact(self, data: dict[bytes, bytes | bytearray]) -> None:
-        """Rebuild the list from data, which keeps its keys in the order they were added too."""
-        self._removed += len(self._entries) - len(data)
-        self._entries = list(data)
-
-    def random_entry(self) -> bytes:
-        """An entry picked at random: a live key, or (less than half the time) a stale one. The list is not empty."""
-        return random.choice(self._entries)
-
-    def entries_from(self, cursor: int, count: int) -> tuple[int, dict[bytes, None]]:
-        """SCAN's window: the next cursor (0 at the end), and count entries from the cursor's position on.
-
-        A key deleted and added again has two entries: like Redis, one reply
-        names a key once, so the entries come as the keys of a dict (which
-        keeps the first of each).
-        """
-        start = max(cursor - self._removed, 0)
-        end = start + count
-        next_cursor = end + self._removed if end < len(self._entries) else 0
-        return next_cursor, dict.fromkeys(self._entries[start:end])
-
-
-@command("scan", -2, "readonly")
-def scan_command(client: Client, args: list[bytes]) -> bytes:
-    cursor = parse_scan_cursor(args[1])
-    count, matches, type_name = 10, glob_matcher(b"*"), None
-    i = 2
-    while i < len(args):
-        option = args[i].lower()
-        if option == b"count" and i + 1 < len(args):
-            count = parse_int_arg(args[i + 1])
-            if count < 1:
-                raise CommandError(SYNTAX_ERROR)
-        elif option == b"match" and i + 1 < len(args):
-            matches = glob_matcher(args[i + 1])
-        elif option == b"type" and i + 1 < len(args):
-            type_name = args[i + 1].lower()
-        else:
-            raise CommandError(SYNTAX_ERROR)
-        i += 2
-    next_cursor, keys = client.db.scan(cursor, count, matches)
-    return array([bulk(b"%d" % next_cursor), bulk_array(keys if type_name in (None, b"string") else [])])
-
-
-def parse_scan_cursor(value: bytes) -> int:
-    # Redis reads the cursor with C's strtoul(): a sign and leading zeros are allowed, "-1" wraps around.
-    match = SCAN_CURSOR.fullmatch(value)
-    if match is None or int(match[2] or b"0") >= 2**64:
-        raise CommandError("ERR invalid cursor")
-    return -int(match[2] or b"0") % 2**64 if match[1] == b"-" else int(match[2] or b"0")
-
-
-SCAN_CURSOR = re.compile(rb"([+-]?)(?=[0-9])0*([0-9]{0,20})|")  # 2**64 has 20 digits; "" reads as 0, "+" not
-
-
-container("object")
-
-# Redis stores a string in one of three encodings: a 64-bit integer in place of
-# a pointer ("int"), a short string in the same allocation as its header
-# ("embstr"), or a separate, growable buffer ("raw"). SET tries them in that
-# order; APPEND and SETRANGE edit strings in place, so they leave them raw; and
-# INCRBYFLOAT stores its result without trying "int". This server keeps a string
-# as bytes until APPEND or SETRANGE edits it, and from then on as a bytearray,
-# its growable buffer: so "raw" means a bytearray, or bytes too long for embstr.
-OBJ_ENCODING_EMBSTR_SIZE_LIMIT = 44
-
-
-class FloatString(bytes):
-    """A string value INCRBYFLOAT wrote: Redis does not try the "int" encoding for it."""
-
-
-@command("object|encoding", 3, "readonly")
-def object_encoding_command(client: Client, args: list[bytes]) -> bytes:
-    value = client.db.lookup(args[2])
-    if value is None:
-        return client.null
-    if type(value) is bytearray or len(value) > OBJ_ENCODING_EMBSTR_SIZE_LIMIT:
-        return bulk(b"raw")
-    if type(value) is not FloatString and len(value) <= 20 and parse_integer(value) is not None:
-        return bulk(b"int")
-    return bulk(b"embstr")
-
-
-# --- Expiry commands ----------------------------------------------------------
+# --- Expiry ---------------------------------------------------------------------
 
 UNIT_SECONDS, UNIT_MILLISECONDS = 1000, 1  # milliseconds per unit
 
@@ -1862,16 +1075,6 @@ def ttl_command(client: Client, args: list[bytes]) -> bytes:
 @command("pttl", 2, "readonly fast")
 def pttl_command(client: Client, args: list[bytes]) -> bytes:
     return ttl_generic(client, args[1], in_ms=True, absolute=False)
-
-
-@command("expiretime", 2, "readonly fast")
-def expiretime_command(client: Client, args: list[bytes]) -> bytes:
-    return ttl_generic(client, args[1], in_ms=False, absolute=True)
-
-
-@command("pexpiretime", 2, "readonly fast")
-def pexpiretime_command(client: Client, args: list[bytes]) -> bytes:
-    return ttl_generic(client, args[1], in_ms=True, absolute=True)
 
 
 @command("persist", 2, "write fast")
@@ -1956,66 +1159,10 @@ def set_command(client: Client, args: list[bytes]) -> bytes:
     return OK
 
 
-@command("setnx", 3, "write fast")
-def setnx_command(client: Client, args: list[bytes]) -> bytes:
-    db = client.db
-    if db.exists(args[1]):
-        return ZERO
-    db.set(args[1], args[2])
-    return ONE
-
-
-def set_with_expire(client: Client, args: list[bytes], option: bytes) -> bytes:
-    when = expire_at_ms(option, args[2], text(args[0]).lower())
-    client.db.set(args[1], args[3])
-    client.db.set_expire(args[1], when)
-    return OK
-
-
-@command("setex", 4, "write")
-def setex_command(client: Client, args: list[bytes]) -> bytes:
-    return set_with_expire(client, args, b"EX")
-
-
-@command("psetex", 4, "write")
-def psetex_command(client: Client, args: list[bytes]) -> bytes:
-    return set_with_expire(client, args, b"PX")
-
-
 @command("get", 2, "readonly fast")
 def get_command(client: Client, args: list[bytes]) -> bytes:
     value = client.db.lookup_string(args[1])
     return client.null if value is None else b"$%d\r\n%s\r\n" % (len(value), value)
-
-
-@command("getset", 3, "write fast")
-def getset_command(client: Client, args: list[bytes]) -> bytes:
-    old = client.db.lookup_string(args[1])
-    client.db.set(args[1], args[2])
-    return client.null if old is None else bulk(old)
-
-
-@command("getdel", 2, "write fast")
-def getdel_command(client: Client, args: list[bytes]) -> bytes:
-    value = client.db.lookup_string(args[1])
-    if value is None:
-        return client.null
-    client.db.delete(args[1])
-    return bulk(value)
-
-
-@command("getex", -2, "write fast")
-def getex_command(client: Client, args: list[bytes]) -> bytes:
-    db = client.db
-    flags, expire_option, expire_arg = parse_set_options(args, 2, {b"PERSIST", b"EX", b"PX", b"EXAT", b"PXAT"})
-    value = db.lookup_string(args[1])
-    if value is None:
-        return client.null
-    if expire_option:
-        db.expire_or_delete(args[1], expire_at_ms(expire_option, expire_arg, "getex"))
-    elif b"PERSIST" in flags:
-        db.remove_expire(args[1])
-    return bulk(value)
 
 
 @command("mget", -2, "readonly fast")
@@ -2034,16 +1181,6 @@ def mset_command(client: Client, args: list[bytes]) -> bytes:
         raise CommandError("ERR wrong number of arguments for 'mset' command")
     client.db.set_many(args[1:])
     return OK
-
-
-@command("msetnx", -3, "write")
-def msetnx_command(client: Client, args: list[bytes]) -> bytes:
-    if len(args) % 2 == 0:
-        raise CommandError("ERR wrong number of arguments for 'msetnx' command")
-    if any(client.db.exists(args[i]) for i in range(1, len(args), 2)):
-        return ZERO
-    mset_command(client, args)
-    return ONE
 
 
 def increment(client: Client, key: bytes, amount: int) -> bytes:
@@ -2081,176 +1218,31 @@ def decrby_command(client: Client, args: list[bytes]) -> bytes:
     return increment(client, args[1], -amount)
 
 
-# INCRBYFLOAT does its arithmetic in C's "long double", on x86 an 80-bit float
-# with a 64-bit mantissa, and prints the result with "%.17Lf", trailing zeros
-# removed. Python's float has only 53 bits, which would print 0.1 + 0.2 as
-# 0.30000000000000004 where Redis prints 0.3. So we compute exactly with
-# Fraction and round every result to the long double grid ourselves.
-LDBL_MANT_DIG = 64  # bits of mantissa
-LDBL_MIN_EXP = -16381  # 2**(LDBL_MIN_EXP - 1) is the smallest normal number
-LDBL_MAX_EXP = 16384  # numbers must stay below 2**LDBL_MAX_EXP
-MAX_LONG_DOUBLE_CHARS = 5 * 1024  # Redis refuses longer numeric strings
-DECIMAL_FLOAT = re.compile(rb"[+-]?(\d+\.?\d*|\.\d+)(?:[eE]([+-]?\d+))?")
-HEX_FLOAT = re.compile(rb"[+-]?0[xX]([0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP]([+-]?\d+))?")
-# A number whose exponent is beyond these is out of range whatever its mantissa,
-# which has fewer than MAX_LONG_DOUBLE_CHARS digits: long doubles span about
-# 10**±4951 (2**±16445), and a hex digit is 4 bits. Refusing it early spares
-# computing a power such as 10**81920 exactly, which takes a fifth of a second.
-EXPONENT_LIMITS = {10: MAX_LONG_DOUBLE_CHARS + 5000, 2: 4 * MAX_LONG_DOUBLE_CHARS + 16500}  # by base
-INFINITY_TEXT = re.compile(rb"[+-]?(inf|infinity)", re.IGNORECASE)
-INFINITY = "inf"  # stands for a long double infinity of either sign
+# --- Persistence ----------------------------------------------------------------
+
+@command("save", 1, "admin noscript")
+def save_command(client: Client, args: list[bytes]) -> bytes:
+    try:
+        client.server.save()
+    except OSError as error:
+        log.warning("SAVE failed: %s", error)
+        raise CommandError("ERR") from error
+    return OK
 
 
-def round_to_long_double(exact: Fraction) -> Fraction | str:
-    """Round an exact number to the nearest long double (ties to even); INFINITY if it overflows."""
-    if exact == 0:
-        return exact
-    magnitude = abs(exact)
-    exponent = magnitude.numerator.bit_length() - magnitude.denominator.bit_length()
-    if Fraction(2) ** exponent > magnitude:
-        exponent -= 1  # now 2**exponent <= magnitude < 2**(exponent + 1)
-    step_exponent = max(exponent, LDBL_MIN_EXP - 1) - (LDBL_MANT_DIG - 1)  # the spacing of the grid here
-    steps = round(magnitude / Fraction(2) ** step_exponent)
-    rounded = steps * Fraction(2) ** step_exponent
-    if rounded >= Fraction(2) ** LDBL_MAX_EXP:
-        return INFINITY
-    return rounded if exact > 0 else -rounded
-
-
-def parse_long_double(value: bytes) -> Fraction | str | None:
-    """Parse a number as Redis's string2ld() does (strtold, then checks); None if it is not a valid float."""
-    if not value or len(value) >= MAX_LONG_DOUBLE_CHARS or value[:1].isspace():
-        return None
-    if INFINITY_TEXT.fullmatch(value):
-        return INFINITY
-    if match := HEX_FLOAT.fullmatch(value):
-        whole, _, fraction = match[1].partition(b".")
-        mantissa = Fraction(int(whole + fraction or b"0", 16), 16 ** len(fraction))
-        base, exponent = 2, parse_exponent(match[2])
-    elif match := DECIMAL_FLOAT.fullmatch(value):
-        mantissa = Fraction(Decimal(match[1].decode()))
-        base, exponent = 10, parse_exponent(match[2])
-    else:
-        return None  # including "nan", which Redis refuses
-    if mantissa == 0:
-        return Fraction(0)
-    if abs(exponent) > EXPONENT_LIMITS[base]:
-        return None  # beyond the range either way, and slow to compute exactly
-    rounded = round_to_long_double(mantissa * Fraction(base) ** exponent)
-    if rounded == INFINITY or rounded == 0:  # overflow or underflow: strtold reports ERANGE
-        return None
-    return -rounded if value[:1] == b"-" else rounded
-
-
-def parse_exponent(text: bytes | None) -> int:
-    """The exponent of a float literal: strtold reads as many digits as there are, leading zeros included.
-
-    Python's int() refuses to read more than 4300 digits (a guard against slow
-    conversions, sys.get_int_max_str_digits), so an exponent of more than nine
-    significant digits is not converted but read as 10**9: like the exponent
-    itself, far beyond EXPONENT_LIMITS.
-    """
-    if text is None:
-        return 0
-    sign = -1 if text.startswith(b"-") else 1
-    digits = text.lstrip(b"+-").lstrip(b"0")
-    if len(digits) > 9:
-        return sign * 10**9
-    return sign * int(digits or b"0")
-
-
-def format_long_double(value: Fraction) -> bytes:
-    """Print like C's printf("%.17Lf") with trailing zeros (and a trailing ".") removed."""
-    scaled = round(value * 10**17)
-    # Up to 4950 digits: str() of an int refuses more than 4300 (see parse_exponent); Decimal has no such limit.
-    digits = str(Decimal(abs(scaled))).rjust(18, "0")
-    number = f"{'-' if value < 0 else ''}{digits[:-17]}.{digits[-17:]}".rstrip("0").rstrip(".")
-    return b"0" if number == "-0" else number.encode()
-
-
-@command("incrbyfloat", 3, "write fast")
-def incrbyfloat_command(client: Client, args: list[bytes]) -> bytes:
-    db = client.db
-    old = db.lookup_string(args[1])
-    value = Fraction(0) if old is None else parse_long_double(old)
-    increment_by = parse_long_double(args[2])
-    if value is None or increment_by is None:
-        raise CommandError(NOT_A_FLOAT)
-    if isinstance(value, str) or isinstance(increment_by, str):  # infinities
-        raise CommandError("ERR increment would produce NaN or Infinity")
-    result = round_to_long_double(value + increment_by)
-    if result == INFINITY:
-        raise CommandError("ERR increment would produce NaN or Infinity")
-    formatted = FloatString(format_long_double(result))
-    db.set(args[1], formatted, keep_ttl=True)
-    return bulk(formatted)
-
-
-def check_string_length(length: int) -> None:
-    if length > PROTO_MAX_BULK_LEN:
-        raise CommandError(STRING_TOO_LONG)
-
-
-@command("append", 3, "write")
-def append_command(client: Client, args: list[bytes]) -> bytes:
-    db = client.db
-    old = db.lookup_string(args[1])
-    if old is None:
-        db.set(args[1], args[2])
-        return integer(len(args[2]))
-    check_string_length(len(old) + len(args[2]))
-    value = db.string_to_edit(args[1])
-    value += args[2]  # in place: a bytearray keeps spare room at its end, so an append costs what it adds
-    return integer(len(value))
-
-
-@command("strlen", 2, "readonly fast")
-def strlen_command(client: Client, args: list[bytes]) -> bytes:
-    value = client.db.lookup_string(args[1])
-    return integer(0 if value is None else len(value))
-
-
-@command("getrange", 4, "readonly")
-def getrange_command(client: Client, args: list[bytes]) -> bytes:
-    start, end = parse_int_arg(args[2]), parse_int_arg(args[3])
-    value = client.db.lookup_string(args[1])
-    if value is None or (start < 0 and end < 0 and start > end):
-        return EMPTY_BULK
-    length = len(value)
-    # Negative offsets count from the end; the range is inclusive and clipped.
-    start = max(start + length if start < 0 else start, 0)
-    end = min(max(end + length if end < 0 else end, 0), length - 1)
-    return EMPTY_BULK if start > end or length == 0 else bulk(value[start : end + 1])
-
-
-@command("substr", 4, "readonly")
-def substr_command(client: Client, args: list[bytes]) -> bytes:
-    return getrange_command(client, args)
-
-
-@command("setrange", 4, "write")
-def setrange_command(client: Client, args: list[bytes]) -> bytes:
-    offset = parse_int_arg(args[2])
-    if offset < 0:
-        raise CommandError("ERR offset is out of range")
-    patch = args[3]
-    db = client.db
-    old = db.lookup_string(args[1])
-    if not patch:  # nothing to write: report the length, create nothing
-        return integer(0 if old is None else len(old))
-    check_string_length(offset + len(patch))
-    if old is None:
-        db.set(args[1], bytearray())  # Redis creates the new string raw, whatever its length
-    value = db.string_to_edit(args[1])
-    if offset > len(value):
-        value += bytes(offset - len(value))  # writing past the end pads the gap with zero bytes
-    value[offset : offset + len(patch)] = patch  # in place: only the patch's bytes are copied
-    return integer(len(value))
-
+@command("shutdown", -1, "admin noscript")
+def shutdown_command(client: Client, args: list[bytes]) -> bytes:
+    options = {arg.upper() for arg in args[1:]}
+    if not options <= {b"NOSAVE", b"SAVE"} or len(options) > 1:
+        raise CommandError(SYNTAX_ERROR)
+    if not client.server.shutdown(save=b"NOSAVE" not in options):
+        raise CommandError("ERR Errors trying to SHUTDOWN. Check logs.")  # the save failed: still serving
+    client.close_after_reply = True  # run nothing more: it could not be saved
+    return b""  # like Redis, the connection just closes
 
 
 # =============================================================================
-# 4. Persistence: the JSON snapshot
+# Chapter 6. The snapshot: saved atomically, loaded strictly
 # =============================================================================
 #
 # Redis can persist in two ways. An RDB snapshot writes the whole dataset to a
@@ -2437,272 +1429,37 @@ def _load_entries(keyspace: Keyspace, text: str) -> int:
 
 
 # =============================================================================
-# 5. Server: one event loop, many clients
+# Chapter 7. Startup and shutdown
 # =============================================================================
 #
-# Redis serves thousands of clients from one thread. It never waits on a
-# socket: the operating system tells its event loop which sockets have bytes
-# to read, and it handles each in turn. A command runs from start to finish
-# without interruption, so no locks are needed and every command is atomic,
-# but a slow command (KEYS on a huge database) makes every client wait.
+# Startup happens in Redis's order: read the configuration, make sure the
+# process may open a file descriptor for every client it will accept, load the
+# snapshot (and refuse to go on if it is unreadable), only then listen, and log
+# one line saying where.
 #
-# asyncio gives Python the same design. For each connection it creates one
-# ClientConnection (an asyncio.Protocol) and calls data_received() with
-# whatever bytes arrived. We parse them and run every complete command.
-# Nothing in this path awaits, so a command can never be interleaved with
-# another.
+# Each connection holds a file descriptor, and the OS caps how many a process
+# may have open ("ulimit -n", often 1024). Past the cap, accept() fails and new
+# clients wait unanswered. So Redis caps its clients first: at most maxclients
+# (10000) at once, plus 32 descriptors kept for itself (the listening sockets,
+# the snapshot file...). At startup it raises the process's limit to fit, and
+# if the OS does not allow that, it lowers maxclients and says so. A client over
+# maxclients is accepted just long enough to be told why, then disconnected.
+# Connections not accepted yet wait in the kernel's backlog queue, tcp-backlog
+# (511) of them: a burst of connects must not find it full.
 #
-# Replies are not sent the moment they are ready. Like Redis, which queues
-# them and writes them all in beforeSleep() (handleClientsWithPendingWrites),
-# just before its event loop waits for new events, the server collects the
-# replies of every client served in one pass of the loop and then writes
-# them back to back, one write per client. With pipelining, one read carries
-# many commands, so that is one system call per read instead of per reply;
-# and with many busy clients, writing them together is cheaper than
-# interleaving each write with the next client's work: the receiving
-# processes are woken once in a burst rather than one at a time. asyncio has
-# no beforeSleep hook, so BeforeSleepSelector adds one where the loop is
-# about to wait: in the selector's select(). When a pass of the loop serves a
-# single client, there is nothing to batch with, and its replies go at once
-# rather than wait behind the loop's own bookkeeping. --batch-writes no sends
-# each read's replies at once, to measure the difference.
-#
-# A client can ask for more than it reads: one packet of 2,000 "GET k" of a
-# 1 MB value asks for 2 GB of replies. So a connection runs its requests only
-# while its unsent output stays under OUTPUT_PAUSE_BYTES; past that it stops,
-# and stops reading the socket, until the client has read enough. Large
-# replies are handed to the socket a slice at a time (ReplyBuffer). What one
-# client costs in memory is bounded by its own reads, not by what it asks.
+# Shutdown (SIGTERM, Ctrl+C or SHUTDOWN) saves the snapshot first, while the
+# server still runs; only once the data is safely on disk does it stop
+# accepting connections, let each client's queued replies go out, and exit 0.
+# If the save fails (a full disk, a directory gone), exiting would throw away
+# every change since the last save. So, like Redis, the server logs why,
+# answers SHUTDOWN with an error, and keeps serving: free the disk and shut
+# down again, or use SHUTDOWN NOSAVE to give the changes up. Redis retries on
+# every signal; here a second SIGTERM or Ctrl+C after a failed save tries once
+# more and then exits anyway, with exit code 1: whoever asks twice wants the
+# process gone, and the log says exactly what was lost.
 
-
-class Client:
-    """The state of one connection that commands can read and change."""
-
-    def __init__(self, server: Server, client_id: int, address: str, transport: asyncio.Transport) -> None:
-        self.server = server
-        self.transport = transport
-        self.id = client_id
-        self.address = address
-        self.db = server.keyspace.databases[0]
-        self.protocol = 2  # RESP2 until HELLO 3
-        self.null = RESP2_NULL
-        self.name = b""
-        self.library: dict[bytes, bytes] = {}  # CLIENT SETINFO lib-name / lib-ver
-        self.close_after_reply = False
-        self.created = time.monotonic()
-
-    def set_protocol(self, version: int) -> None:
-        self.protocol = version
-        self.null = RESP3_NULL if version == 3 else RESP2_NULL
-
-    def map_reply(self, pairs: list[tuple[bytes, bytes]]) -> bytes:
-        """A map of bulk-string keys to encoded values: "%" in RESP3, a flat array in RESP2."""
-        body = b"".join(bulk(key) + value for key, value in pairs)
-        return b"%s%d\r\n%s" % (b"%" if self.protocol == 3 else b"*", len(pairs) * (1 if self.protocol == 3 else 2),
-                                body)
-
-    def describe(self) -> bytes:
-        """One line of CLIENT LIST."""
-        age = int(time.monotonic() - self.created)
-        return (f"id={self.id} addr={self.address} laddr={self.server.address} fd=0 name={text(self.name)} "
-                f"age={age} idle=0 flags=N db={self.db.index} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 "
-                f"argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default "
-                f"redir=-1 resp={self.protocol} lib-name={text(self.library.get(b'lib-name', b''))} "
-                f"lib-ver={text(self.library.get(b'lib-ver', b''))}").encode()
-
-
-# How much unsent output one client may have before the server stops running its
-# commands. A client that pipelines requests but never reads the replies would
-# otherwise make the server produce replies without end (Redis's own answer is
-# client-output-buffer-limit, which disconnects such a client). This server
-# pauses instead: it stops running the client's commands and reading its
-# socket until the client has read enough, so nobody is disconnected and the
-# memory a client holds stays bounded by this limit plus one reply.
-OUTPUT_PAUSE_BYTES = 1024 * 1024  # this server's own setting; Redis has no such pause
-NET_MAX_WRITES_PER_EVENT = 64 * 1024  # Redis writes at most this much to one client per event
-
-
-class ReplyBuffer:
-    """One connection's replies that are not yet handed to the socket (Redis's per-client reply list).
-
-    Small replies leave together, in one write. A large reply leaves a slice
-    at a time, as the client reads it, so that the server never holds more
-    than the one copy of it that the reply itself is.
-
-    >>> replies = ReplyBuffer()
-    >>> replies.append(b"+OK\\r\\n"); replies.append(b":1\\r\\n")
-    >>> replies.size, replies.take()
-    (9, b'+OK\\r\\n:1\\r\\n')
-    >>> replies.append(b"x" * 100_000)
-    >>> len(replies.take()), replies.size
-    (65536, 34464)
-    """
-
-    def __init__(self) -> None:
-        self._replies: collections.deque[bytes] = collections.deque()
-        self._offset = 0  # how much of the first reply was already taken
-        self.size = 0  # bytes not yet taken
-
-    def __bool__(self) -> bool:
-        return self.size > 0
-
-    def append(self, reply: bytes) -> None:
-        self._replies.append(reply)
-        self.size += len(reply)
-
-    def take(self, limit: int = NET_MAX_WRITES_PER_EVENT) -> bytes | memoryview:
-        """Remove and return the next bytes to write: whole replies up to about limit bytes, or a slice of one."""
-        if self.size <= limit and not self._offset:  # the usual case: everything, in one piece
-            data = b"".join(self._replies)
-            self._replies.clear()
-        elif len(self._replies[0]) - self._offset > limit:  # a large reply: its next slice, without copying it
-            data = memoryview(self._replies[0])[self._offset : self._offset + limit]
-            self._offset += limit
-        else:  # the rest of the first reply, and as many whole replies after it as fit
-            pieces = [memoryview(self._replies.popleft())[self._offset :]]
-            self._offset = 0
-            taken = len(pieces[0])
-            while self._replies and taken + len(self._replies[0]) <= limit:
-                taken += len(self._replies[0])
-                pieces.append(self._replies.popleft())
-            data = b"".join(pieces)
-        self.size -= len(data)
-        return data
-
-    def clear(self) -> None:
-        self._replies.clear()
-        self._offset = self.size = 0
-
-
-class ClientConnection(asyncio.Protocol):
-    """Bytes in, commands run, replies out: the life of one TCP connection."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.parser = FastRequestParser() if server.options.parser_shortcut == "yes" else RequestParser()
-        self.transport: asyncio.Transport | None = None
-        self.client: Client | None = None
-        self.requests: collections.deque[list[bytes]] = collections.deque()  # parsed, not yet run
-        self.last_reply: bytes | None = None  # after the requests: a final reply (b"" for none), then close
-        self.replies = ReplyBuffer()  # encoded replies not yet handed to the socket
-        self.transport_full = False  # between pause_writing() and resume_writing()
-        self.reading_paused = False  # while requests wait for the client to read its replies
-        self.write_queued = False  # in BeforeSleepSelector's list of connections to write before the loop sleeps
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        if len(self.server.clients) >= self.server.options.maxclients:  # see section 6
-            transport.write(MAX_CLIENTS_REACHED)
-            transport.close()
-            return
-        peer = transport.get_extra_info("peername")
-        address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        self.client = self.server.client_connected(address, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            # Send small replies at once instead of waiting to fill a packet (Nagle's algorithm).
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            commands, protocol_error = self.parser.feed(data)
-            self.requests += commands
-            client = self.client
-            if protocol_error is not None:
-                log.debug("Protocol error from client %d (%s): %s", client.id, client.address, protocol_error)
-                self.last_reply = error_reply(f"ERR {protocol_error}")
-            elif self.parser.pending_size > self.server.options.client_query_buffer_limit:
-                log.warning("Closing client %d (%s): it reached the query buffer limit", client.id, client.address)
-                self.last_reply = b""
-            self.run_requests()
-        except MemoryError:
-            self.out_of_memory()
-
-    def run_requests(self) -> None:
-        """Run the parsed requests in order and queue their replies, while the client's unsent output allows."""
-        client = self.client
-        ran = 0
-        try:
-            while True:
-                while self.requests and not client.close_after_reply and not self.output_full():
-                    self.replies.append(execute(client, self.requests.popleft()))
-                    ran += 1
-                if not self.requests or client.close_after_reply or self.transport_full:
-                    break
-                self.write_replies()  # over the limit: hand the replies to the socket now, go on if it took them
-        except ConnectionAborted:  # a browser's request (see execute): nothing more is run or sent
-            self.requests.clear()
-            self.replies.clear()
-            self.transport.abort()
-            return
-        finally:
-            self.server.commands_processed += ran
-        if self.requests and not client.close_after_reply:
-            self.transport.pause_reading()  # until the client reads: resume_writing() carries on
-            self.reading_paused = True
-            return
-        if self.reading_paused:
-            self.transport.resume_reading()
-            self.reading_paused = False
-        if self.last_reply is not None and not client.close_after_reply:
-            self.replies.append(self.last_reply)
-            client.close_after_reply = True
-        if not self.replies and not client.close_after_reply:
-            return  # only part of a request arrived: nothing to send yet
-        self.server.writer.queue(self)
-
-    def output_full(self) -> bool:
-        return self.replies.size + self.transport.get_write_buffer_size() > OUTPUT_PAUSE_BYTES
-
-    def write_replies(self) -> None:
-        """Hand queued replies to the socket until it has plenty to send; close the connection if the client is done."""
-        closing = self.client.close_after_reply
-        while self.replies and (closing or not self.transport_full):
-            self.transport.write(self.replies.take())
-        if closing:
-            self.transport.close()  # sends what is buffered first
-
-    # asyncio calls these two when the transport's own write buffer passes its
-    # high and low water marks: the client is not reading as fast as we write.
-    def pause_writing(self) -> None:
-        self.transport_full = True
-
-    def resume_writing(self) -> None:
-        self.transport_full = False
-        try:
-            self.write_replies()
-            if not self.transport_full:
-                self.run_requests()  # requests that waited for the client to read
-        except MemoryError:
-            self.out_of_memory()
-
-    def out_of_memory(self) -> None:
-        """Drop one client that needed more memory than the machine has, rather than crash everyone."""
-        log.warning("Closing client %d (%s): out of memory while serving it", self.client.id, self.client.address)
-        self.requests.clear()
-        self.replies.clear()
-        self.transport.abort()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.requests.clear()
-        self.replies.clear()
-        if self.client is not None:  # None: turned away by connection_made, over maxclients
-            self.server.client_disconnected(self.client)
-
-
-class WriteAtOnce:
-    """How replies leave: each connection's as soon as the requests of its read have run.
-
-    Appendix D's BeforeSleepSelector replaces it with Redis's way, which
-    writes the replies of all the clients served in one pass of the event
-    loop together, just before the loop sleeps (--batch-writes yes).
-    """
-
-    def queue(self, connection: ClientConnection) -> None:
-        connection.write_replies()
-
-    def flush(self) -> None:
-        """Write whatever waits to be written: nothing, here."""
+SHUTDOWN_FLUSH_TIMEOUT = 2.0  # seconds to let replies in flight reach their clients
+LOG_LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "notice": logging.INFO, "warning": logging.WARNING}
 
 
 class Server:
@@ -2816,134 +1573,6 @@ class Server:
         loop.call_later(1 / CONFIG_DEFAULT_HZ, self.schedule_active_expiry, loop)
 
 
-def resident_memory_bytes() -> int:
-    """This process's resident memory, from /proc where there is one (Linux), else its peak."""
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if sys.platform == "darwin" else peak * 1024
-
-
-class BeforeSleepSelector(selectors.DefaultSelector):
-    """The event loop's selector (epoll on Linux), which writes queued replies just before the loop sleeps.
-
-    A replacement for WriteAtOnce: main() builds the event loop on it. asyncio's
-    loop calls select() once per pass, to wait for the next events, so the
-    start of select() is the moment Redis runs beforeSleep(): every handler of
-    this pass has run, and the loop is about to sleep. There it writes every
-    queued reply, one write per connection (Redis's
-    handleClientsWithPendingWrites()).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ready_count = 0  # how many sockets the last wait reported ready
-        self._pending: list[ClientConnection] = []  # connections with replies to write before the loop sleeps
-
-    def queue(self, connection: ClientConnection) -> None:
-        """Write a connection's replies before the loop sleeps, or at once when there is nothing to batch them with."""
-        if not connection.write_queued:
-            connection.write_queued = True
-            self._pending.append(connection)
-        alone = self.ready_count == 1  # the only client in this pass: nothing to batch with
-        # Nothing in select() may close a connection: closing schedules a callback
-        # (connection_lost), and the loop chose its timeout before it existed.
-        # So a client that is closing has its replies written at once instead.
-        if alone or connection.client.close_after_reply:
-            self.flush()
-
-    def flush(self) -> None:
-        for connection in self._pending:
-            connection.write_queued = False
-            connection.write_replies()
-        self._pending.clear()
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        self.flush()
-        events = super().select(timeout)
-        self.ready_count = len(events)
-        return events
-
-
-def log_loop_error(server: Server, loop: asyncio.AbstractEventLoop, context: dict) -> None:
-    """The event loop's exception handler: asyncio's own, except that accept() failures are logged once a minute.
-
-    Out of file descriptors, accept() fails. asyncio then logs a traceback,
-    leaves the connection waiting in the backlog and retries a second
-    later; but it goes on trying the other waiting connections in the same
-    pass (CPython issue gh-151615), and each failure schedules a retry of
-    its own, so the tracebacks multiply: gigabytes of log, a busy CPU.
-    With maxclients fitting the file limit this is rare and brief (a burst
-    of connects); the clients already connected are not affected, and the
-    waiting ones are accepted once a descriptor is free. One line a minute
-    says all there is to say, and costs little enough to keep retrying.
-    """
-    error = context.get("exception")
-    if isinstance(error, OSError) and context.get("message", "").startswith("socket.accept()"):
-        server.accept_error_log.warning("Accepting client connection: %s (logged at most once a minute)", error)
-    else:
-        loop.default_exception_handler(context)
-
-
-class RateLimitedLog:
-    """A warning logged at most once per interval, for events that can repeat as fast as a client or the OS likes.
-
-    Redis keeps a static timestamp beside such log calls, for the same reason:
-    one line per event would let anybody fill the disk.
-    """
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self.next_time = 0.0  # time.monotonic() from which the next warning may be logged
-
-    def warning(self, message: str, *args: object) -> None:
-        now = time.monotonic()
-        if now >= self.next_time:
-            self.next_time = now + self.interval
-            log.warning(message, *args)
-
-
-# =============================================================================
-# 6. Main: flags, startup and shutdown
-# =============================================================================
-#
-# Startup happens in Redis's order: read the configuration, make sure the
-# process may open a file descriptor for every client it will accept, load the
-# snapshot (and refuse to go on if it is unreadable), only then listen, and log
-# one line saying where.
-#
-# Each connection holds a file descriptor, and the OS caps how many a process
-# may have open ("ulimit -n", often 1024). Past the cap, accept() fails and new
-# clients wait unanswered. So Redis caps its clients first: at most maxclients
-# (10000) at once, plus 32 descriptors kept for itself (the listening sockets,
-# the snapshot file...). At startup it raises the process's limit to fit, and
-# if the OS does not allow that, it lowers maxclients and says so. A client over
-# maxclients is accepted just long enough to be told why, then disconnected.
-# Connections not accepted yet wait in the kernel's backlog queue, tcp-backlog
-# (511) of them: a burst of connects must not find it full.
-#
-# Shutdown (SIGTERM, Ctrl+C or SHUTDOWN) saves the snapshot first, while the
-# server still runs; only once the data is safely on disk does it stop
-# accepting connections, let each client's queued replies go out, and exit 0.
-# If the save fails (a full disk, a directory gone), exiting would throw away
-# every change since the last save. So, like Redis, the server logs why,
-# answers SHUTDOWN with an error, and keeps serving: free the disk and shut
-# down again, or use SHUTDOWN NOSAVE to give the changes up. Redis retries on
-# every signal; here a second SIGTERM or Ctrl+C after a failed save tries once
-# more and then exits anyway, with exit code 1: whoever asks twice wants the
-# process gone, and the log says exactly what was lost.
-
-SHUTDOWN_FLUSH_TIMEOUT = 2.0  # seconds to let replies in flight reach their clients
-CONFIG_DEFAULT_MAX_CLIENTS = 10000
-CONFIG_MIN_RESERVED_FDS = 32  # descriptors kept for the server's own files and sockets
-CONFIG_DEFAULT_TCP_BACKLOG = 511
-MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
-ACCEPT_ERROR_LOG_INTERVAL = 60  # seconds between two log lines about accept() failing
-LOG_LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "notice": logging.INFO, "warning": logging.WARNING}
-
-
 def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Educational Redis Clone: a Redis-compatible server in one readable Python file.",
@@ -2975,36 +1604,6 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     if options.maxclients < 1:
         parser.error("--maxclients must be at least 1")
     return options
-
-
-def adjust_open_files_limit(maxclients: int) -> int:
-    """Raise the open files limit to fit maxclients; return the maxclients that fits (0: not even one).
-
-    Redis's adjustOpenFilesLimit(). Only the soft limit is raised, up to the
-    hard limit ("ulimit -Hn"): raising that one takes privileges.
-    """
-    needed = maxclients + CONFIG_MIN_RESERVED_FDS
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= needed:
-        return maxclients
-    limit = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-    reason = f"the hard limit ('ulimit -Hn') is {hard}"
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
-    except (OSError, ValueError) as error:
-        limit, reason = soft, f"of OS error: {error}"
-    if limit >= needed:
-        log.info("Increased maximum number of open files to %d (it was originally set to %d).", needed, soft)
-        return maxclients
-    if limit <= CONFIG_MIN_RESERVED_FDS:
-        log.error("Your current 'ulimit -n' of %d is not enough for the server to start. Please increase your open "
-                  "file limit to at least %d. Exiting.", soft, needed)
-        return 0
-    log.warning("You requested maxclients of %d requiring at least %d max file descriptors.", maxclients, needed)
-    log.warning("Server can't set maximum open files to %d because %s.", needed, reason)
-    log.warning("Current maximum open files is %d. maxclients has been reduced to %d to compensate for low ulimit. "
-                "If you need higher maxclients increase 'ulimit -n'.", limit, limit - CONFIG_MIN_RESERVED_FDS)
-    return limit - CONFIG_MIN_RESERVED_FDS
 
 
 async def serve(server: Server, ready: Callable[[], None] = lambda: None) -> int:
@@ -3100,5 +1699,1535 @@ def running(port: int = 0, dir: str = ".", *flags: str) -> Iterator[tuple[str, i
         loop.close()
 
 
+# #############################################################################
+# PART II: THE FINE PRINT
+# #############################################################################
+#
+# A first reading can stop here. Each appendix adds one kind of detail to the
+# core of Part I: more commands, Redis's exact behaviour, introspection,
+# speed, and limits. Nothing in Part I needs them to make sense.
+
+
+# =============================================================================
+# Appendix A. More commands
+# =============================================================================
+#
+# A first reading can skip this appendix: it adds the rest of each command
+# family of Part I, and the KeyList that lets RANDOMKEY and SCAN find keys by
+# position.
+
+NO_SUCH_KEY = "ERR no such key"
+NOT_A_FLOAT = "ERR value is not a valid float"
+STRING_TOO_LONG = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
+RANDOMKEY_MAX_TRIES = 100  # dbRandomKey()'s maxtries: expired picks before RANDOMKEY gives up
+
+
+# --- Server ---------------------------------------------------------------------
+
+@command("lastsave", 1, "fast")
+def lastsave_command(client: Client, args: list[bytes]) -> bytes:
+    return integer(client.server.last_save)
+
+
+@command("time", 1, "fast")
+def time_command(client: Client, args: list[bytes]) -> bytes:
+    seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    return bulk_array([b"%d" % seconds, b"%d" % micros])
+
+
+def debug_allowed(client: Client) -> bool:
+    """DEBUG can stop the server for everyone: like Redis, allow it by --enable-debug-command."""
+    setting = client.server.options.enable_debug_command
+    return setting == "yes" or (setting == "local" and client.address.startswith(("127.", "::1", "[::1]")))
+
+
+@command("debug", -2, "admin noscript")
+def debug_command(client: Client, args: list[bytes]) -> bytes:
+    # Two of Redis's DEBUG switches, kept because they let you watch a design choice at work:
+    #   DEBUG SET-ACTIVE-EXPIRE 0  stops the active expiry cycle: expired keys then stay in
+    #                              memory (DBSIZE, INFO memory) until something looks them up.
+    #   DEBUG SLEEP 2              blocks the event loop, and so every client, for two seconds.
+    if not debug_allowed(client):
+        raise CommandError(
+            'ERR DEBUG command not allowed. If the enable-debug-command option is set to "local", you can run it '
+            "from a local connection, otherwise you need to set this option in the configuration file, and then "
+            "restart the server.")
+    subcommand = args[1].upper()
+    if subcommand == b"SET-ACTIVE-EXPIRE" and len(args) == 3:
+        client.server.active_expiry_enabled = args[2] != b"0"
+        return OK
+    if subcommand == b"SLEEP" and len(args) == 3:
+        seconds = parse_long_double(args[2])  # like C's atof(), anything unreadable counts as 0
+        with contextlib.suppress(OverflowError):  # beyond the clock's range: Redis's microsecond count overflows
+            time.sleep(float(seconds) if isinstance(seconds, Fraction) and seconds > 0 else 0)  # and it does not sleep
+        return OK
+    raise CommandError(f"ERR unknown subcommand or wrong number of arguments for '{c_string(args[1])}'. "
+                       "Try DEBUG HELP.")
+
+
+# --- Keys -----------------------------------------------------------------------
+
+@command("unlink", -2, "write fast")
+def unlink_command(client: Client, args: list[bytes]) -> bytes:
+    # Redis frees big values in a background thread; here freeing is Python's job, so UNLINK is DEL.
+    return del_command(client, args)
+
+
+@command("touch", -2, "readonly fast")
+def touch_command(client: Client, args: list[bytes]) -> bytes:
+    return exists_command(client, args)  # no LRU clock to update: touching is checking
+
+
+@command("type", 2, "readonly fast")
+def type_command(client: Client, args: list[bytes]) -> bytes:
+    return b"+string\r\n" if client.db.exists(args[1]) else b"+none\r\n"
+
+
+@command("randomkey", 1, "readonly")
+def randomkey_command(client: Client, args: list[bytes]) -> bytes:
+    key = client.db.random_key()
+    return client.null if key is None else bulk(key)
+
+
+@command("rename", 3, "write")
+def rename_command(client: Client, args: list[bytes]) -> bytes:
+    rename(client.db, args[1], args[2], replace=True)
+    return OK
+
+
+@command("renamenx", 3, "write fast")
+def renamenx_command(client: Client, args: list[bytes]) -> bytes:
+    return ONE if rename(client.db, args[1], args[2], replace=False) else ZERO
+
+
+def rename(db: Database, old: bytes, new: bytes, replace: bool) -> bool:
+    """Move a value and its TTL to a new name; False if not replace and the new name is taken."""
+    if not db.exists(old):
+        raise CommandError(NO_SUCH_KEY)
+    if old == new:
+        return replace
+    if db.exists(new) and not replace:
+        return False
+    db.copy_to(old, db, new, move=True)
+    return True
+
+
+@command("copy", -3, "write")
+def copy_command(client: Client, args: list[bytes]) -> bytes:
+    source = target = client.db
+    replace = False
+    i = 3
+    while i < len(args):
+        option = args[i].upper()
+        if option == b"REPLACE":
+            replace = True
+            i += 1
+        elif option == b"DB" and i + 1 < len(args):
+            target = client.server.database(args[i + 1])
+            i += 2
+        else:
+            raise CommandError(SYNTAX_ERROR)
+    if source is target and args[1] == args[2]:
+        raise CommandError("ERR source and destination objects are the same")
+    if not source.exists(args[1]) or (target.exists(args[2]) and not replace):
+        return ZERO
+    source.copy_to(args[1], target, args[2])
+    return ONE
+
+
+@command("move", 3, "write fast")
+def move_command(client: Client, args: list[bytes]) -> bytes:
+    source = client.db
+    target = client.server.database(args[2])
+    if source is target:
+        raise CommandError("ERR source and destination objects are the same")
+    if not source.exists(args[1]) or target.exists(args[1]):
+        return ZERO
+    source.copy_to(args[1], target, args[1], move=True)
+    return ONE
+
+
+@command("swapdb", 3, "write fast")
+def swapdb_command(client: Client, args: list[bytes]) -> bytes:
+    databases = client.server.keyspace.databases
+    first = parse_int_arg(args[1], "ERR invalid first DB index")
+    second = parse_int_arg(args[2], "ERR invalid second DB index")
+    if not (0 <= first < DATABASES and 0 <= second < DATABASES):
+        raise CommandError("ERR DB index is out of range")
+    databases[first].swap_contents(databases[second])
+    return OK
+
+
+class KeyList:
+    """A database's keys in the order they were added, so that RANDOMKEY and SCAN find keys by position.
+
+    A hash table finds a key by its name in O(1), but RANDOMKEY and SCAN need
+    keys by position. Redis reads positions straight off its table: RANDOMKEY
+    picks a random bucket, and a SCAN cursor is a bucket number. A Python dict
+    shows no buckets, so each Database also keeps a list of its keys in the
+    order they were added (the same key objects: 8 bytes a key). Deleting a key
+    leaves its entry in the list, stale, because taking it out would shift every
+    entry after it. Once stale entries outnumber live ones, the list is rebuilt
+    from the dict, which keeps its keys in the order they were added too: that
+    "compaction" costs O(n), but only after n deletes, so O(1) a delete on
+    average. Then:
+
+      * RANDOMKEY picks random positions until one holds a live key. At least
+        half of the entries are live, so that takes under two tries on average.
+      * A SCAN cursor is a position in the list, and each call reads the COUNT
+        entries from there. Redis promises that a key present for the whole
+        scan is returned at least once. A compaction moves each entry down by
+        at most the number of entries it removes, so a cursor also counts the
+        entries removed so far ("virtual position" = position + removed), and
+        a call resumes at cursor - removed now: perhaps before keys it already
+        returned, never after one it has not. Redis allows the rest: a key
+        added or deleted during the scan may be returned or not, and any key
+        may be returned twice (here, one the scan stepped back over, or one
+        deleted and added again, whose stale entry reads as live too).
+    """
+
+    def __init__(self) -> None:
+        self._entries: list[bytes] = []  # every key in the order it was added, and stale entries
+        self._removed = 0  # how many entries compactions have ever removed: a cursor counts them too
+
+    def append(self, key: bytes) -> None:
+        self._entries.append(key)
+
+    def extend(self, keys: list[bytes]) -> None:
+        self._entries += keys
+
+    def removed(self, data: dict[bytes, bytes | bytearray]) -> None:
+        """A key was taken out of data: its entry is stale now. Compact once stale entries outnumber live ones."""
+        if len(self._entries) > 2 * len(data):
+            self.compact(data)
+
+    def compact(self, data: dict[bytes, bytes | bytearray]) -> None:
+        """Rebuild the list from data, which keeps its keys in the order they were added too."""
+        self._removed += len(self._entries) - len(data)
+        self._entries = list(data)
+
+    def random_entry(self) -> bytes:
+        """An entry picked at random: a live key, or (less than half the time) a stale one. The list is not empty."""
+        return random.choice(self._entries)
+
+    def entries_from(self, cursor: int, count: int) -> tuple[int, dict[bytes, None]]:
+        """SCAN's window: the next cursor (0 at the end), and count entries from the cursor's position on.
+
+        A key deleted and added again has two entries: like Redis, one reply
+        names a key once, so the entries come as the keys of a dict (which
+        keeps the first of each).
+        """
+        start = max(cursor - self._removed, 0)
+        end = start + count
+        next_cursor = end + self._removed if end < len(self._entries) else 0
+        return next_cursor, dict.fromkeys(self._entries[start:end])
+
+
+# SCAN's promise: a key present for the whole scan is returned at least once.
+# A cursor is a position in the database's list of keys: see the top of
+# section 2 for how it survives inserts and deletes. Each call costs O(COUNT),
+# whatever the size of the database, and an open scan costs the server nothing.
+
+
+@command("scan", -2, "readonly")
+def scan_command(client: Client, args: list[bytes]) -> bytes:
+    cursor = parse_scan_cursor(args[1])
+    count, matches, type_name = 10, glob_matcher(b"*"), None
+    i = 2
+    while i < len(args):
+        option = args[i].lower()
+        if option == b"count" and i + 1 < len(args):
+            count = parse_int_arg(args[i + 1])
+            if count < 1:
+                raise CommandError(SYNTAX_ERROR)
+        elif option == b"match" and i + 1 < len(args):
+            matches = glob_matcher(args[i + 1])
+        elif option == b"type" and i + 1 < len(args):
+            type_name = args[i + 1].lower()
+        else:
+            raise CommandError(SYNTAX_ERROR)
+        i += 2
+    next_cursor, keys = client.db.scan(cursor, count, matches)
+    return array([bulk(b"%d" % next_cursor), bulk_array(keys if type_name in (None, b"string") else [])])
+
+
+# --- Expiry ---------------------------------------------------------------------
+
+@command("expiretime", 2, "readonly fast")
+def expiretime_command(client: Client, args: list[bytes]) -> bytes:
+    return ttl_generic(client, args[1], in_ms=False, absolute=True)
+
+
+@command("pexpiretime", 2, "readonly fast")
+def pexpiretime_command(client: Client, args: list[bytes]) -> bytes:
+    return ttl_generic(client, args[1], in_ms=True, absolute=True)
+
+
+# --- Strings --------------------------------------------------------------------
+
+@command("setnx", 3, "write fast")
+def setnx_command(client: Client, args: list[bytes]) -> bytes:
+    db = client.db
+    if db.exists(args[1]):
+        return ZERO
+    db.set(args[1], args[2])
+    return ONE
+
+
+def set_with_expire(client: Client, args: list[bytes], option: bytes) -> bytes:
+    when = expire_at_ms(option, args[2], text(args[0]).lower())
+    client.db.set(args[1], args[3])
+    client.db.set_expire(args[1], when)
+    return OK
+
+
+@command("setex", 4, "write")
+def setex_command(client: Client, args: list[bytes]) -> bytes:
+    return set_with_expire(client, args, b"EX")
+
+
+@command("psetex", 4, "write")
+def psetex_command(client: Client, args: list[bytes]) -> bytes:
+    return set_with_expire(client, args, b"PX")
+
+
+@command("getset", 3, "write fast")
+def getset_command(client: Client, args: list[bytes]) -> bytes:
+    old = client.db.lookup_string(args[1])
+    client.db.set(args[1], args[2])
+    return client.null if old is None else bulk(old)
+
+
+@command("getdel", 2, "write fast")
+def getdel_command(client: Client, args: list[bytes]) -> bytes:
+    value = client.db.lookup_string(args[1])
+    if value is None:
+        return client.null
+    client.db.delete(args[1])
+    return bulk(value)
+
+
+@command("getex", -2, "write fast")
+def getex_command(client: Client, args: list[bytes]) -> bytes:
+    db = client.db
+    flags, expire_option, expire_arg = parse_set_options(args, 2, {b"PERSIST", b"EX", b"PX", b"EXAT", b"PXAT"})
+    value = db.lookup_string(args[1])
+    if value is None:
+        return client.null
+    if expire_option:
+        db.expire_or_delete(args[1], expire_at_ms(expire_option, expire_arg, "getex"))
+    elif b"PERSIST" in flags:
+        db.remove_expire(args[1])
+    return bulk(value)
+
+
+@command("msetnx", -3, "write")
+def msetnx_command(client: Client, args: list[bytes]) -> bytes:
+    if len(args) % 2 == 0:
+        raise CommandError("ERR wrong number of arguments for 'msetnx' command")
+    if any(client.db.exists(args[i]) for i in range(1, len(args), 2)):
+        return ZERO
+    mset_command(client, args)
+    return ONE
+
+
+@command("incrbyfloat", 3, "write fast")
+def incrbyfloat_command(client: Client, args: list[bytes]) -> bytes:
+    db = client.db
+    old = db.lookup_string(args[1])
+    value = Fraction(0) if old is None else parse_long_double(old)
+    increment_by = parse_long_double(args[2])
+    if value is None or increment_by is None:
+        raise CommandError(NOT_A_FLOAT)
+    if isinstance(value, str) or isinstance(increment_by, str):  # infinities
+        raise CommandError("ERR increment would produce NaN or Infinity")
+    result = round_to_long_double(value + increment_by)
+    if result == INFINITY:
+        raise CommandError("ERR increment would produce NaN or Infinity")
+    formatted = FloatString(format_long_double(result))
+    db.set(args[1], formatted, keep_ttl=True)
+    return bulk(formatted)
+
+
+def check_string_length(length: int) -> None:
+    if length > PROTO_MAX_BULK_LEN:
+        raise CommandError(STRING_TOO_LONG)
+
+
+@command("append", 3, "write")
+def append_command(client: Client, args: list[bytes]) -> bytes:
+    db = client.db
+    old = db.lookup_string(args[1])
+    if old is None:
+        db.set(args[1], args[2])
+        return integer(len(args[2]))
+    check_string_length(len(old) + len(args[2]))
+    value = db.string_to_edit(args[1])
+    value += args[2]  # in place: a bytearray keeps spare room at its end, so an append costs what it adds
+    return integer(len(value))
+
+
+@command("strlen", 2, "readonly fast")
+def strlen_command(client: Client, args: list[bytes]) -> bytes:
+    value = client.db.lookup_string(args[1])
+    return integer(0 if value is None else len(value))
+
+
+@command("getrange", 4, "readonly")
+def getrange_command(client: Client, args: list[bytes]) -> bytes:
+    start, end = parse_int_arg(args[2]), parse_int_arg(args[3])
+    value = client.db.lookup_string(args[1])
+    if value is None or (start < 0 and end < 0 and start > end):
+        return EMPTY_BULK
+    length = len(value)
+    # Negative offsets count from the end; the range is inclusive and clipped.
+    start = max(start + length if start < 0 else start, 0)
+    end = min(max(end + length if end < 0 else end, 0), length - 1)
+    return EMPTY_BULK if start > end or length == 0 else bulk(value[start : end + 1])
+
+
+@command("substr", 4, "readonly")
+def substr_command(client: Client, args: list[bytes]) -> bytes:
+    return getrange_command(client, args)
+
+
+@command("setrange", 4, "write")
+def setrange_command(client: Client, args: list[bytes]) -> bytes:
+    offset = parse_int_arg(args[2])
+    if offset < 0:
+        raise CommandError("ERR offset is out of range")
+    patch = args[3]
+    db = client.db
+    old = db.lookup_string(args[1])
+    if not patch:  # nothing to write: report the length, create nothing
+        return integer(0 if old is None else len(old))
+    check_string_length(offset + len(patch))
+    if old is None:
+        db.set(args[1], bytearray())  # Redis creates the new string raw, whatever its length
+    value = db.string_to_edit(args[1])
+    if offset > len(value):
+        value += bytes(offset - len(value))  # writing past the end pads the gap with zero bytes
+    value[offset : offset + len(patch)] = patch  # in place: only the patch's bytes are copied
+    return integer(len(value))
+
+
+# =============================================================================
+# Appendix B. Redis to the letter
+# =============================================================================
+#
+# A first reading can skip this appendix: it makes replies byte for byte
+# Redis's where C and Python differ. Inline commands are split with Redis's
+# quoting rules; error messages quote arguments as C strings; glob patterns
+# match as Redis's stringmatchlen() does, in bounded time; INCRBYFLOAT
+# computes in C's long double; SCAN reads its cursor as strtoul() does; and
+# OBJECT ENCODING tells the encodings Redis would have chosen.
+
+# --- Inline commands ---------------------------------------------------------
+
+
+def split_inline_args(line: bytes) -> list[bytes]:
+    """Split an inline request into words the way Redis's sdssplitargs() does.
+
+    Words are separated by whitespace. "double quotes" understand the escapes
+    \\n \\r \\t \\b \\a and \\xHH; 'single quotes' only understand \\'. A closing
+    quote must be followed by whitespace or the end of the line.
+    """
+    if INLINE_NEEDS_CAREFUL_SPLIT.search(line) is None:
+        return line.split()  # no quotes, no odd characters: plain whitespace splitting is the same
+    line = line.split(b"\0", 1)[0]  # Redis reads the line as a C string
+    words = []
+    pos, end = 0, len(line)
+    while True:
+        while pos < end and line[pos] in b" \t\n\r\v\f":
+            pos += 1
+        if pos == end:
+            return words
+        word = bytearray()
+        quote = None  # b'"' or b"'" while inside quotes
+        while True:
+            char = line[pos : pos + 1]
+            if quote is not None:
+                # In double quotes a backslash escapes any byte (\n, \xHH... mean what they mean
+                # in C); in single quotes it only escapes a single quote.
+                escapes = pos + 1 < end if quote == b'"' else line[pos + 1 : pos + 2] == b"'"
+                hex_digits = line[pos + 2 : pos + 4]
+                if quote == b'"' and char == b"\\" and line[pos + 1 : pos + 2] == b"x" and _is_hex(hex_digits):
+                    word.append(int(hex_digits, 16))
+                    pos += 3
+                elif char == b"\\" and escapes:
+                    pos += 1
+                    escaped = line[pos : pos + 1]
+                    word += INLINE_ESCAPES.get(escaped, escaped) if quote == b'"' else escaped
+                elif char == quote:  # the closing quote
+                    if pos + 1 < end and line[pos + 1] not in b" \t\n\r\v\f":
+                        raise ProtocolError("Protocol error: unbalanced quotes in request")
+                    pos += 1
+                    break
+                elif not char:
+                    raise ProtocolError("Protocol error: unbalanced quotes in request")
+                else:
+                    word += char
+            elif not char or char in b" \n\r\t":
+                break
+            elif char in b"\"'":
+                quote = char
+            else:
+                word += char
+            pos += 1
+        words.append(bytes(word))
+
+
+INLINE_NEEDS_CAREFUL_SPLIT = re.compile(rb"[\"'\v\f\0]")  # what bytes.split() would treat differently
+INLINE_ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"a": b"\a"}
+
+
+def _is_hex(text: bytes) -> bool:
+    return len(text) == 2 and all(c in b"0123456789abcdefABCDEF" for c in text)
+
+
+# --- Error messages -------------------------------------------------------------
+
+def unknown_command_error(args: list[bytes]) -> bytes:
+    # Redis quotes the arguments as C strings (up to a NUL byte), ~128 chars in all.
+    quoted = ""
+    for arg in args[1:]:
+        if len(quoted) >= 128:
+            break
+        quoted += "'" + c_string(arg)[: 128 - len(quoted)] + "' "
+    name = c_string(args[0])[:128]
+    return error_reply(f"ERR unknown command '{name}', with args beginning with: {quoted}")
+
+
+def text(value: bytes) -> str:
+    """Bytes as str for messages and logs; bytes that are not UTF-8 survive the round trip."""
+    return value.decode("utf-8", "surrogateescape")
+
+
+def c_string(value: bytes) -> str:
+    """An argument as Redis's C code prints it in an error message: it ends at the first NUL byte."""
+    return text(value.split(b"\0", 1)[0])
+
+
+# --- Glob patterns: KEYS, SCAN MATCH, CONFIG GET -------------------------------
+#
+# Redis matches a key against a glob pattern with stringmatchlen() (util.c). It
+# walks the pattern and the key together and, at a "*", tries the rest of the
+# pattern at every later position of the key, recursively. That backtracking
+# takes exponential time on patterns like "a*a*a*...b", so Redis 7.0.9 added a
+# rule (CVE-2022-36021): once the rest of the pattern after a "*" has failed at
+# every position, the earlier stars stop trying longer matches.
+#
+# We get the same answers in bounded time without backtracking. Every token but
+# "*" matches exactly one byte ("x", "?", "[a-z]"), so the stars cut the pattern
+# into fixed-length segments. The first segment must match at the start of the
+# key, the last one at its end, and each one in between at its leftmost place
+# after the one before it: matching earlier never hurts, because it leaves more
+# of the key for the segments that follow. That is at most len(key) tries per
+# segment, O(len(key) * len(pattern)) in all, as in Redis; a segment of plain
+# bytes is found by bytes.find(), which runs in C.
+#
+# The pattern is read with precompiled regular expressions, never compiled into
+# one of its own: Python's re module would keep it in its cache. And it is read
+# only as far as the keys need: a segment needs as many bytes of a key as it
+# has tokens, so a pattern that needs more bytes than a key has cannot match it.
+# As in Redis, a 1 MB pattern costs next to nothing against short keys.
+
+GLOB_TOKEN = re.compile(rb"\*+|\?+|\[\^?|[^*?[\\]+|\\.?", re.DOTALL)
+# stars | question marks | the start of a set | plain bytes | "\x", the byte x (a lone "\" at the end is itself)
+SET_ITEM = re.compile(rb"\\(.)|([^\]\\])-(.)|(\])|(.)", re.DOTALL)
+# in a set: "\x" | a range "a-z" | the closing "]" | one byte (a lone "\" at the end is itself)
+PLAIN_PREFIX_GLOB = re.compile(rb"([^*?[\\]+)\*+")  # "user:*": plain bytes, then stars
+ALL_BYTES = bytes(range(256))
+# Redis compares range ends as C chars, which are signed on x86-64: bytes 0x80-0xff
+# come before 0x00, so "[a-\xff]" runs from \xff (-1) up to "a".
+C_CHAR_ORDER = bytes(range(0x80, 0x100)) + bytes(range(0x80))
+# Redis 7.2.6 made stringmatchlen() give up (no match) when it has to nest more than
+# 1000 stars deep (CVE-2024-31228), and Debian's 7.0.15 carries that fix: a pattern
+# with more than 1000 stars that have more pattern after them matches nothing.
+GLOB_MAX_STARS = 1000
+
+
+def glob_matcher(pattern: bytes) -> Callable[[bytes], bool]:
+    """A predicate for keys matching a Redis glob pattern ("*" and "prefix*" are matched cheaply)."""
+    if pattern == b"*":
+        return lambda key: True  # Redis skips matching here too, and so lists even the empty key
+    if plain_prefix := PLAIN_PREFIX_GLOB.fullmatch(pattern):  # the most common pattern after "*"
+        prefix = plain_prefix[1]
+        return lambda key: key.startswith(prefix)
+    return GlobPattern(pattern).matches
+
+
+class GlobPattern:
+    """A glob pattern cut at its stars into segments, read only as far as the keys need it."""
+
+    def __init__(self, pattern: bytes) -> None:
+        self.pattern = pattern
+        self.read_to = 0  # the pattern up to here is in self.segments
+        self.segments = [GlobSegment()]
+        self.shortest_key = 0  # the bytes of a key that the segments read so far need
+        self.read_whole = False
+        # Once it is read whole: the longest key it can match, and how to find each segment in a key.
+        self.longest_key = 0
+        self.first = self.last = (bytes.find, b"", 0)
+        self.middle: list[tuple[Callable[..., int], bytes | GlobSegment, int]] = []
+
+    def matches(self, key: bytes) -> bool:
+        """Whether the key matches: each segment in its place, as the comment above explains."""
+        if not self.read_whole and not self.read_for(len(key)):
+            return False
+        if not self.shortest_key <= len(key) <= self.longest_key:
+            return False
+        (find_first, first, first_length), (find_last, last, last_length) = self.first, self.last
+        end = len(key) - last_length
+        if first_length and find_first(key, first, 0, first_length) != 0:
+            return False
+        if last_length and find_last(key, last, end, len(key)) != end:
+            return False
+        position = first_length
+        for find, segment, length in self.middle:
+            position = find(key, segment, position, end)
+            if position < 0:
+                return False
+            position += length
+        return True
+
+    def read_for(self, key_length: int) -> bool:
+        """Read on to the end of the pattern (True), unless it needs more than key_length bytes first."""
+        pattern = self.pattern
+        while self.read_to < len(pattern):
+            if self.shortest_key > key_length:
+                return False
+            token = GLOB_TOKEN.match(pattern, self.read_to)  # one of its choices takes any byte
+            text, self.read_to = token[0], token.end()
+            kind, segment = text[:1], self.segments[-1]
+            if kind == b"*":
+                self.segments.append(GlobSegment())
+                continue
+            if len(self.segments) > GLOB_MAX_STARS + 1:
+                self.read_whole, self.longest_key = True, -1  # so that it matches no key at all
+                return True
+            offset = segment.length
+            if kind == b"?":
+                segment.length += len(text)
+            elif kind == b"[":
+                members, self.read_to = read_set(pattern, self.read_to)
+                segment.sets.append((offset, set_bytes(members, negate=text == b"[^")))
+                segment.length += 1
+            else:
+                literal = text[-1:] if kind == b"\\" else text
+                segment.literals.append((offset, literal))
+                segment.length += len(literal)
+            self.shortest_key += segment.length - offset
+        finders = [segment.finder() for segment in self.segments]
+        if len(finders) == 1:  # no star: the segment is the whole key
+            self.first, self.longest_key = finders[0], self.shortest_key
+        else:
+            self.first, *self.middle, self.last = finders
+            # stringmatchlen() matches the empty key to the empty pattern only.
+            self.shortest_key, self.longest_key = max(self.shortest_key, 1), sys.maxsize
+        self.read_whole = True
+        return True
+
+
+class GlobSegment:
+    """A stretch of a glob pattern between two stars: tokens that each match exactly one byte."""
+
+    __slots__ = ("length", "literals", "sets")
+
+    def __init__(self) -> None:
+        self.length = 0  # how many bytes of a key it covers
+        self.literals: list[tuple[int, bytes]] = []  # (offset, bytes that must be there); "?" adds none
+        self.sets: list[tuple[int, bytes]] = []  # (offset, the bytes allowed there)
+
+    def finder(self) -> tuple[Callable[..., int], bytes | GlobSegment, int]:
+        """How to find the segment in a key: (function, what it looks for, how many bytes that covers)."""
+        if not self.sets and sum(len(text) for _, text in self.literals) == self.length:
+            return bytes.find, b"".join(text for _, text in self.literals), self.length  # plain bytes
+        return find_segment, self, self.length
+
+    def matches_at(self, key: bytes, position: int) -> bool:
+        """Whether key[position : position + self.length] matches; the caller makes sure that it fits."""
+        for offset, text in self.literals:
+            if not key.startswith(text, position + offset):
+                return False
+        for offset, allowed in self.sets:
+            if key[position + offset] not in allowed:
+                return False
+        return True
+
+
+def find_segment(key: bytes, segment: GlobSegment, start: int, end: int) -> int:
+    """Like bytes.find(): the leftmost place in key[start:end] where the segment matches, or -1."""
+    last_start = end - segment.length
+    position = start
+    while position <= last_start:
+        if segment.literals:  # jump, at C speed, to the next place where its first literal bytes are
+            offset, text = segment.literals[0]
+            found = key.find(text, position + offset, last_start + offset + len(text))
+            if found < 0:
+                return -1
+            position = found - offset
+        if segment.matches_at(key, position):
+            return position
+        position += 1
+    return -1
+
+
+def read_set(pattern: bytes, start: int) -> tuple[bytes, int]:
+    """The members of the set whose body starts at start, and the offset after the set.
+
+    Its body holds bytes, "\\x" escapes and "a-z" ranges up to a "]"; an unclosed set takes the rest
+    of the pattern. A body with no escape and no range is its own list of members.
+    """
+    close = pattern.find(b"]", start)
+    if close < 0:
+        close = len(pattern)
+    body = pattern[start:close]
+    if b"\\" not in body and b"-" not in body:
+        return body, min(close + 1, len(pattern))
+    members: set[int] = set()
+    items_seen: set[bytes] = set()  # a long set repeats its items: expand each one once
+    for item in SET_ITEM.finditer(pattern, start):
+        if item[0] in items_seen:
+            continue
+        items_seen.add(item[0])
+        escaped, first, last, closing, single = item.groups()
+        if closing:
+            return bytes(members), item.end()
+        members.update(byte_range(first[0], last[0]) if first else escaped or single)
+    return bytes(members), len(pattern)
+
+
+def set_bytes(members: bytes, negate: bool) -> bytes:
+    """The distinct bytes a set accepts: at most 256, so that `in` is quick."""
+    outside = ALL_BYTES.translate(None, members)  # every byte that is not a member
+    return outside if negate else ALL_BYTES.translate(None, outside)
+
+
+def byte_range(first: int, last: int) -> bytes:
+    """The bytes of the range "a-z" in a set; "z-a" is the same range."""
+    low, high = sorted((C_CHAR_ORDER.index(first), C_CHAR_ORDER.index(last)))
+    return C_CHAR_ORDER[low : high + 1]
+
+
+# --- INCRBYFLOAT's long double --------------------------------------------------
+
+# INCRBYFLOAT does its arithmetic in C's "long double", on x86 an 80-bit float
+# with a 64-bit mantissa, and prints the result with "%.17Lf", trailing zeros
+# removed. Python's float has only 53 bits, which would print 0.1 + 0.2 as
+# 0.30000000000000004 where Redis prints 0.3. So we compute exactly with
+# Fraction and round every result to the long double grid ourselves.
+LDBL_MANT_DIG = 64  # bits of mantissa
+LDBL_MIN_EXP = -16381  # 2**(LDBL_MIN_EXP - 1) is the smallest normal number
+LDBL_MAX_EXP = 16384  # numbers must stay below 2**LDBL_MAX_EXP
+MAX_LONG_DOUBLE_CHARS = 5 * 1024  # Redis refuses longer numeric strings
+DECIMAL_FLOAT = re.compile(rb"[+-]?(\d+\.?\d*|\.\d+)(?:[eE]([+-]?\d+))?")
+HEX_FLOAT = re.compile(rb"[+-]?0[xX]([0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP]([+-]?\d+))?")
+# A number whose exponent is beyond these is out of range whatever its mantissa,
+# which has fewer than MAX_LONG_DOUBLE_CHARS digits: long doubles span about
+# 10**±4951 (2**±16445), and a hex digit is 4 bits. Refusing it early spares
+# computing a power such as 10**81920 exactly, which takes a fifth of a second.
+EXPONENT_LIMITS = {10: MAX_LONG_DOUBLE_CHARS + 5000, 2: 4 * MAX_LONG_DOUBLE_CHARS + 16500}  # by base
+INFINITY_TEXT = re.compile(rb"[+-]?(inf|infinity)", re.IGNORECASE)
+INFINITY = "inf"  # stands for a long double infinity of either sign
+
+
+def round_to_long_double(exact: Fraction) -> Fraction | str:
+    """Round an exact number to the nearest long double (ties to even); INFINITY if it overflows."""
+    if exact == 0:
+        return exact
+    magnitude = abs(exact)
+    exponent = magnitude.numerator.bit_length() - magnitude.denominator.bit_length()
+    if Fraction(2) ** exponent > magnitude:
+        exponent -= 1  # now 2**exponent <= magnitude < 2**(exponent + 1)
+    step_exponent = max(exponent, LDBL_MIN_EXP - 1) - (LDBL_MANT_DIG - 1)  # the spacing of the grid here
+    steps = round(magnitude / Fraction(2) ** step_exponent)
+    rounded = steps * Fraction(2) ** step_exponent
+    if rounded >= Fraction(2) ** LDBL_MAX_EXP:
+        return INFINITY
+    return rounded if exact > 0 else -rounded
+
+
+def parse_long_double(value: bytes) -> Fraction | str | None:
+    """Parse a number as Redis's string2ld() does (strtold, then checks); None if it is not a valid float."""
+    if not value or len(value) >= MAX_LONG_DOUBLE_CHARS or value[:1].isspace():
+        return None
+    if INFINITY_TEXT.fullmatch(value):
+        return INFINITY
+    if match := HEX_FLOAT.fullmatch(value):
+        whole, _, fraction = match[1].partition(b".")
+        mantissa = Fraction(int(whole + fraction or b"0", 16), 16 ** len(fraction))
+        base, exponent = 2, parse_exponent(match[2])
+    elif match := DECIMAL_FLOAT.fullmatch(value):
+        mantissa = Fraction(Decimal(match[1].decode()))
+        base, exponent = 10, parse_exponent(match[2])
+    else:
+        return None  # including "nan", which Redis refuses
+    if mantissa == 0:
+        return Fraction(0)
+    if abs(exponent) > EXPONENT_LIMITS[base]:
+        return None  # beyond the range either way, and slow to compute exactly
+    rounded = round_to_long_double(mantissa * Fraction(base) ** exponent)
+    if rounded == INFINITY or rounded == 0:  # overflow or underflow: strtold reports ERANGE
+        return None
+    return -rounded if value[:1] == b"-" else rounded
+
+
+def parse_exponent(text: bytes | None) -> int:
+    """The exponent of a float literal: strtold reads as many digits as there are, leading zeros included.
+
+    Python's int() refuses to read more than 4300 digits (a guard against slow
+    conversions, sys.get_int_max_str_digits), so an exponent of more than nine
+    significant digits is not converted but read as 10**9: like the exponent
+    itself, far beyond EXPONENT_LIMITS.
+    """
+    if text is None:
+        return 0
+    sign = -1 if text.startswith(b"-") else 1
+    digits = text.lstrip(b"+-").lstrip(b"0")
+    if len(digits) > 9:
+        return sign * 10**9
+    return sign * int(digits or b"0")
+
+
+def format_long_double(value: Fraction) -> bytes:
+    """Print like C's printf("%.17Lf") with trailing zeros (and a trailing ".") removed."""
+    scaled = round(value * 10**17)
+    # Up to 4950 digits: str() of an int refuses more than 4300 (see parse_exponent); Decimal has no such limit.
+    digits = str(Decimal(abs(scaled))).rjust(18, "0")
+    number = f"{'-' if value < 0 else ''}{digits[:-17]}.{digits[-17:]}".rstrip("0").rstrip(".")
+    return b"0" if number == "-0" else number.encode()
+
+
+# --- SCAN cursors ---------------------------------------------------------------
+
+def parse_scan_cursor(value: bytes) -> int:
+    # Redis reads the cursor with C's strtoul(): a sign and leading zeros are allowed, "-1" wraps around.
+    match = SCAN_CURSOR.fullmatch(value)
+    if match is None or int(match[2] or b"0") >= 2**64:
+        raise CommandError("ERR invalid cursor")
+    return -int(match[2] or b"0") % 2**64 if match[1] == b"-" else int(match[2] or b"0")
+
+
+SCAN_CURSOR = re.compile(rb"([+-]?)(?=[0-9])0*([0-9]{0,20})|")  # 2**64 has 20 digits; "" reads as 0, "+" not
+
+
+# --- OBJECT ENCODING ------------------------------------------------------------
+
+container("object")
+
+# Redis stores a string in one of three encodings: a 64-bit integer in place of
+# a pointer ("int"), a short string in the same allocation as its header
+# ("embstr"), or a separate, growable buffer ("raw"). SET tries them in that
+# order; APPEND and SETRANGE edit strings in place, so they leave them raw; and
+# INCRBYFLOAT stores its result without trying "int". This server keeps a string
+# as bytes until APPEND or SETRANGE edits it, and from then on as a bytearray,
+# its growable buffer: so "raw" means a bytearray, or bytes too long for embstr.
+OBJ_ENCODING_EMBSTR_SIZE_LIMIT = 44
+
+
+class FloatString(bytes):
+    """A string value INCRBYFLOAT wrote: Redis does not try the "int" encoding for it."""
+
+
+@command("object|encoding", 3, "readonly")
+def object_encoding_command(client: Client, args: list[bytes]) -> bytes:
+    value = client.db.lookup(args[2])
+    if value is None:
+        return client.null
+    if type(value) is bytearray or len(value) > OBJ_ENCODING_EMBSTR_SIZE_LIMIT:
+        return bulk(b"raw")
+    if type(value) is not FloatString and len(value) <= 20 and parse_integer(value) is not None:
+        return bulk(b"int")
+    return bulk(b"embstr")
+
+
+# =============================================================================
+# Appendix C. Introspection
+# =============================================================================
+#
+# A first reading can skip this appendix: it adds what clients and tools ask
+# the server about itself. HELLO switches a connection to RESP3 and names the
+# server; CLIENT names and lists connections; COMMAND and COMMAND DOCS
+# describe every command (redis-cli's hints and help come from there); INFO
+# reports statistics; CONFIG GET shows the settings under Redis's names.
+
+# --- HELLO and CLIENT ----------------------------------------------------------
+
+
+@command("hello", -1, "fast")
+def hello_command(client: Client, args: list[bytes]) -> bytes:
+    protocol = client.protocol
+    if len(args) > 1:
+        protocol = parse_integer(args[1])
+        if protocol is None:
+            raise CommandError("ERR Protocol version is not an integer or out of range")
+        if protocol not in (2, 3):
+            raise CommandError("NOPROTO unsupported protocol version")
+    name = None
+    i = 2
+    while i < len(args):
+        option = args[i].upper()
+        if option == b"AUTH" and i + 2 < len(args):
+            # No users or passwords exist yet: everyone is the "default" user.
+            if args[i + 1] != b"default":
+                raise CommandError("WRONGPASS invalid username-password pair or user is disabled.")
+            i += 3
+        elif option == b"SETNAME" and i + 1 < len(args):
+            name = check_client_name(args[i + 1])
+            i += 2
+        else:
+            raise CommandError(f"ERR Syntax error in HELLO option '{c_string(args[i])}'")
+    if name is not None:
+        client.name = name
+    client.set_protocol(protocol)
+    return client.map_reply([
+        (b"server", bulk(b"redis")),
+        (b"version", bulk(REDIS_VERSION.encode())),
+        (b"proto", integer(protocol)),
+        (b"id", integer(client.id)),
+        (b"mode", bulk(b"standalone")),
+        (b"role", bulk(b"master")),
+        (b"modules", EMPTY_ARRAY),
+    ])
+
+
+container("client")
+
+
+def check_client_name(name: bytes) -> bytes:
+    if any(c < 0x21 or c > 0x7E for c in name):
+        raise CommandError("ERR Client names cannot contain spaces, newlines or special characters.")
+    return name
+
+
+@command("client|setname", 3, "")
+def client_setname_command(client: Client, args: list[bytes]) -> bytes:
+    client.name = check_client_name(args[2])
+    return OK
+
+
+@command("client|getname", 2, "")
+def client_getname_command(client: Client, args: list[bytes]) -> bytes:
+    return bulk(client.name) if client.name else client.null
+
+
+@command("client|id", 2, "")
+def client_id_command(client: Client, args: list[bytes]) -> bytes:
+    return integer(client.id)
+
+
+@command("client|setinfo", 4, "")
+def client_setinfo_command(client: Client, args: list[bytes]) -> bytes:
+    # Added in Redis 7.2; redis-py sends it on every connection, so we accept it.
+    attribute = args[2].lower()
+    if attribute not in (b"lib-name", b"lib-ver"):
+        raise CommandError(f"ERR Unrecognized option '{c_string(args[2])}'")
+    client.library[attribute] = check_client_name(args[3])
+    return OK
+
+
+@command("client|info", 2, "")
+def client_info_command(client: Client, args: list[bytes]) -> bytes:
+    return bulk(client.describe() + b"\n")
+
+
+@command("client|list", -2, "")
+def client_list_command(client: Client, args: list[bytes]) -> bytes:
+    return bulk(b"".join(other.describe() + b"\n" for other in client.server.clients))
+
+
+# --- INFO and CONFIG ------------------------------------------------------------
+
+def info_text(server: Server, sections: set[str]) -> str:
+    """The text of INFO: "# Section" headers followed by field:value lines."""
+    uptime = int(time.time() - server.start_time)
+    memory = resident_memory_bytes()
+    fields = {
+        "server": {
+            "redis_version": REDIS_VERSION,
+            "redis_mode": "standalone",
+            "server_name": "educational-redis-clone",
+            "server_version": SERVER_VERSION,
+            "os": f"{platform.system()} {platform.release()} {platform.machine()}",
+            "arch_bits": "64" if sys.maxsize > 2**32 else "32",
+            "multiplexing_api": "asyncio",
+            "python_version": platform.python_version(),
+            "process_id": str(os.getpid()),
+            "tcp_port": str(server.port),
+            "uptime_in_seconds": str(uptime),
+            "uptime_in_days": str(uptime // 86400),
+            "hz": str(CONFIG_DEFAULT_HZ),
+            "executable": os.path.abspath(__file__),
+        },
+        "clients": {"connected_clients": str(len(server.clients)), "blocked_clients": "0"},
+        "memory": {"used_memory": str(memory), "used_memory_rss": str(memory), "maxmemory": "0"},
+        "persistence": {
+            "loading": "0",
+            "rdb_changes_since_last_save": str(server.keyspace.changes() - server.changes_at_last_save),
+            "rdb_bgsave_in_progress": "0",
+            "rdb_last_save_time": str(server.last_save),
+            "aof_enabled": "0",
+        },
+        "stats": {
+            "total_connections_received": str(server.connections_received),
+            "total_commands_processed": str(server.commands_processed),
+            "expired_keys": str(server.keyspace.expired_count()),
+        },
+        "replication": {"role": "master", "connected_slaves": "0"},
+        "cluster": {"cluster_enabled": "0"},
+        "keyspace": {
+            f"db{db.index}": f"keys={len(db.data)},expires={len(db.expires)},avg_ttl={db.avg_ttl}"
+            for db in server.keyspace.databases if db.data
+        },
+    }
+    if not sections or sections & {"all", "everything", "default"}:
+        sections = set(fields)
+    return "\r\n".join(
+        f"# {name.capitalize()}\r\n" + "".join(f"{key}:{value}\r\n" for key, value in values.items())
+        for name, values in fields.items() if name in sections
+    )
+
+
+def resident_memory_bytes() -> int:
+    """This process's resident memory, from /proc where there is one (Linux), else its peak."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+@command("info", -1, "")
+def info_command(client: Client, args: list[bytes]) -> bytes:
+    sections = {arg.lower().decode("latin-1") for arg in args[1:]}
+    return bulk(info_text(client.server, sections).encode())
+
+
+container("config")
+
+
+def config_values(server: Server) -> dict[str, str]:
+    """The settings CONFIG GET reports: the server's real values, under Redis's names."""
+    return {
+        "port": str(server.port),
+        "bind": " ".join(server.options.bind),
+        "dir": os.path.abspath(server.options.dir),
+        "dbfilename": server.options.dbfilename,
+        "loglevel": server.options.loglevel,
+        "databases": str(DATABASES),
+        "hz": str(CONFIG_DEFAULT_HZ),
+        "save": "",  # no periodic snapshots: SAVE and shutdown only
+        "appendonly": "no",
+        "proto-max-bulk-len": str(PROTO_MAX_BULK_LEN),
+        "maxmemory": "0",
+        "maxclients": str(server.options.maxclients),
+        "tcp-backlog": str(server.options.tcp_backlog),
+        "timeout": "0",
+        "enable-debug-command": server.options.enable_debug_command,
+        "client-query-buffer-limit": str(server.options.client_query_buffer_limit),
+        "parser-shortcut": server.options.parser_shortcut,  # this server's own settings
+        "batch-writes": server.options.batch_writes,
+    }
+
+
+def reset_stats(server: Server) -> None:
+    server.commands_processed = 0
+    server.connections_received = 0
+    for db in server.keyspace.databases:
+        db.expired_count = 0
+
+
+@command("config|get", -3, "admin noscript")
+def config_get_command(client: Client, args: list[bytes]) -> bytes:
+    settings = config_values(client.server)
+    matchers = [glob_matcher(pattern.lower()) for pattern in args[2:]]
+    pairs = [(name.encode(), bulk(value.encode())) for name, value in settings.items()
+             if any(match(name.encode()) for match in matchers)]
+    return client.map_reply(pairs)
+
+
+@command("config|resetstat", 2, "admin noscript")
+def config_resetstat_command(client: Client, args: list[bytes]) -> bytes:
+    reset_stats(client.server)
+    return OK
+
+
+# --- COMMAND, and every command's documentation ---------------------------------
+
+@command("command", -1, "")
+def command_command(client: Client, args: list[bytes]) -> bytes:
+    return array([command_info(entry) for entry in COMMANDS.values()])
+
+
+def command_info(entry: Command) -> bytes:
+    docs = COMMAND_DOCS[entry.name]
+    flags = array([simple_string(flag) for flag in entry.flags])
+    categories = array([simple_string("@" + category) for category in entry.flags + (docs.group,)
+                        if category in ("read", "write", "fast", "admin", "connection", "server", "string",
+                                        "keyspace", "generic")])
+    first_key, last_key, key_step = docs.keys
+    return array([bulk(entry.name.encode()), integer(entry.arity), flags, integer(first_key), integer(last_key),
+                  integer(key_step), categories, EMPTY_ARRAY, EMPTY_ARRAY,
+                  array([command_info(sub) for sub in entry.subcommands.values()])])
+
+
+def command_docs(client: Client, entry: Command) -> bytes:
+    docs = COMMAND_DOCS[entry.name]
+    reply = [(b"summary", bulk(docs.summary.encode())), (b"since", bulk(docs.since.encode())),
+             (b"group", bulk(docs.group.encode()))]
+    if docs.usage:
+        # One argument holding the whole usage line: that is all redis-cli needs for its hints.
+        reply.append((b"arguments", array([client.map_reply([(b"name", bulk(docs.usage.encode())),
+                                                             (b"type", bulk(b"string"))])])))
+    if entry.subcommands:
+        reply.append((b"subcommands", client.map_reply(
+            [(sub.name.encode(), command_docs(client, sub)) for sub in entry.subcommands.values()])))
+    return client.map_reply(reply)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandDocs:
+    """What COMMAND INFO and COMMAND DOCS say of a command, and what redis-cli's help shows."""
+
+    group: str  # "string", "keyspace", "server"...
+    since: str  # the Redis version that added it
+    summary: str
+    usage: str = ""  # its arguments, as redis-cli's help shows them
+    keys: tuple[int, int, int] = (0, 0, 0)  # where its keys are: first argument, last (-1: the end), step
+
+
+COMMAND_DOCS: dict[str, CommandDocs] = {
+    "append": CommandDocs("string", "2.0.0", "Append a value to a key", "key value", keys=(1, 1, 1)),
+    "client": CommandDocs("connection", "2.4.0", "A container for client connection commands"),
+    "client|getname": CommandDocs("connection", "2.6.9", "Get the current connection name"),
+    "client|id": CommandDocs("connection", "5.0.0", "Returns the client ID for the current connection"),
+    "client|info": CommandDocs("connection", "6.2.0", "Returns information about the current client connection"),
+    "client|list": CommandDocs("connection", "2.4.0", "Get the list of client connections"),
+    "client|setinfo": CommandDocs("connection", "7.2.0", "Set client or connection specific info",
+        "LIB-NAME libname|LIB-VER libver"),
+    "client|setname": CommandDocs("connection", "2.6.9", "Set the current connection name", "connection-name"),
+    "command": CommandDocs("server", "2.8.13", "Get array of Redis command details"),
+    "command|count": CommandDocs("server", "2.8.13", "Get total number of Redis commands"),
+    "command|docs": CommandDocs("server", "7.0.0", "Get array of specific Redis command documentation",
+        "[command-name [command-name ...]]"),
+    "command|info": CommandDocs("server", "2.8.13",
+        "Get array of specific Redis command details, or all when no argument is given",
+        "[command-name [command-name ...]]"),
+    "command|list": CommandDocs("server", "7.0.0", "Get an array of Redis command names"),
+    "config": CommandDocs("server", "2.0.0", "A container for server configuration commands"),
+    "config|get": CommandDocs("server", "1.0.0", "Get the values of configuration parameters",
+        "parameter [parameter ...]"),
+    "config|resetstat": CommandDocs("server", "1.0.0", "Reset the stats returned by INFO"),
+    "copy": CommandDocs("keyspace", "6.2.0", "Copy a key",
+        "source destination [DB destination-db] [REPLACE]", keys=(1, 2, 1)),
+    "dbsize": CommandDocs("server", "1.0.0", "Return the number of keys in the selected database"),
+    "debug": CommandDocs("server", "1.0.0", "Debugging switches: turn active expiry off or on, block the server",
+        "SET-ACTIVE-EXPIRE 0|1|SLEEP seconds"),
+    "decr": CommandDocs("string", "1.0.0", "Decrement the integer value of a key by one", "key", keys=(1, 1, 1)),
+    "decrby": CommandDocs("string", "1.0.0", "Decrement the integer value of a key by the given number",
+        "key decrement", keys=(1, 1, 1)),
+    "del": CommandDocs("keyspace", "1.0.0", "Delete a key", "key [key ...]", keys=(1, -1, 1)),
+    "echo": CommandDocs("connection", "1.0.0", "Echo the given string", "message"),
+    "exists": CommandDocs("keyspace", "1.0.0", "Determine if a key exists", "key [key ...]", keys=(1, -1, 1)),
+    "expire": CommandDocs("keyspace", "1.0.0", "Set a key's time to live in seconds",
+        "key seconds [NX|XX|GT|LT]", keys=(1, 1, 1)),
+    "expireat": CommandDocs("keyspace", "1.2.0", "Set the expiration for a key as a UNIX timestamp",
+        "key unix-time-seconds [NX|XX|GT|LT]", keys=(1, 1, 1)),
+    "expiretime": CommandDocs("keyspace", "7.0.0", "Get the expiration Unix timestamp for a key",
+        "key", keys=(1, 1, 1)),
+    "flushall": CommandDocs("server", "1.0.0", "Remove all keys from all databases", "[ASYNC|SYNC]"),
+    "flushdb": CommandDocs("server", "1.0.0", "Remove all keys from the current database", "[ASYNC|SYNC]"),
+    "get": CommandDocs("string", "1.0.0", "Get the value of a key", "key", keys=(1, 1, 1)),
+    "getdel": CommandDocs("string", "6.2.0", "Get the value of a key and delete the key", "key", keys=(1, 1, 1)),
+    "getex": CommandDocs("string", "6.2.0", "Get the value of a key and optionally set its expiration",
+        "key [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds|PERSIST]", keys=(1, 1, 1)),
+    "getrange": CommandDocs("string", "2.4.0", "Get a substring of the string stored at a key",
+        "key start end", keys=(1, 1, 1)),
+    "getset": CommandDocs("string", "1.0.0", "Set the string value of a key and return its old value",
+        "key value", keys=(1, 1, 1)),
+    "hello": CommandDocs("connection", "6.0.0", "Handshake with Redis",
+        "[protover [AUTH username password] [SETNAME clientname]]"),
+    "incr": CommandDocs("string", "1.0.0", "Increment the integer value of a key by one", "key", keys=(1, 1, 1)),
+    "incrby": CommandDocs("string", "1.0.0", "Increment the integer value of a key by the given amount",
+        "key increment", keys=(1, 1, 1)),
+    "incrbyfloat": CommandDocs("string", "2.6.0", "Increment the float value of a key by the given amount",
+        "key increment", keys=(1, 1, 1)),
+    "info": CommandDocs("server", "1.0.0", "Get information and statistics about the server",
+        "[section [section ...]]"),
+    "keys": CommandDocs("keyspace", "1.0.0", "Find all keys matching the given pattern", "pattern"),
+    "lastsave": CommandDocs("server", "1.0.0", "Get the UNIX time stamp of the last successful save to disk"),
+    "mget": CommandDocs("string", "1.0.0", "Get the values of all the given keys", "key [key ...]", keys=(1, -1, 1)),
+    "move": CommandDocs("keyspace", "1.0.0", "Move a key to another database", "key db", keys=(1, 1, 1)),
+    "mset": CommandDocs("string", "1.0.1", "Set multiple keys to multiple values",
+        "key value [key value ...]", keys=(1, -1, 2)),
+    "msetnx": CommandDocs("string", "1.0.1", "Set multiple keys to multiple values, only if none of the keys exist",
+        "key value [key value ...]", keys=(1, -1, 2)),
+    "object": CommandDocs("keyspace", "2.2.3", "A container for object introspection commands"),
+    "object|encoding": CommandDocs("keyspace", "1.0.0", "Inspect the internal encoding of a Redis object",
+        "key", keys=(2, 2, 1)),
+    "persist": CommandDocs("keyspace", "2.2.0", "Remove the expiration from a key", "key", keys=(1, 1, 1)),
+    "pexpire": CommandDocs("keyspace", "2.6.0", "Set a key's time to live in milliseconds",
+        "key milliseconds [NX|XX|GT|LT]", keys=(1, 1, 1)),
+    "pexpireat": CommandDocs("keyspace", "2.6.0",
+        "Set the expiration for a key as a UNIX timestamp specified in milliseconds",
+        "key unix-time-milliseconds [NX|XX|GT|LT]", keys=(1, 1, 1)),
+    "pexpiretime": CommandDocs("keyspace", "7.0.0", "Get the expiration Unix timestamp for a key in milliseconds",
+        "key", keys=(1, 1, 1)),
+    "ping": CommandDocs("connection", "1.0.0", "Ping the server", "[message]"),
+    "psetex": CommandDocs("string", "2.6.0", "Set the value and expiration in milliseconds of a key",
+        "key milliseconds value", keys=(1, 1, 1)),
+    "pttl": CommandDocs("keyspace", "2.6.0", "Get the time to live for a key in milliseconds", "key", keys=(1, 1, 1)),
+    "quit": CommandDocs("connection", "1.0.0", "Close the connection"),
+    "randomkey": CommandDocs("keyspace", "1.0.0", "Return a random key from the keyspace"),
+    "rename": CommandDocs("keyspace", "1.0.0", "Rename a key", "key newkey", keys=(1, 2, 1)),
+    "renamenx": CommandDocs("keyspace", "1.0.0", "Rename a key, only if the new key does not exist",
+        "key newkey", keys=(1, 2, 1)),
+    "save": CommandDocs("server", "1.0.0", "Synchronously save the dataset to disk"),
+    "scan": CommandDocs("keyspace", "2.8.0", "Incrementally iterate the keys space",
+        "cursor [MATCH pattern] [COUNT count] [TYPE type]"),
+    "select": CommandDocs("connection", "1.0.0", "Change the selected database for the current connection", "index"),
+    "set": CommandDocs("string", "1.0.0", "Set the string value of a key",
+        "key value [NX|XX] [GET] [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds"
+        "|KEEPTTL]", keys=(1, 1, 1)),
+    "setex": CommandDocs("string", "2.0.0", "Set the value and expiration of a key",
+        "key seconds value", keys=(1, 1, 1)),
+    "setnx": CommandDocs("string", "1.0.0", "Set the value of a key, only if the key does not exist",
+        "key value", keys=(1, 1, 1)),
+    "setrange": CommandDocs("string", "2.2.0", "Overwrite part of a string at key starting at the specified offset",
+        "key offset value", keys=(1, 1, 1)),
+    "shutdown": CommandDocs("server", "1.0.0", "Synchronously save the dataset to disk and then shut down the server",
+        "[NOSAVE|SAVE]"),
+    "strlen": CommandDocs("string", "2.2.0", "Get the length of the value stored in a key", "key", keys=(1, 1, 1)),
+    "substr": CommandDocs("string", "1.0.0", "Get a substring of the string stored at a key",
+        "key start end", keys=(1, 1, 1)),
+    "swapdb": CommandDocs("server", "4.0.0", "Swaps two Redis databases", "index1 index2"),
+    "time": CommandDocs("server", "2.6.0", "Return the current server time"),
+    "touch": CommandDocs("keyspace", "3.2.1",
+        "Alters the last access time of a key(s). Returns the number of existing keys specified.",
+        "key [key ...]", keys=(1, -1, 1)),
+    "ttl": CommandDocs("keyspace", "1.0.0", "Get the time to live for a key in seconds", "key", keys=(1, 1, 1)),
+    "type": CommandDocs("keyspace", "1.0.0", "Determine the type stored at key", "key", keys=(1, 1, 1)),
+    "unlink": CommandDocs("keyspace", "4.0.0", "Delete a key asynchronously in another thread",
+        "key [key ...]", keys=(1, -1, 1)),
+}
+
+
+@command("command|count", 2, "")
+def command_count_command(client: Client, args: list[bytes]) -> bytes:
+    return integer(len(COMMANDS))
+
+
+@command("command|info", -2, "")
+def command_info_command(client: Client, args: list[bytes]) -> bytes:
+    names = args[2:] or list(COMMANDS)
+    return array([command_info(COMMANDS[name.lower()]) if name.lower() in COMMANDS else client.null
+                  for name in names])
+
+
+@command("command|docs", -2, "")
+def command_docs_command(client: Client, args: list[bytes]) -> bytes:
+    names = [name.lower() for name in args[2:]] or list(COMMANDS)
+    return client.map_reply([(name, command_docs(client, COMMANDS[name])) for name in names if name in COMMANDS])
+
+
+@command("command|list", -2, "")
+def command_list_command(client: Client, args: list[bytes]) -> bytes:
+    return bulk_array(COMMANDS)
+
+
+# =============================================================================
+# Appendix D. Performance
+# =============================================================================
+#
+# A first reading can skip this appendix: it adds two speed-ups, each an
+# alternative to a plain piece of Part I, chosen by a flag so that its gain
+# can be measured (bench/README.md has the figures).
+#
+# FastRequestParser (--parser-shortcut yes, the default) replaces
+# RequestParser for pipelines of well-formed requests, and its tables of the
+# usual header lines replace parsing them.
+#
+# BeforeSleepSelector (--batch-writes yes, the default) replaces WriteAtOnce.
+# Replies are not sent the moment they are ready. Like Redis, which queues
+# them and writes them all in beforeSleep() (handleClientsWithPendingWrites),
+# just before its event loop waits for new events, the server collects the
+# replies of every client served in one pass of the loop and then writes
+# them back to back, one write per client. With pipelining, one read carries
+# many commands, so that is one system call per read instead of per reply;
+# and with many busy clients, writing them together is cheaper than
+# interleaving each write with the next client's work: the receiving
+# processes are woken once in a burst rather than one at a time. asyncio has
+# no beforeSleep hook, so BeforeSleepSelector adds one where the loop is
+# about to wait: in the selector's select(). When a pass of the loop serves a
+# single client, there is nothing to batch with, and its replies go at once
+# rather than wait behind the loop's own bookkeeping. --batch-writes no sends
+# each read's replies at once, to measure the difference.
+
+# The header lines that nearly every request uses, precomputed: a table lookup
+# is several times cheaper than slicing out the number and parsing it.
+MULTIBULK_COUNTS = {b"*%d" % n: n for n in range(1, 1024)}  # b"*3" -> 3
+BULK_HEADERS = [b"$%d" % n for n in range(4096)]  # 3 -> b"$3"
+SHORTCUT_MAX_BUFFER = 1024 * 1024  # larger buffers (a big value arriving) are parsed without splitting them
+
+
+class FastRequestParser(RequestParser):
+    """RequestParser with a shortcut for the common case: pipelines of well-formed "*N" requests.
+
+    The careful parser costs a handful of Python operations per argument. This
+    one splits the bytes on "\\r\\n" in one call (the splitting happens in C)
+    and takes each request's arguments as every second line, since a request
+    is N "$len" header lines alternating with N payload lines. That is only
+    right if no payload contains "\\r\\n" itself, so it checks every header
+    against its payload in one go afterwards, and hands all the bytes to the
+    careful parser if any pair disagrees. It starts only between requests,
+    and skips reads over SHORTCUT_MAX_BUFFER (a big value arriving), so no one
+    can make it split a huge payload into millions of lines.
+    --parser-shortcut no chooses the plain RequestParser, to measure the gain.
+
+    >>> FastRequestParser().feed(b"*3\\r\\n$3\\r\\nSET\\r\\n$1\\r\\nk\\r\\n$1\\r\\nv\\r\\n*1\\r\\n$4\\r\\nPING\\r\\n")
+    ([[b'SET', b'k', b'v'], [b'PING']], None)
+    """
+
+    def _parse_requests(self, data: bytes, commands: list[list[bytes]]) -> int:
+        pos = self._take_whole_requests(data, commands) if len(data) <= SHORTCUT_MAX_BUFFER else 0
+        return self._parse_carefully(data, pos, commands) if pos < len(data) else pos
+
+    @staticmethod
+    def _take_whole_requests(data: bytes, commands: list[list[bytes]]) -> int:
+        """Take complete "*N" requests from the start of data the fast way; return how many bytes they used."""
+        lines = data.split(CRLF)
+        last = len(lines) - 1  # lines[last] has no "\r\n" after it yet: it is incomplete
+        already = len(commands)
+        headers, payloads = [], []
+        i = 0
+        while i < last:
+            count = MULTIBULK_COUNTS.get(lines[i])  # b"*3" -> 3, for the usual small counts
+            end = i + 1 + 2 * count if count is not None else last + 1
+            if end > last:
+                break
+            args = lines[i + 2 : end : 2]
+            headers += lines[i + 1 : end : 2]
+            payloads += args
+            commands.append(args)
+            i = end
+        try:
+            consistent = headers == [BULK_HEADERS[len(payload)] for payload in payloads]
+        except IndexError:  # a payload too long for the table: rare, and slow to move anyway
+            consistent = False
+        if not consistent:  # a payload held "\r\n", or a header was odd: leave it all to the careful parser
+            del commands[already:]
+            return 0
+        if i == last:  # the usual case: everything up to the unfinished last line was taken
+            return len(data) - len(lines[last])
+        return sum(map(len, lines[:i])) + 2 * i
+
+
+class BeforeSleepSelector(selectors.DefaultSelector):
+    """The event loop's selector (epoll on Linux), which writes queued replies just before the loop sleeps.
+
+    A replacement for WriteAtOnce: main() builds the event loop on it. asyncio's
+    loop calls select() once per pass, to wait for the next events, so the
+    start of select() is the moment Redis runs beforeSleep(): every handler of
+    this pass has run, and the loop is about to sleep. There it writes every
+    queued reply, one write per connection (Redis's
+    handleClientsWithPendingWrites()).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ready_count = 0  # how many sockets the last wait reported ready
+        self._pending: list[ClientConnection] = []  # connections with replies to write before the loop sleeps
+
+    def queue(self, connection: ClientConnection) -> None:
+        """Write a connection's replies before the loop sleeps, or at once when there is nothing to batch them with."""
+        if not connection.write_queued:
+            connection.write_queued = True
+            self._pending.append(connection)
+        alone = self.ready_count == 1  # the only client in this pass: nothing to batch with
+        # Nothing in select() may close a connection: closing schedules a callback
+        # (connection_lost), and the loop chose its timeout before it existed.
+        # So a client that is closing has its replies written at once instead.
+        if alone or connection.client.close_after_reply:
+            self.flush()
+
+    def flush(self) -> None:
+        for connection in self._pending:
+            connection.write_queued = False
+            connection.write_replies()
+        self._pending.clear()
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        self.flush()
+        events = super().select(timeout)
+        self.ready_count = len(events)
+        return events
+
+
+# =============================================================================
+# Appendix E. Limits: what one client may cost the others
+# =============================================================================
+#
+# A first reading can skip this appendix: it adds the protections that keep
+# one client from hurting the others. Its unsent replies are bounded
+# (ReplyBuffer, with Chapter 1's pause); a web page that points a browser at
+# the server is turned away (POST and Host:); the number of clients fits the
+# file descriptors the process may open (maxclients); and failures that can
+# repeat as fast as a client or the OS likes are logged at most once a minute.
+
+NET_MAX_WRITES_PER_EVENT = 64 * 1024  # Redis writes at most this much to one client per event
+
+
+class ReplyBuffer:
+    """One connection's replies that are not yet handed to the socket (Redis's per-client reply list).
+
+    Small replies leave together, in one write. A large reply leaves a slice
+    at a time, as the client reads it, so that the server never holds more
+    than the one copy of it that the reply itself is.
+
+    >>> replies = ReplyBuffer()
+    >>> replies.append(b"+OK\\r\\n"); replies.append(b":1\\r\\n")
+    >>> replies.size, replies.take()
+    (9, b'+OK\\r\\n:1\\r\\n')
+    >>> replies.append(b"x" * 100_000)
+    >>> len(replies.take()), replies.size
+    (65536, 34464)
+    """
+
+    def __init__(self) -> None:
+        self._replies: collections.deque[bytes] = collections.deque()
+        self._offset = 0  # how much of the first reply was already taken
+        self.size = 0  # bytes not yet taken
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+    def append(self, reply: bytes) -> None:
+        self._replies.append(reply)
+        self.size += len(reply)
+
+    def take(self, limit: int = NET_MAX_WRITES_PER_EVENT) -> bytes | memoryview:
+        """Remove and return the next bytes to write: whole replies up to about limit bytes, or a slice of one."""
+        if self.size <= limit and not self._offset:  # the usual case: everything, in one piece
+            data = b"".join(self._replies)
+            self._replies.clear()
+        elif len(self._replies[0]) - self._offset > limit:  # a large reply: its next slice, without copying it
+            data = memoryview(self._replies[0])[self._offset : self._offset + limit]
+            self._offset += limit
+        else:  # the rest of the first reply, and as many whole replies after it as fit
+            pieces = [memoryview(self._replies.popleft())[self._offset :]]
+            self._offset = 0
+            taken = len(pieces[0])
+            while self._replies and taken + len(self._replies[0]) <= limit:
+                taken += len(self._replies[0])
+                pieces.append(self._replies.popleft())
+            data = b"".join(pieces)
+        self.size -= len(data)
+        return data
+
+    def clear(self) -> None:
+        self._replies.clear()
+        self._offset = self.size = 0
+
+
+# A web page cannot open a TCP connection of its own, but it can make the
+# browser send an HTTP request anywhere, 127.0.0.1:6379 included: a line
+# "POST / HTTP/1.1", header lines such as "Host: 127.0.0.1:6379", then a body
+# the page chooses. Read as inline commands, that body would run: SET, FLUSHALL,
+# anything ("cross protocol scripting"). Neither "POST" nor "Host:" is a Redis
+# command, so Redis takes either one, as the first word of a request, as proof
+# of an attack: it drops the connection at once, runs nothing more that the
+# client sent and answers nothing, not even the commands before it, and logs a
+# warning at most once a minute (an attacker can repeat the request at will).
+HTTP_REQUEST_WORDS = {b"post", b"host:"}
+SECURITY_WARNING = ("Possible SECURITY ATTACK detected. It looks like somebody is sending POST or Host: commands to "
+                    "Redis. This is likely due to an attacker attempting to use Cross Protocol Scripting to "
+                    "compromise your Redis instance. Connection aborted.")
+SECURITY_WARNING_INTERVAL = 60  # seconds between two such log lines
+
+
+class ConnectionAborted(Exception):
+    """Drop the client now: none of its pending commands run, none of its replies is sent (CLIENT_CLOSE_ASAP)."""
+
+
+class RateLimitedLog:
+    """A warning logged at most once per interval, for events that can repeat as fast as a client or the OS likes.
+
+    Redis keeps a static timestamp beside such log calls, for the same reason:
+    one line per event would let anybody fill the disk.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.next_time = 0.0  # time.monotonic() from which the next warning may be logged
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now >= self.next_time:
+            self.next_time = now + self.interval
+            log.warning(message, *args)
+
+
+ACCEPT_ERROR_LOG_INTERVAL = 60  # seconds between two log lines about accept() failing
+
+
+def log_loop_error(server: Server, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """The event loop's exception handler: asyncio's own, except that accept() failures are logged once a minute.
+
+    Out of file descriptors, accept() fails. asyncio then logs a traceback,
+    leaves the connection waiting in the backlog and retries a second
+    later; but it goes on trying the other waiting connections in the same
+    pass (CPython issue gh-151615), and each failure schedules a retry of
+    its own, so the tracebacks multiply: gigabytes of log, a busy CPU.
+    With maxclients fitting the file limit this is rare and brief (a burst
+    of connects); the clients already connected are not affected, and the
+    waiting ones are accepted once a descriptor is free. One line a minute
+    says all there is to say, and costs little enough to keep retrying.
+    """
+    error = context.get("exception")
+    if isinstance(error, OSError) and context.get("message", "").startswith("socket.accept()"):
+        server.accept_error_log.warning("Accepting client connection: %s (logged at most once a minute)", error)
+    else:
+        loop.default_exception_handler(context)
+
+
+CONFIG_DEFAULT_MAX_CLIENTS = 10000
+CONFIG_MIN_RESERVED_FDS = 32  # descriptors kept for the server's own files and sockets
+CONFIG_DEFAULT_TCP_BACKLOG = 511
+MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
+
+
+def adjust_open_files_limit(maxclients: int) -> int:
+    """Raise the open files limit to fit maxclients; return the maxclients that fits (0: not even one).
+
+    Redis's adjustOpenFilesLimit(). Only the soft limit is raised, up to the
+    hard limit ("ulimit -Hn"): raising that one takes privileges.
+    """
+    needed = maxclients + CONFIG_MIN_RESERVED_FDS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return maxclients
+    limit = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    reason = f"the hard limit ('ulimit -Hn') is {hard}"
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    except (OSError, ValueError) as error:
+        limit, reason = soft, f"of OS error: {error}"
+    if limit >= needed:
+        log.info("Increased maximum number of open files to %d (it was originally set to %d).", needed, soft)
+        return maxclients
+    if limit <= CONFIG_MIN_RESERVED_FDS:
+        log.error("Your current 'ulimit -n' of %d is not enough for the server to start. Please increase your open "
+                  "file limit to at least %d. Exiting.", soft, needed)
+        return 0
+    log.warning("You requested maxclients of %d requiring at least %d max file descriptors.", maxclients, needed)
+    log.warning("Server can't set maximum open files to %d because %s.", needed, reason)
+    log.warning("Current maximum open files is %d. maxclients has been reduced to %d to compensate for low ulimit. "
+                "If you need higher maxclients increase 'ulimit -n'.", limit, limit - CONFIG_MIN_RESERVED_FDS)
+    return limit - CONFIG_MIN_RESERVED_FDS
+
+
+# The last line: run the server when this file is run as a program.
 if __name__ == "__main__":
     sys.exit(main())
