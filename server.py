@@ -101,6 +101,7 @@ log = logging.getLogger("redis-clone")
 # enough. What one client costs in memory is bounded by what it reads, not by
 # what it asks for (Appendix E has the details).
 
+
 class Client:
     """The state of one connection that commands can read and change."""
 
@@ -135,6 +136,8 @@ class Client:
                 f"argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default "
                 f"redir=-1 resp={self.protocol} lib-name={text(self.library.get(b'lib-name', b''))} "
                 f"lib-ver={text(self.library.get(b'lib-ver', b''))}").encode()
+
+
 # How much unsent output one client may have before the server stops running its
 # commands. A client that pipelines requests but never reads the replies would
 # otherwise make the server produce replies without end (Redis's own answer is
@@ -143,6 +146,8 @@ class Client:
 # socket until the client has read enough, so nobody is disconnected and the
 # memory a client holds stays bounded by this limit plus one reply.
 OUTPUT_PAUSE_BYTES = 1024 * 1024  # this server's own setting; Redis has no such pause
+
+
 class ClientConnection(asyncio.Protocol):
     """Bytes in, commands run, replies out: the life of one TCP connection."""
 
@@ -160,7 +165,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        if len(self.server.clients) >= self.server.options.maxclients:  # see section 6
+        if len(self.server.clients) >= self.server.options.maxclients:  # see Appendix E
             transport.write(MAX_CLIENTS_REACHED)
             transport.close()
             return
@@ -257,6 +262,8 @@ class ClientConnection(asyncio.Protocol):
         self.replies.clear()
         if self.client is not None:  # None: turned away by connection_made, over maxclients
             self.server.client_disconnected(self.client)
+
+
 class WriteAtOnce:
     """How replies leave: each connection's as soon as the requests of its read have run.
 
@@ -296,6 +303,7 @@ class WriteAtOnce:
 # per connection with HELLO 3, adds types of its own; the ones this server uses
 # are "_" (null) and "%" (map). Like Redis's addReply*() family, each command
 # writes its reply in RESP directly with the helpers at the end of this chapter.
+
 
 CRLF = b"\r\n"
 PROTO_INLINE_MAX_SIZE = 64 * 1024  # longest inline request or "*N"/"$N" header line
@@ -517,6 +525,7 @@ def bulk_array(values: Iterable[bytes]) -> bytes:
 # client.db, the database the connection has SELECTed, and fails by raising
 # CommandError, which becomes an error reply.
 
+
 class CommandError(Exception):
     """An error reply ("-ERR ..."). Unlike a ProtocolError, the connection stays open."""
 
@@ -565,7 +574,7 @@ def execute(client: Client, args: list[bytes]) -> bytes:
     """Look the command (or subcommand) up, check its arity, run it, and return its reply."""
     entry = COMMANDS.get(args[0].lower())
     if entry is None:
-        if args[0].lower() in HTTP_REQUEST_WORDS:  # a web page's request: see below
+        if args[0].lower() in HTTP_REQUEST_WORDS:  # a web page's request: see Appendix E
             client.server.security_warning_log.warning(SECURITY_WARNING)
             raise ConnectionAborted
         return unknown_command_error(args)
@@ -623,6 +632,7 @@ def parse_int_arg(value: bytes, message: str = NOT_AN_INTEGER) -> int:
 # same dicts. Each database also keeps its keys in a list, in the order they
 # were added, for the two commands that need a key by position, RANDOMKEY and
 # SCAN (KeyList, Appendix A).
+
 
 DATABASES = 16  # Redis's default "databases" setting
 CONFIG_DEFAULT_HZ = 10  # how many times a second background jobs (active expiry) run
@@ -927,6 +937,7 @@ class Keyspace:
 # keyspace, and returns its reply encoded in RESP. The rest of each family
 # (APPEND, RENAME, SCAN, GETEX...) is in Appendix A, and the connection and
 # introspection commands (HELLO, CLIENT, INFO...) in Appendix C.
+
 
 # --- Connection -------------------------------------------------------------
 
@@ -1271,6 +1282,7 @@ def shutdown_command(client: Client, args: list[bytes]) -> bytes:
 # not a string, an expire time beyond 64 bits, a key seen twice) stops the
 # server from starting, rather than have it guess, then save its guess.
 
+
 DUMP_FORMAT = "educational-redis-clone"
 DUMP_VERSION = 1
 DUMP_FIELDS = ["db", "key", "value", "expires_at_ms"]
@@ -1458,6 +1470,7 @@ def _load_entries(keyspace: Keyspace, text: str) -> int:
 # more and then exits anyway, with exit code 1: whoever asks twice wants the
 # process gone, and the log says exactly what was lost.
 
+
 SHUTDOWN_FLUSH_TIMEOUT = 2.0  # seconds to let replies in flight reach their clients
 LOG_LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "notice": logging.INFO, "warning": logging.WARNING}
 
@@ -1589,10 +1602,10 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--enable-debug-command", choices=["no", "yes", "local"], default="local",
                         help="who may use DEBUG, which can block the server: local connections only by default")
     parser.add_argument("--parser-shortcut", choices=["yes", "no"], default="yes",
-                        help="take well-formed pipelines the fast way (see RequestParser); no, to measure the gain")
+                        help="take well-formed pipelines the fast way (FastRequestParser); no, to measure the gain")
     parser.add_argument("--batch-writes", choices=["yes", "no"], default="yes",
-                        help="write the replies of one event-loop pass together, as Redis does (see "
-                             "BeforeSleepSelector); no, to write each read's replies at once and measure the gain")
+                        help="write the replies of one event-loop pass together, as Redis does "
+                             "(BeforeSleepSelector); no, to write each read's replies at once and measure the gain")
     parser.add_argument("--client-query-buffer-limit", type=int, default=CLIENT_QUERY_BUFFER_LIMIT, metavar="BYTES",
                         help="close a client whose unparsed input grows past this (default 1 GiB)")
     parser.add_argument("--maxclients", type=int, default=CONFIG_DEFAULT_MAX_CLIENTS, metavar="N",
@@ -1715,6 +1728,7 @@ def running(port: int = 0, dir: str = ".", *flags: str) -> Iterator[tuple[str, i
 # A first reading can skip this appendix: it adds the rest of each command
 # family of Part I, and the KeyList that lets RANDOMKEY and SCAN find keys by
 # position.
+
 
 NO_SUCH_KEY = "ERR no such key"
 NOT_A_FLOAT = "ERR value is not a valid float"
@@ -1924,8 +1938,8 @@ class KeyList:
 
 
 # SCAN's promise: a key present for the whole scan is returned at least once.
-# A cursor is a position in the database's list of keys: see the top of
-# section 2 for how it survives inserts and deletes. Each call costs O(COUNT),
+# A cursor is a position in the database's list of keys: KeyList says how
+# it survives inserts and deletes. Each call costs O(COUNT),
 # whatever the size of the database, and an open scan costs the server nothing.
 
 
@@ -2122,6 +2136,7 @@ def setrange_command(client: Client, args: list[bytes]) -> bytes:
 # computes in C's long double; SCAN reads its cursor as strtoul() does; and
 # OBJECT ENCODING tells the encodings Redis would have chosen.
 
+
 # --- Inline commands ---------------------------------------------------------
 
 
@@ -2233,14 +2248,18 @@ def c_string(value: bytes) -> str:
 # As in Redis, a 1 MB pattern costs next to nothing against short keys.
 
 GLOB_TOKEN = re.compile(rb"\*+|\?+|\[\^?|[^*?[\\]+|\\.?", re.DOTALL)
+
 # stars | question marks | the start of a set | plain bytes | "\x", the byte x (a lone "\" at the end is itself)
 SET_ITEM = re.compile(rb"\\(.)|([^\]\\])-(.)|(\])|(.)", re.DOTALL)
+
 # in a set: "\x" | a range "a-z" | the closing "]" | one byte (a lone "\" at the end is itself)
 PLAIN_PREFIX_GLOB = re.compile(rb"([^*?[\\]+)\*+")  # "user:*": plain bytes, then stars
 ALL_BYTES = bytes(range(256))
+
 # Redis compares range ends as C chars, which are signed on x86-64: bytes 0x80-0xff
 # come before 0x00, so "[a-\xff]" runs from \xff (-1) up to "a".
 C_CHAR_ORDER = bytes(range(0x80, 0x100)) + bytes(range(0x80))
+
 # Redis 7.2.6 made stringmatchlen() give up (no match) when it has to nest more than
 # 1000 stars deep (CVE-2024-31228), and Debian's 7.0.15 carries that fix: a pattern
 # with more than 1000 stars that have more pattern after them matches nothing.
@@ -2423,6 +2442,7 @@ LDBL_MAX_EXP = 16384  # numbers must stay below 2**LDBL_MAX_EXP
 MAX_LONG_DOUBLE_CHARS = 5 * 1024  # Redis refuses longer numeric strings
 DECIMAL_FLOAT = re.compile(rb"[+-]?(\d+\.?\d*|\.\d+)(?:[eE]([+-]?\d+))?")
 HEX_FLOAT = re.compile(rb"[+-]?0[xX]([0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP]([+-]?\d+))?")
+
 # A number whose exponent is beyond these is out of range whatever its mantissa,
 # which has fewer than MAX_LONG_DOUBLE_CHARS digits: long doubles span about
 # 10**±4951 (2**±16445), and a hex digit is 4 bits. Refusing it early spares
@@ -2551,6 +2571,7 @@ def object_encoding_command(client: Client, args: list[bytes]) -> bytes:
 # server; CLIENT names and lists connections; COMMAND and COMMAND DOCS
 # describe every command (redis-cli's hints and help come from there); INFO
 # reports statistics; CONFIG GET shows the settings under Redis's names.
+
 
 # --- HELLO and CLIENT ----------------------------------------------------------
 
@@ -2965,6 +2986,7 @@ def command_list_command(client: Client, args: list[bytes]) -> bytes:
 # rather than wait behind the loop's own bookkeeping. --batch-writes no sends
 # each read's replies at once, to measure the difference.
 
+
 # The header lines that nearly every request uses, precomputed: a table lookup
 # is several times cheaper than slicing out the number and parsing it.
 MULTIBULK_COUNTS = {b"*%d" % n: n for n in range(1, 1024)}  # b"*3" -> 3
@@ -3075,6 +3097,7 @@ class BeforeSleepSelector(selectors.DefaultSelector):
 # the server is turned away (POST and Host:); the number of clients fits the
 # file descriptors the process may open (maxclients); and failures that can
 # repeat as fast as a client or the OS likes are logged at most once a minute.
+
 
 NET_MAX_WRITES_PER_EVENT = 64 * 1024  # Redis writes at most this much to one client per event
 
