@@ -681,6 +681,19 @@ class Database:
         self._expire_scan: list[bytes] = []  # the keys the active expiry cycle is walking through
         self._expire_scan_pos = 0
 
+    def key_count(self) -> int:
+        """DBSIZE: how many keys there are, counting expired ones not deleted yet, as Redis does."""
+        return len(self.data)
+
+    def key_count_with_ttl(self) -> int:
+        return len(self.expires)
+
+    def entries(self) -> Iterator[tuple[bytes, bytes | bytearray, int | None]]:
+        """Every key, its value and its expire time (None for no TTL): what the snapshot saves."""
+        expires = self.expires
+        for key, value in self.data.items():
+            yield key, value, expires.get(key)
+
     def lookup(self, key: bytes) -> bytes | bytearray | None:
         """Return the value of key, deleting it first if it has expired (lazy expiry)."""
         if key in self.expires and has_expired(self.expires[key], self.clock()):
@@ -914,7 +927,7 @@ class Keyspace:
             db.active_expire(deadline)
 
     def key_count(self) -> int:
-        return sum(len(db.data) for db in self.databases)
+        return sum(db.key_count() for db in self.databases)
 
     def expired_count(self) -> int:
         return sum(db.expired_count for db in self.databases)
@@ -944,25 +957,31 @@ class Keyspace:
 
 @command("ping", -1, "fast")
 def ping_command(client: Client, args: list[bytes]) -> bytes:
+    # PING [message]: +PONG, or the message back as a bulk string.
     if len(args) > 2:
         raise CommandError("ERR wrong number of arguments for 'ping' command")
-    return bulk(args[1]) if len(args) == 2 else PONG
+    if len(args) == 2:
+        message = args[1]
+        return bulk(message)
+    return PONG
 
 
 @command("echo", 2, "fast")
 def echo_command(client: Client, args: list[bytes]) -> bytes:
-    return bulk(args[1])
+    message = args[1]
+    return bulk(message)
 
 
 @command("quit", -1, "fast")
 def quit_command(client: Client, args: list[bytes]) -> bytes:
-    client.close_after_reply = True
+    client.close_after_reply = True  # the connection writes +OK, then closes
     return OK
 
 
 @command("select", 2, "fast")
 def select_command(client: Client, args: list[bytes]) -> bytes:
-    client.db = client.server.database(args[1])
+    index = args[1]
+    client.db = client.server.database(index)  # from now on this connection's commands use that database
     return OK
 
 
@@ -970,24 +989,28 @@ def select_command(client: Client, args: list[bytes]) -> bytes:
 
 @command("del", -2, "write")
 def del_command(client: Client, args: list[bytes]) -> bytes:
+    keys = args[1:]
     delete = client.db.delete
-    return integer(sum(delete(key) for key in args[1:]))
+    return integer(sum(delete(key) for key in keys))  # how many existed
 
 
 @command("exists", -2, "readonly fast")
 def exists_command(client: Client, args: list[bytes]) -> bytes:
+    keys = args[1:]
     exists = client.db.exists
-    return integer(sum(exists(key) for key in args[1:]))
+    return integer(sum(exists(key) for key in keys))  # a key named twice counts twice, as in Redis
 
 
 @command("keys", 2, "readonly")
 def keys_command(client: Client, args: list[bytes]) -> bytes:
-    return bulk_array(client.db.matching_keys(glob_matcher(args[1])))
+    # KEYS reads every key: O(n), as in Redis, where it blocks every client too. SCAN is the gentle way.
+    pattern = args[1]
+    return bulk_array(client.db.matching_keys(glob_matcher(pattern)))
 
 
 @command("dbsize", 1, "readonly fast")
 def dbsize_command(client: Client, args: list[bytes]) -> bytes:
-    return integer(len(client.db.data))
+    return integer(client.db.key_count())
 
 
 def parse_flush_mode(args: list[bytes]) -> None:
@@ -1016,6 +1039,8 @@ UNIT_SECONDS, UNIT_MILLISECONDS = 1000, 1  # milliseconds per unit
 
 def expire_generic(client: Client, args: list[bytes], base_ms: int, unit: int) -> bytes:
     """EXPIRE, PEXPIRE, EXPIREAT and PEXPIREAT: set a TTL, subject to NX, XX, GT or LT."""
+    key, amount = args[1], args[2]
+    # 1. The options, and the combinations Redis refuses.
     options = set()
     for arg in args[3:]:
         option = arg.upper()
@@ -1026,23 +1051,25 @@ def expire_generic(client: Client, args: list[bytes], base_ms: int, unit: int) -
         raise CommandError("ERR NX and XX, GT or LT options at the same time are not compatible")
     if {b"GT", b"LT"} <= options:
         raise CommandError("ERR GT and LT options at the same time are not compatible")
-    when = parse_int_arg(args[2])
+    # 2. The absolute expire time in ms, which must fit Redis's 64 bits.
+    when = parse_int_arg(amount)
     if unit == UNIT_SECONDS and abs(when) > LLONG_MAX // 1000:  # C's LLONG_MIN / 1000 truncates toward 0
         raise CommandError(f"ERR invalid expire time in '{text(args[0]).lower()}' command")
     when = when * unit + base_ms
     if when > LLONG_MAX:
         raise CommandError(f"ERR invalid expire time in '{text(args[0]).lower()}' command")
+    # 3. Only an existing key gets a TTL, and only if the options agree with its current one.
     db = client.db
-    if not db.exists(args[1]):
+    if not db.exists(key):
         return ZERO
-    current = db.get_expire(args[1])  # None: no TTL, which counts as infinite for GT and LT
+    current = db.get_expire(key)  # None: no TTL, which counts as infinite for GT and LT
     if (b"NX" in options and current is not None) or (b"XX" in options and current is None):
         return ZERO
     if b"GT" in options and (current is None or when <= current):
         return ZERO
     if b"LT" in options and current is not None and when >= current:
         return ZERO
-    db.expire_or_delete(args[1], when)
+    db.expire_or_delete(key, when)  # a time already past deletes the key at once
     return ONE
 
 
@@ -1080,18 +1107,21 @@ def ttl_generic(client: Client, key: bytes, in_ms: bool, absolute: bool) -> byte
 
 @command("ttl", 2, "readonly fast")
 def ttl_command(client: Client, args: list[bytes]) -> bytes:
-    return ttl_generic(client, args[1], in_ms=False, absolute=False)
+    key = args[1]
+    return ttl_generic(client, key, in_ms=False, absolute=False)
 
 
 @command("pttl", 2, "readonly fast")
 def pttl_command(client: Client, args: list[bytes]) -> bytes:
-    return ttl_generic(client, args[1], in_ms=True, absolute=False)
+    key = args[1]
+    return ttl_generic(client, key, in_ms=True, absolute=False)
 
 
 @command("persist", 2, "write fast")
 def persist_command(client: Client, args: list[bytes]) -> bytes:
+    key = args[1]
     db = client.db
-    return ONE if db.exists(args[1]) and db.remove_expire(args[1]) else ZERO
+    return ONE if db.exists(key) and db.remove_expire(key) else ZERO  # 1 only if there was a TTL to remove
 
 
 # --- String commands ----------------------------------------------------------
@@ -1152,19 +1182,23 @@ def expire_at_ms(option: bytes, argument: bytes, command_name: str) -> int:
 
 @command("set", -3, "write")
 def set_command(client: Client, args: list[bytes]) -> bytes:
+    key, value = args[1], args[2]
     db = client.db
     if len(args) == 3:  # the common case, kept short: SET key value
-        db.set(args[1], args[2])
+        db.set(key, value)
         return OK
+    # 1. The options: NX/XX (only if absent/present), GET (reply with the old value), and an expiry.
     flags, expire_option, expire_arg = parse_set_options(
         args, 3, {b"NX", b"XX", b"GET", b"KEEPTTL", b"EX", b"PX", b"EXAT", b"PXAT"})
     when = expire_at_ms(expire_option, expire_arg, "set") if expire_option else None
-    old = db.lookup_string(args[1]) if b"GET" in flags else db.lookup(args[1])
+    # 2. The old value, which NX, XX and GET need (GET refuses a value that is not a string).
+    old = db.lookup_string(key) if b"GET" in flags else db.lookup(key)
     if (b"NX" in flags and old is not None) or (b"XX" in flags and old is None):
         return (bulk(old) if old is not None else client.null) if b"GET" in flags else client.null
-    db.set(args[1], args[2], keep_ttl=b"KEEPTTL" in flags)
+    # 3. Store it. A new value forgets the old TTL, unless KEEPTTL; EX, PX, EXAT or PXAT sets a new one.
+    db.set(key, value, keep_ttl=b"KEEPTTL" in flags)
     if when is not None:
-        db.set_expire(args[1], when)
+        db.set_expire(key, when)
     if b"GET" in flags:
         return bulk(old) if old is not None else client.null
     return OK
@@ -1172,15 +1206,17 @@ def set_command(client: Client, args: list[bytes]) -> bytes:
 
 @command("get", 2, "readonly fast")
 def get_command(client: Client, args: list[bytes]) -> bytes:
-    value = client.db.lookup_string(args[1])
-    return client.null if value is None else b"$%d\r\n%s\r\n" % (len(value), value)
+    key = args[1]
+    value = client.db.lookup_string(key)  # None if missing or expired (lazy expiry deletes it on the way)
+    return client.null if value is None else b"$%d\r\n%s\r\n" % (len(value), value)  # bulk(value), inlined
 
 
 @command("mget", -2, "readonly fast")
 def mget_command(client: Client, args: list[bytes]) -> bytes:
+    keys = args[1:]
     lookup, null = client.db.lookup, client.null
     replies = []
-    for key in args[1:]:
+    for key in keys:
         value = lookup(key)
         replies.append(bulk(value) if isinstance(value, STRING_TYPES) else null)  # other types read as nil
     return array(replies)
@@ -1188,51 +1224,57 @@ def mget_command(client: Client, args: list[bytes]) -> bytes:
 
 @command("mset", -3, "write")
 def mset_command(client: Client, args: list[bytes]) -> bytes:
-    if len(args) % 2 == 0:
+    keys_and_values = args[1:]
+    if len(keys_and_values) % 2:
         raise CommandError("ERR wrong number of arguments for 'mset' command")
-    client.db.set_many(args[1:])
+    client.db.set_many(keys_and_values)  # all at once: no other command can see half of them
     return OK
 
 
 def increment(client: Client, key: bytes, amount: int) -> bytes:
     """INCR, DECR, INCRBY and DECRBY: add amount to the integer stored at key (missing counts as 0)."""
+    # Redis stores numbers as strings: read it as a 64-bit integer, add, check, store it as text again.
     db = client.db
     old = db.lookup_string(key)
     value = 0 if old is None else parse_int_arg(old)
     value += amount
     if not LLONG_MIN <= value <= LLONG_MAX:
         raise CommandError("ERR increment or decrement would overflow")
-    db.set(key, b"%d" % value, keep_ttl=True)
+    db.set(key, b"%d" % value, keep_ttl=True)  # a counter keeps its TTL
     return integer(value)
 
 
 @command("incr", 2, "write fast")
 def incr_command(client: Client, args: list[bytes]) -> bytes:
-    return increment(client, args[1], 1)
+    key = args[1]
+    return increment(client, key, 1)
 
 
 @command("decr", 2, "write fast")
 def decr_command(client: Client, args: list[bytes]) -> bytes:
-    return increment(client, args[1], -1)
+    key = args[1]
+    return increment(client, key, -1)
 
 
 @command("incrby", 3, "write fast")
 def incrby_command(client: Client, args: list[bytes]) -> bytes:
-    return increment(client, args[1], parse_int_arg(args[2]))
+    key, amount = args[1], args[2]
+    return increment(client, key, parse_int_arg(amount))
 
 
 @command("decrby", 3, "write fast")
 def decrby_command(client: Client, args: list[bytes]) -> bytes:
-    amount = parse_int_arg(args[2])
-    if amount == LLONG_MIN:
+    key, amount = args[1], parse_int_arg(args[2])
+    if amount == LLONG_MIN:  # its negation does not fit in 64 bits
         raise CommandError("ERR decrement would overflow")
-    return increment(client, args[1], -amount)
+    return increment(client, key, -amount)
 
 
 # --- Persistence ----------------------------------------------------------------
 
 @command("save", 1, "admin noscript")
 def save_command(client: Client, args: list[bytes]) -> bytes:
+    # SAVE blocks every client while it writes the snapshot (chapter 6), as it does in Redis.
     try:
         client.server.save()
     except OSError as error:
@@ -1330,9 +1372,7 @@ def entry_lines(keyspace: Keyspace) -> Iterator[str]:
     """The entries as text, a line per key, made one at a time so that the file's buffer is the only batch."""
     separator = ""
     for db in keyspace.databases:
-        expires = db.expires
-        for key, value in db.data.items():
-            when = expires.get(key)
+        for key, value, when in db.entries():
             expiry = "null" if when is None else when
             if len(key) + len(value) <= SAVE_CHUNK:  # nearly always: the whole line in one piece
                 yield (f"{separator}[{db.index},{quote_json(key.decode(DUMP_ENCODING, DUMP_ERRORS))},"
@@ -2698,8 +2738,8 @@ def info_text(server: Server, sections: set[str]) -> str:
         "replication": {"role": "master", "connected_slaves": "0"},
         "cluster": {"cluster_enabled": "0"},
         "keyspace": {
-            f"db{db.index}": f"keys={len(db.data)},expires={len(db.expires)},avg_ttl={db.avg_ttl}"
-            for db in server.keyspace.databases if db.data
+            f"db{db.index}": f"keys={db.key_count()},expires={db.key_count_with_ttl()},avg_ttl={db.avg_ttl}"
+            for db in server.keyspace.databases if db.key_count()
         },
     }
     if not sections or sections & {"all", "everything", "default"}:
