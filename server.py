@@ -128,15 +128,6 @@ class Client:
         return b"%s%d\r\n%s" % (b"%" if self.protocol == 3 else b"*", len(pairs) * (1 if self.protocol == 3 else 2),
                                 body)
 
-    def describe(self) -> bytes:
-        """One line of CLIENT LIST."""
-        age = int(time.monotonic() - self.created)
-        return (f"id={self.id} addr={self.address} laddr={self.server.address} fd=0 name={text(self.name)} "
-                f"age={age} idle=0 flags=N db={self.db.index} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 "
-                f"argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default "
-                f"redir=-1 resp={self.protocol} lib-name={text(self.library.get(b'lib-name', b''))} "
-                f"lib-ver={text(self.library.get(b'lib-ver', b''))}").encode()
-
 
 # How much unsent output one client may have before the server stops running its
 # commands. A client that pipelines requests but never reads the replies would
@@ -2688,14 +2679,24 @@ def client_setinfo_command(client: Client, args: list[bytes]) -> bytes:
     return OK
 
 
+def client_list_line(client: Client) -> bytes:
+    """One line of CLIENT LIST and CLIENT INFO, with Redis 7.0's fields (0 for those this server does not track)."""
+    age = int(time.monotonic() - client.created)
+    return (f"id={client.id} addr={client.address} laddr={client.server.address} fd=0 name={text(client.name)} "
+            f"age={age} idle=0 flags=N db={client.db.index} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 "
+            f"argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default "
+            f"redir=-1 resp={client.protocol} lib-name={text(client.library.get(b'lib-name', b''))} "
+            f"lib-ver={text(client.library.get(b'lib-ver', b''))}").encode()
+
+
 @command("client|info", 2, "")
 def client_info_command(client: Client, args: list[bytes]) -> bytes:
-    return bulk(client.describe() + b"\n")
+    return bulk(client_list_line(client) + b"\n")
 
 
 @command("client|list", -2, "")
 def client_list_command(client: Client, args: list[bytes]) -> bytes:
-    return bulk(b"".join(other.describe() + b"\n" for other in client.server.clients))
+    return bulk(b"".join(client_list_line(other) + b"\n" for other in client.server.clients))
 
 
 # --- INFO and CONFIG ------------------------------------------------------------
