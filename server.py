@@ -473,28 +473,56 @@ RESP3_NULL = b"_\r\n"
 
 
 def simple_string(text: str) -> bytes:
+    """A short status line.
+
+    >>> simple_string("OK")
+    b'+OK\\r\\n'
+    """
     return b"+%s\r\n" % text.encode()
 
 
 def error_reply(message: str) -> bytes:
-    # An error must fit on one line: Redis turns any newline into a space.
+    """An error. It must fit on one line: Redis turns any newline into a space.
+
+    >>> error_reply("ERR syntax error")
+    b'-ERR syntax error\\r\\n'
+    """
     return b"-%s\r\n" % message.replace("\r", " ").replace("\n", " ").encode("utf-8", "surrogateescape")
 
 
 def integer(value: int) -> bytes:
+    """A signed integer.
+
+    >>> integer(-2)
+    b':-2\\r\\n'
+    """
     return b":%d\r\n" % value
 
 
 def bulk(value: bytes) -> bytes:
+    """A binary-safe string: its length, then its bytes, which may hold anything, "\\r\\n" included.
+
+    >>> bulk(b"a\\r\\nb")
+    b'$4\\r\\na\\r\\nb\\r\\n'
+    """
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
 def array(encoded_items: list[bytes]) -> bytes:
-    """An array of replies that are already encoded."""
+    """An array of replies that are already encoded: arrays nest.
+
+    >>> array([integer(1), bulk(b"two"), array([])])
+    b'*3\\r\\n:1\\r\\n$3\\r\\ntwo\\r\\n*0\\r\\n'
+    """
     return b"*%d\r\n%s" % (len(encoded_items), b"".join(encoded_items))
 
 
 def bulk_array(values: Iterable[bytes]) -> bytes:
+    """An array of bulk strings, as KEYS and MGET reply.
+
+    >>> bulk_array([b"a", b"bc"])
+    b'*2\\r\\n$1\\r\\na\\r\\n$2\\r\\nbc\\r\\n'
+    """
     return array([bulk(value) for value in values])
 
 
