@@ -700,19 +700,6 @@ class Database:
         self._expire_scan: list[bytes] = []  # the keys the active expiry cycle is walking through
         self._expire_scan_pos = 0
 
-    def key_count(self) -> int:
-        """DBSIZE: how many keys there are, counting expired ones not deleted yet, as Redis does."""
-        return len(self.data)
-
-    def key_count_with_ttl(self) -> int:
-        return len(self.expires)
-
-    def entries(self) -> Iterator[tuple[bytes, bytes | bytearray, int | None]]:
-        """Every key, its value and its expire time (None for no TTL): what the snapshot saves."""
-        expires = self.expires
-        for key, value in self.data.items():
-            yield key, value, expires.get(key)
-
     def lookup(self, key: bytes) -> bytes | bytearray | None:
         """Return the value of key, deleting it first if it has expired (lazy expiry)."""
         if key in self.expires and has_expired(self.expires[key], self.clock()):
@@ -759,35 +746,6 @@ class Database:
             new_keys.reverse()
             self.key_list.extend(new_keys)
 
-    def string_to_edit(self, key: bytes) -> bytearray:
-        """The string at key as a bytearray that APPEND and SETRANGE change in place; key must exist.
-
-        Redis's dbUnshareStringValue(): the first edit copies the value into a
-        growable buffer (a bytearray here, an sds string with spare room in
-        Redis), and later edits find it there and cost only the bytes they add.
-        """
-        value = self.data[key]
-        if type(value) is not bytearray:
-            value = self.data[key] = bytearray(value)
-        self.changes += 1
-        return value
-
-    def copy_to(self, key: bytes, target: Database, new_key: bytes, move: bool = False) -> None:
-        """Store key's value and expire time as new_key in target (COPY); move deletes key here (RENAME, MOVE).
-
-        key must exist. A copy gets a bytearray of its own, as Redis's
-        dupStringObject() gives it its own buffer: sharing it, an APPEND to one
-        key would change the other. A move hands the value over as it is.
-        """
-        value, when = self.data[key], self.expires.get(key)
-        if move:
-            self.delete(key)
-        elif type(value) is bytearray:
-            value = bytearray(value)
-        target.set(new_key, value)
-        if when is not None:
-            target.set_expire(new_key, when)
-
     def delete(self, key: bytes) -> bool:
         """Remove key; return whether it existed (an expired key did not)."""
         if self.lookup(key) is None:
@@ -830,15 +788,9 @@ class Database:
         self._expire_scan = []
         self.avg_ttl = 0
 
-    def swap_contents(self, other: Database) -> None:
-        """SWAPDB: exchange keys, expire times and their bookkeeping, but not the index: clients keep "db 0"."""
-        self.changes += 1
-        self.data, other.data = other.data, self.data
-        self.expires, other.expires = other.expires, self.expires
-        self.key_list, other.key_list = other.key_list, self.key_list
-        self._expire_scan, other._expire_scan = other._expire_scan, self._expire_scan
-        self._expire_scan_pos, other._expire_scan_pos = other._expire_scan_pos, self._expire_scan_pos
-        self.avg_ttl, other.avg_ttl = other.avg_ttl, self.avg_ttl
+    def key_count(self) -> int:
+        """DBSIZE: how many keys there are, counting expired ones not deleted yet, as Redis does."""
+        return len(self.data)
 
     def matching_keys(self, matches: Callable[[bytes], bool]) -> list[bytes]:
         """KEYS: every live key that matches. O(n), like Redis's: it reads the whole table."""
@@ -846,38 +798,11 @@ class Database:
         expires = self.expires
         return [key for key in self.data if matches(key) and not (key in expires and has_expired(expires[key], now))]
 
-    def random_key(self) -> bytes | None:
-        """RANDOMKEY: a key picked at random, or None if the database is empty.
-
-        Like Redis's dbRandomKey(), an expired pick is deleted (lazy expiry)
-        and another drawn, so each try either answers or removes a key. If
-        every key has a TTL they may all have expired: then, after
-        RANDOMKEY_MAX_TRIES expired picks, it returns the last pick as it is.
-        Redis does that only on a replica, which must not delete keys; here
-        it keeps one call short. Otherwise a key without a TTL ends the
-        search, and the expired keys deleted on the way are work active
-        expiry would have done anyway.
-        """
-        all_volatile = len(self.expires) == len(self.data)
-        expired_picks = 0
-        while self.data:
-            key = self.key_list.random_entry()
-            if key not in self.data:
-                continue  # a stale entry: fewer than half are
-            when = self.expires.get(key)
-            if when is None or not has_expired(when, self.clock()):
-                return key
-            expired_picks += 1
-            if all_volatile and expired_picks == RANDOMKEY_MAX_TRIES:
-                return key
-            self._expire(key)
-        return None
-
-    def scan(self, cursor: int, count: int, matches: Callable[[bytes], bool]) -> tuple[int, list[bytes]]:
-        """One SCAN call: the next cursor (0 when done), and the live keys that match among count entries."""
-        # The cursor is taken before exists() deletes expired keys, which may compact the list.
-        next_cursor, entries = self.key_list.entries_from(cursor, count)
-        return next_cursor, [key for key in entries if matches(key) and self.exists(key)]
+    def entries(self) -> Iterator[tuple[bytes, bytes | bytearray, int | None]]:
+        """Every key, its value and its expire time (None for no TTL): what the snapshot saves."""
+        expires = self.expires
+        for key, value in self.data.items():
+            yield key, value, expires.get(key)
 
     def active_expire(self, deadline: float) -> None:
         """One database's share of the active expiry cycle; returns when done or past deadline.
@@ -930,6 +855,83 @@ class Database:
         del self.data[key]
         self.expires.pop(key, None)
         self.key_list.removed(self.data)
+
+    # What Part II's commands need (Appendix A): INFO's count, APPEND's buffer, COPY, SWAPDB, RANDOMKEY, SCAN.
+
+    def key_count_with_ttl(self) -> int:
+        return len(self.expires)
+
+    def string_to_edit(self, key: bytes) -> bytearray:
+        """The string at key as a bytearray that APPEND and SETRANGE change in place; key must exist.
+
+        Redis's dbUnshareStringValue(): the first edit copies the value into a
+        growable buffer (a bytearray here, an sds string with spare room in
+        Redis), and later edits find it there and cost only the bytes they add.
+        """
+        value = self.data[key]
+        if type(value) is not bytearray:
+            value = self.data[key] = bytearray(value)
+        self.changes += 1
+        return value
+
+    def copy_to(self, key: bytes, target: Database, new_key: bytes, move: bool = False) -> None:
+        """Store key's value and expire time as new_key in target (COPY); move deletes key here (RENAME, MOVE).
+
+        key must exist. A copy gets a bytearray of its own, as Redis's
+        dupStringObject() gives it its own buffer: sharing it, an APPEND to one
+        key would change the other. A move hands the value over as it is.
+        """
+        value, when = self.data[key], self.expires.get(key)
+        if move:
+            self.delete(key)
+        elif type(value) is bytearray:
+            value = bytearray(value)
+        target.set(new_key, value)
+        if when is not None:
+            target.set_expire(new_key, when)
+
+    def swap_contents(self, other: Database) -> None:
+        """SWAPDB: exchange keys, expire times and their bookkeeping, but not the index: clients keep "db 0"."""
+        self.changes += 1
+        self.data, other.data = other.data, self.data
+        self.expires, other.expires = other.expires, self.expires
+        self.key_list, other.key_list = other.key_list, self.key_list
+        self._expire_scan, other._expire_scan = other._expire_scan, self._expire_scan
+        self._expire_scan_pos, other._expire_scan_pos = other._expire_scan_pos, self._expire_scan_pos
+        self.avg_ttl, other.avg_ttl = other.avg_ttl, self.avg_ttl
+
+    def random_key(self) -> bytes | None:
+        """RANDOMKEY: a key picked at random, or None if the database is empty.
+
+        Like Redis's dbRandomKey(), an expired pick is deleted (lazy expiry)
+        and another drawn, so each try either answers or removes a key. If
+        every key has a TTL they may all have expired: then, after
+        RANDOMKEY_MAX_TRIES expired picks, it returns the last pick as it is.
+        Redis does that only on a replica, which must not delete keys; here
+        it keeps one call short. Otherwise a key without a TTL ends the
+        search, and the expired keys deleted on the way are work active
+        expiry would have done anyway.
+        """
+        all_volatile = len(self.expires) == len(self.data)
+        expired_picks = 0
+        while self.data:
+            key = self.key_list.random_entry()
+            if key not in self.data:
+                continue  # a stale entry: fewer than half are
+            when = self.expires.get(key)
+            if when is None or not has_expired(when, self.clock()):
+                return key
+            expired_picks += 1
+            if all_volatile and expired_picks == RANDOMKEY_MAX_TRIES:
+                return key
+            self._expire(key)
+        return None
+
+    def scan(self, cursor: int, count: int, matches: Callable[[bytes], bool]) -> tuple[int, list[bytes]]:
+        """One SCAN call: the next cursor (0 when done), and the live keys that match among count entries."""
+        # The cursor is taken before exists() deletes expired keys, which may compact the list.
+        next_cursor, entries = self.key_list.entries_from(cursor, count)
+        return next_cursor, [key for key in entries if matches(key) and self.exists(key)]
 
 
 class Keyspace:
