@@ -167,6 +167,16 @@ class RawConnection:
         self.sock.close()
 
 
+def wait_until(condition, timeout: float = 5.0, interval: float = 0.01) -> bool:
+    """Poll condition() until it is true; the way to wait for expiry without guessing a sleep."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()
+
+
 class Responsiveness:
     """Another client that PINGs the server over its own connection while a test does something hostile.
 

@@ -5,24 +5,14 @@ import shutil
 import signal
 import socket
 import sys
-import time
 
 import pytest
 import redis
-from conftest import RawConnection, Responsiveness
+from conftest import RawConnection, Responsiveness, wait_until
 
 MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
 SECURITY_WARNING = "Possible SECURITY ATTACK detected"
 SHUTDOWN_FAILED = b"-ERR Errors trying to SHUTDOWN. Check logs.\r\n"
-
-
-def wait_until(condition, timeout: float = 5.0, interval: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()
 
 
 def turned_away(port: int) -> bool:

@@ -127,13 +127,3 @@ def test_a_large_value_costs_about_twice_its_size_at_peak(start_server):
     assert client.call("STRLEN", "big") == b":%d\r\n" % size
     growth = process.memory("VmHWM") - before
     assert growth < 2.5 * size, f"peak memory grew by {growth / size:.2f} times the value"
-
-
-def test_a_request_that_never_ends_is_stopped_by_the_query_buffer_limit(start_server):
-    # Its arguments count against client-query-buffer-limit while it arrives.
-    process = start_server("--client-query-buffer-limit", "100000")
-    hog = RawConnection(process.port)
-    hog.send(b"*100000000\r\n" + b"$1\r\na\r\n" * 20_000)
-    assert hog.is_closed_by_server()
-    assert RawConnection(process.port).call("PING") == b"+PONG\r\n"
-    assert "query buffer limit" in process.output()

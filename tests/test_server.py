@@ -8,20 +8,9 @@ import time
 
 import pytest
 import redis
-from conftest import ROOT, RawConnection
+from conftest import ROOT, RawConnection, wait_until
 
 from client import encode_request
-
-
-def wait_until(condition, timeout: float = 5.0, interval: float = 0.01) -> bool:
-    """Poll condition() until it is true; the way to wait for expiry without guessing a sleep."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()
-
 
 # --- Running it ---------------------------------------------------------------
 
@@ -345,10 +334,14 @@ def test_bare_command_lists_every_command(raw):
     assert reply.startswith(b"*%d\r\n" % int(raw.call("COMMAND", "COUNT")[1:]))
 
 
-def test_client_over_the_query_buffer_limit_is_closed(start_server):
+@pytest.mark.parametrize("request_start", [
+    b"*2\r\n$4\r\nECHO\r\n$1000000\r\n" + b"x" * 200_000,  # one large bulk string
+    b"*100000000\r\n" + b"$1\r\na\r\n" * 20_000,  # a request that never ends: its parsed arguments count too
+], ids=["one large bulk string", "a request that never ends"])
+def test_client_over_the_query_buffer_limit_is_closed(start_server, request_start):
     process = start_server("--client-query-buffer-limit", "100000")
     hog = RawConnection(process.port)
-    hog.send(b"*2\r\n$4\r\nECHO\r\n$1000000\r\n" + b"x" * 200_000)
+    hog.send(request_start)
     assert hog.is_closed_by_server()
     assert RawConnection(process.port).call("PING") == b"+PONG\r\n"
     assert "query buffer limit" in process.output()
