@@ -13,7 +13,7 @@ stop close the part. Read it in one sitting.
     1. The event loop and a connection   one thread serves every client
     2. RESP                               requests in, replies out
     3. The command table                  find the command, check it, run it
-    4. The keyspace                       databases, lazy and active expiry
+    4. The keyspace                       databases, values, lazy and active expiry
     5. The core commands                  PING, SET, GET, EXPIRE, INCR, KEYS...
     6. The snapshot                       saved atomically, loaded strictly
     7. Startup and shutdown               in Redis's order
@@ -91,7 +91,8 @@ log = logging.getLogger("redis-clone")
 #      encoded in RESP (chapter 2); the function reads and changes the data
 #      through the keyspace (chapter 4).
 #   3. The replies are queued, and the server's writer sends them in one
-#      write (WriteAtOnce here; Appendix D batches them as Redis does).
+#      write (WriteAtOnce, below; by default Appendix D's BeforeSleepSelector,
+#      which writes those of all the clients served in one pass together).
 #
 # Nothing in this path awaits, so a command can never be interleaved with
 # another. A client can ask for more than it reads, though: one packet of
@@ -144,12 +145,13 @@ class ClientConnection(asyncio.Protocol):
 
     def __init__(self, server: Server) -> None:
         self.server = server
+        # RequestParser (chapter 2), or by default its faster subclass (Appendix D).
         self.parser = FastRequestParser() if server.options.parser_shortcut == "yes" else RequestParser()
         self.transport: asyncio.Transport | None = None
         self.client: Client | None = None
         self.requests: collections.deque[list[bytes]] = collections.deque()  # parsed, not yet run
-        self.last_reply: bytes | None = None  # after the requests: a final reply (b"" for none), then close
-        self.replies = ReplyBuffer()  # encoded replies not yet handed to the socket
+        self.closing_reply: bytes | None = None  # after the requests: a reply that ends the connection (b"": none)
+        self.replies = ReplyBuffer()  # encoded replies not yet handed to the socket: a list of bytes (Appendix E)
         self.transport_full = False  # between pause_writing() and resume_writing()
         self.reading_paused = False  # while requests wait for the client to read its replies
         self.write_queued = False  # in BeforeSleepSelector's list of connections to write before the loop sleeps
@@ -175,10 +177,10 @@ class ClientConnection(asyncio.Protocol):
             client = self.client
             if protocol_error is not None:
                 log.debug("Protocol error from client %d (%s): %s", client.id, client.address, protocol_error)
-                self.last_reply = error_reply(f"ERR {protocol_error}")
+                self.closing_reply = error_reply(f"ERR {protocol_error}")
             elif self.parser.pending_size > self.server.options.client_query_buffer_limit:
                 log.warning("Closing client %d (%s): it reached the query buffer limit", client.id, client.address)
-                self.last_reply = b""
+                self.closing_reply = b""
             self.run_requests()
         except MemoryError:
             self.out_of_memory()
@@ -195,7 +197,7 @@ class ClientConnection(asyncio.Protocol):
                 if not self.requests or client.close_after_reply or self.transport_full:
                     break
                 self.write_replies()  # over the limit: hand the replies to the socket now, go on if it took them
-        except ConnectionAborted:  # a browser's request (see execute): nothing more is run or sent
+        except ConnectionAborted:  # a browser's request (execute, Appendix E): nothing more is run or sent
             self.requests.clear()
             self.replies.clear()
             self.transport.abort()
@@ -209,8 +211,8 @@ class ClientConnection(asyncio.Protocol):
         if self.reading_paused:
             self.transport.resume_reading()
             self.reading_paused = False
-        if self.last_reply is not None and not client.close_after_reply:
-            self.replies.append(self.last_reply)
+        if self.closing_reply is not None and not client.close_after_reply:
+            self.replies.append(self.closing_reply)
             client.close_after_reply = True
         if not self.replies and not client.close_after_reply:
             return  # only part of a request arrived: nothing to send yet
@@ -293,7 +295,9 @@ class WriteAtOnce:
 # ":42" (integer), "$5\r\nAlice" (bulk string), "*2" (array). RESP3, switched on
 # per connection with HELLO 3, adds types of its own; the ones this server uses
 # are "_" (null) and "%" (map). Like Redis's addReply*() family, each command
-# writes its reply in RESP directly with the helpers at the end of this chapter.
+# writes its reply in RESP directly with the helpers at the end of this chapter
+# (the two that depend on the protocol, Client.null and Client.map_reply, are
+# in chapter 1).
 
 
 CRLF = b"\r\n"
@@ -388,7 +392,10 @@ class RequestParser:
         return commands, None
 
     def _parse_requests(self, data: bytes, commands: list[list[bytes]]) -> int:
-        """Parse the requests that start data, between two requests; return where the bytes stop making one."""
+        """Parse the requests that start data, between two requests; return where the bytes stop making one.
+
+        Here that is the careful path; Appendix D's FastRequestParser overrides it with its shortcut.
+        """
         return self._parse_carefully(data, 0, commands)
 
     def _parse_carefully(self, data: bytes, pos: int, commands: list[list[bytes]], just_one: bool = False) -> int:
@@ -542,7 +549,8 @@ def bulk_array(values: Iterable[bytes]) -> bytes:
 # Every command is a function (client, args) -> reply bytes, where args[0] is
 # the command name as the client sent it. It reaches the data through
 # client.db, the database the connection has SELECTed, and fails by raising
-# CommandError, which becomes an error reply.
+# CommandError, which becomes an error reply. One request gets no reply at all:
+# one that starts like HTTP (POST, Host:) drops the connection (Appendix E).
 
 
 class CommandError(Exception):
@@ -966,7 +974,8 @@ class Keyspace:
 # Chapter 5. The core commands
 # =============================================================================
 #
-# One function per command, named after it, as in Redis's t_string.c: the
+# One function per command, named after it, as in Redis's t_string.c, db.c and
+# expire.c: the
 # ones a first reading needs. Each checks its options, reads or changes the
 # keyspace, and returns its reply encoded in RESP. The rest of each family
 # (APPEND, RENAME, SCAN, GETEX...) is in Appendix A, and the connection and
@@ -1311,7 +1320,7 @@ def shutdown_command(client: Client, args: list[bytes]) -> bytes:
         raise CommandError(SYNTAX_ERROR)
     if not client.server.shutdown(save=b"NOSAVE" not in options):
         raise CommandError("ERR Errors trying to SHUTDOWN. Check logs.")  # the save failed: still serving
-    client.close_after_reply = True  # run nothing more: it could not be saved
+    client.close_after_reply = True  # run nothing more: a write now would miss the final snapshot
     return b""  # like Redis, the connection just closes
 
 
@@ -1430,13 +1439,13 @@ def load_snapshot(keyspace: Keyspace, path: str) -> int:
     Anything wrong with the file raises DumpError: the server must not start
     empty and later overwrite data it failed to read.
     """
-    text = read_snapshot_text(path)
+    document_text = read_snapshot_text(path)
     # A million small lists would set off the cyclic garbage collector again and
     # again, for nothing: none of them can be part of a cycle.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _load_entries(keyspace, text)
+        return _load_entries(keyspace, document_text)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -1460,9 +1469,9 @@ def read_snapshot_text(path: str) -> str:
         raise DumpError(f"not valid JSON: {error}") from error
 
 
-def _load_entries(keyspace: Keyspace, text: str) -> int:
+def _load_entries(keyspace: Keyspace, document_text: str) -> int:
     try:
-        document = json.loads(text)
+        document = json.loads(document_text)
     except ValueError as error:
         raise DumpError(f"not valid JSON: {error}") from error
     except RecursionError as error:  # the parser recurses once per level; a snapshot has three
@@ -1518,7 +1527,8 @@ def _load_entries(keyspace: Keyspace, text: str) -> int:
 # if the OS does not allow that, it lowers maxclients and says so. A client over
 # maxclients is accepted just long enough to be told why, then disconnected.
 # Connections not accepted yet wait in the kernel's backlog queue, tcp-backlog
-# (511) of them: a burst of connects must not find it full.
+# (511) of them: a burst of connects must not find it full. (The code of these
+# limits is in Appendix E: adjust_open_files_limit.)
 #
 # Shutdown (SIGTERM, Ctrl+C or SHUTDOWN) saves the snapshot first, while the
 # server still runs; only once the data is safely on disk does it stop
@@ -1556,7 +1566,8 @@ class Server:
         self.signal_shutdown_failed = False  # a second SIGTERM or SIGINT then exits even if the save fails
         self.accept_error_log = RateLimitedLog(ACCEPT_ERROR_LOG_INTERVAL)
         self.security_warning_log = RateLimitedLog(SECURITY_WARNING_INTERVAL)
-        self.writer: WriteAtOnce | BeforeSleepSelector = WriteAtOnce()  # main() may batch writes instead
+        # new_event_loop() replaces it with BeforeSleepSelector, unless --batch-writes no.
+        self.writer: WriteAtOnce | BeforeSleepSelector = WriteAtOnce()
         self.active_expiry_enabled = True  # DEBUG SET-ACTIVE-EXPIRE 0 turns it off
 
     @property
@@ -1779,7 +1790,8 @@ def running(port: int = 0, dir: str = ".", *flags: str) -> Iterator[tuple[str, i
 #
 # A first reading can stop here. Each appendix adds one kind of detail to the
 # core of Part I: more commands, Redis's exact behaviour, introspection,
-# speed, and limits. Nothing in Part I needs them to make sense.
+# speed, and limits. Part I calls a few of their helpers by name (glob_matcher,
+# text, ReplyBuffer...): read those there as black boxes that do what they say.
 
 
 # =============================================================================
