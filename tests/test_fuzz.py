@@ -101,22 +101,25 @@ def inline_word(draw: st.DrawFn, word: bytes) -> bytes:
     return b"'" + word + b"'" if style == "single" else double_quoted(word)
 
 
-REQUEST_KINDS = ["multibulk"] * 3 + ["inline"] * 2 + ["big", "empty"]  # mostly requests that carry a command
+request_kinds = st.sampled_from(["multibulk"] * 3 + ["inline"] * 2 + ["big", "empty"])  # mostly with a command
+empty_requests = st.sampled_from([b"\r\n", b"\n", b"  \t\r\n", b"*0\r\n", b"*-1\r\n"])
+inline_indents = st.sampled_from([b"", b" "])
+inline_separators = st.sampled_from([b" ", b"\t", b"   "])
+inline_line_ends = st.sampled_from([b"\r\n", b"\n"])
 
 
 @st.composite
 def request(draw: st.DrawFn) -> tuple[bytes, list[list[bytes]]]:
     """One request in one of its encodings, with the commands it stands for (none for an empty request)."""
-    kind = draw(st.sampled_from(REQUEST_KINDS))
+    kind = draw(request_kinds)
     if kind == "empty":
-        return draw(st.sampled_from([b"\r\n", b"\n", b"  \t\r\n", b"*0\r\n", b"*-1\r\n"])), []
+        return draw(empty_requests), []
     args = draw(big_commands if kind == "big" else commands)
     if kind in ("multibulk", "big"):
         return srv.encode_request(args), [args]
-    separator = draw(st.sampled_from([b" ", b"\t", b"   "]))
-    indent = draw(st.sampled_from([b"", b" "]))
+    indent, separator = draw(inline_indents), draw(inline_separators)
     words = [draw(inline_word(arg)) for arg in args]
-    return indent + separator.join(words) + draw(st.sampled_from([b"\r\n", b"\n"])), [args]
+    return indent + separator.join(words) + draw(inline_line_ends), [args]
 
 
 @st.composite
@@ -134,6 +137,8 @@ WEIRD_NUMBERS = [b"", b"-", b"-1", b"-2", b"0", b"00", b"01", b"-0", b"+1", b" 1
                  b"1023", b"1024", b"4096", b"2147483647", b"2147483648", b"536870912", b"536870913",
                  b"9223372036854775807", b"9223372036854775808", b"-9223372036854775809", b"1" * 30]
 HEADER_NUMBER = re.compile(rb"[*$](-?[0-9]*)")
+inserted_bytes = st.one_of(st.sampled_from(TRICKY_BYTES), st.binary(min_size=1, max_size=8))
+weird_numbers = st.sampled_from(WEIRD_NUMBERS)
 
 
 def flip_byte(draw: st.DrawFn, data: bytes) -> bytes:
@@ -145,7 +150,7 @@ def flip_byte(draw: st.DrawFn, data: bytes) -> bytes:
 
 def insert_bytes(draw: st.DrawFn, data: bytes) -> bytes:
     pos = draw(st.integers(0, len(data)))
-    return data[:pos] + draw(st.one_of(st.sampled_from(TRICKY_BYTES), st.binary(min_size=1, max_size=8))) + data[pos:]
+    return data[:pos] + draw(inserted_bytes) + data[pos:]
 
 
 def delete_bytes(draw: st.DrawFn, data: bytes) -> bytes:
@@ -171,18 +176,18 @@ def renumber_header(draw: st.DrawFn, data: bytes) -> bytes:
     header = headers[draw(st.integers(0, len(headers) - 1))]
     old = int(header[1]) if header[1] not in (b"", b"-") else 0
     off_by_a_little = st.integers(-2, 2).map(lambda delta: b"%d" % (old + delta))
-    number = draw(st.one_of(st.sampled_from(WEIRD_NUMBERS), off_by_a_little))
+    number = draw(st.one_of(weird_numbers, off_by_a_little))
     return data[: header.start(1)] + number + data[header.end(1) :]
 
 
-MUTATIONS = [flip_byte, insert_bytes, delete_bytes, truncate, repeat_bytes, renumber_header]
+mutations = st.sampled_from([flip_byte, insert_bytes, delete_bytes, truncate, repeat_bytes, renumber_header])
 
 
 @st.composite
 def mutated_streams(draw: st.DrawFn) -> bytes:
     data, _ = draw(well_formed_streams())
     for _ in range(draw(st.integers(0, 3))):  # none: clean traffic, which reaches the commands themselves
-        data = draw(st.sampled_from(MUTATIONS))(draw, data)
+        data = draw(mutations)(draw, data)
     return data[:MAX_STREAM]
 
 
@@ -201,10 +206,13 @@ def in_pieces(draw: st.DrawFn, stream: bytes) -> list[bytes]:
     """
     if not stream:
         return [b""]
-    anywhere = st.integers(1, max(len(stream) - 1, 1))
     line_breaks = [match.start() for match in LINE_BREAK.finditer(stream)]
-    near_a_line_break = st.builds(lambda at, offset: at + offset, st.sampled_from(line_breaks), st.integers(-3, 3))
-    cuts = draw(st.lists(st.one_of(anywhere, near_a_line_break) if line_breaks else anywhere, max_size=8))
+    cuts = []
+    for _ in range(draw(st.integers(0, 8))):
+        if line_breaks and draw(st.booleans()):
+            cuts.append(line_breaks[draw(st.integers(0, len(line_breaks) - 1))] + draw(st.integers(-3, 3)))
+        else:
+            cuts.append(draw(st.integers(1, max(len(stream) - 1, 1))))
     bounds = [0, *sorted({cut for cut in cuts if 0 < cut < len(stream)}), len(stream)]
     return [stream[start:end] for start, end in pairwise(bounds)]
 
