@@ -39,6 +39,7 @@ from conftest import RawConnection, ServerProcess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import client as cli
 import server as srv
 
 # 300 examples: Hypothesis starts with small streams and grows them, and the server property needs a few
@@ -117,7 +118,7 @@ def request(draw: st.DrawFn) -> tuple[bytes, list[list[bytes]]]:
         return draw(empty_requests), []
     args = draw(big_commands if kind == "big" else commands)
     if kind in ("multibulk", "big"):
-        return srv.encode_request(args), [args]
+        return cli.encode_request(args), [args]
     indent, separator = draw(inline_indents), draw(inline_separators)
     words = [draw(inline_word(arg)) for arg in args]
     return indent + separator.join(words) + draw(inline_line_ends), [args]
@@ -226,7 +227,7 @@ def parse(pieces: list[bytes], shortcut: bool) -> tuple[list[list[bytes]], str |
 
     Returns the commands, the error message if any, and how many bytes wait for the rest of a request.
     """
-    parser = srv.RequestParser(shortcut=shortcut)
+    parser = (srv.FastRequestParser if shortcut else srv.RequestParser)()
     found = []
     for piece in pieces:
         more, error = parser.feed(piece)
@@ -298,7 +299,7 @@ def shortest_prefix(stream: bytes, shortcut: bool, reached: Callable[[list, srv.
     low, high = 0, len(stream)
     while low < high:
         middle = (low + high) // 2
-        if reached(*srv.RequestParser(shortcut=shortcut).feed(stream[:middle])):
+        if reached(*(srv.FastRequestParser if shortcut else srv.RequestParser)().feed(stream[:middle])):
             high = middle
         else:
             low = middle + 1
@@ -312,7 +313,7 @@ def expected_exchange(stream: bytes, shortcut: bool) -> tuple[int, int, bool, by
     Only the bytes up to the end of a QUIT or of a protocol error are sent: the server closes the connection
     there, and bytes arriving after that would make its kernel reset the connection instead.
     """
-    found, error = srv.RequestParser(shortcut=shortcut).feed(stream)
+    found, error = (srv.FastRequestParser if shortcut else srv.RequestParser)().feed(stream)
     quit_at = next((i for i, args in enumerate(found) if args[0].lower() == b"quit"), None)
     if quit_at is not None:
         return shortest_prefix(stream, shortcut, lambda more, _: len(more) > quit_at), quit_at + 1, True, None
