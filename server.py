@@ -188,6 +188,8 @@ class ClientConnection(asyncio.Protocol):
     def run_requests(self) -> None:
         """Run the parsed requests in order and queue their replies, while the client's unsent output allows."""
         client = self.client
+        if self.server.stopping:  # after the final save no command may run: its change would not be saved
+            self.requests.clear()
         ran = 0
         try:
             while True:
@@ -236,10 +238,18 @@ class ClientConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.transport_full = False
+        # Carry on once asyncio's own write handler, which calls this, has returned: closing
+        # the connection from inside it would make asyncio report the connection lost twice.
+        asyncio.get_running_loop().call_soon(self.carry_on)
+
+    def carry_on(self) -> None:
+        """Send more of the queued replies, then run the requests that waited for the client to read."""
+        if self.transport.is_closing():
+            return
         try:
             self.write_replies()
             if not self.transport_full:
-                self.run_requests()  # requests that waited for the client to read
+                self.run_requests()
         except MemoryError:
             self.out_of_memory()
 
@@ -1563,6 +1573,7 @@ class Server:
         self.connections_received = 0
         self.listener: asyncio.Server | None = None  # serve() opens it
         self.exit_code: asyncio.Future[int] | None = None  # set by shutdown() once the server may exit
+        self.stopping = False  # shutdown() has saved (or was told not to): no command may run any more
         self.signal_shutdown_failed = False  # a second SIGTERM or SIGINT then exits even if the save fails
         self.accept_error_log = RateLimitedLog(ACCEPT_ERROR_LOG_INTERVAL)
         self.security_warning_log = RateLimitedLog(SECURITY_WARNING_INTERVAL)
@@ -1640,6 +1651,7 @@ class Server:
                 log.warning("Exiting anyway, on a second signal: every change since the last successful save is lost.")
                 exit_code = 1
         log.info("No new connections; closing %d client(s)", len(self.clients))
+        self.stopping = True
         self.listener.close()
         self.writer.flush()
         for client in self.clients:

@@ -1,8 +1,12 @@
 """A client that asks for replies and never reads them costs bounded memory, and cannot crash the server."""
 
+import fcntl
 import resource
 import socket
+import struct
 import sys
+import termios
+import time
 
 import pytest
 from conftest import RawConnection, Responsiveness
@@ -65,3 +69,55 @@ def test_a_request_too_large_for_memory_fails_alone(start_server):
     assert client.call("STRLEN", "k3") == b":104857600\r\n"
     assert client.call("GETRANGE", "k0", -2, -1) == b"$2\r\n\0x\r\n"
     assert "Traceback" not in process.output()
+
+
+def wait_until_the_server_stops_sending(sock: socket.socket) -> None:
+    """Wait until the bytes waiting in sock's receive buffer stop growing: the server has paused this client."""
+    def waiting() -> int:
+        return struct.unpack("i", fcntl.ioctl(sock, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+    last = -1
+    while waiting() != last:
+        last = waiting()
+        time.sleep(0.05)
+
+
+def test_no_command_runs_after_the_final_save(start_server):
+    # A client paused behind unread replies still has requests waiting when another client shuts the
+    # server down: they must not run after the snapshot is saved, or their writes would be acknowledged
+    # and lost.
+    process = start_server()
+    paused = socket.create_connection(("127.0.0.1", process.port))
+    paused.sendall(b"*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$200000\r\n" + b"x" * 200_000 + b"\r\n")
+    assert paused.recv(10) == b"+OK\r\n"
+    paused.sendall(b"GET big\r\n" * 200 + b"SET after-shutdown 1\r\n")  # 40 MB of replies: more than fits
+    wait_until_the_server_stops_sending(paused)
+    RawConnection(process.port).send(b"SHUTDOWN\r\n")
+    paused.settimeout(10)
+    received = bytearray()
+    while chunk := paused.recv(1 << 20):
+        received += chunk
+    assert process.wait() == 0
+    assert b"+OK" not in received  # the SET never ran
+    assert "after-shutdown" not in (process.directory / "dump.json").read_text()
+
+
+def test_a_client_that_quits_behind_unread_replies_closes_cleanly(start_server):
+    # Closing a connection from inside asyncio's own write handler made it report the loss twice, with
+    # a traceback in the log: the close must wait until that handler has returned.
+    process = start_server()
+    value = b"x" * 300_000
+    for last_request in (b"QUIT\r\n", b"*1\r\n:x\r\n") * 5:  # QUIT, then a protocol error
+        client = socket.create_connection(("127.0.0.1", process.port))
+        client.sendall(b"*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$300000\r\n" + value + b"\r\n")
+        assert client.recv(10) == b"+OK\r\n"
+        client.sendall(b"GET big\r\n" * 30 + last_request)
+        wait_until_the_server_stops_sending(client)
+        client.settimeout(10)
+        received = 0
+        while chunk := client.recv(1 << 20):
+            received += len(chunk)
+        assert received >= 30 * (len(value) + len(b"$300000\r\n\r\n"))
+        client.close()
+    assert RawConnection(process.port).call("PING") == b"+PONG\r\n"
+    assert "Traceback" not in process.output() and "Exception in callback" not in process.output()
