@@ -149,7 +149,7 @@ class ClientConnection(asyncio.Protocol):
         self.parser = FastRequestParser() if server.options.parser_shortcut == "yes" else RequestParser()
         self.transport: asyncio.Transport | None = None
         self.client: Client | None = None
-        self.requests: collections.deque[list[bytes]] = collections.deque()  # parsed, not yet run
+        self.requests: list[list[bytes]] = []  # parsed, not yet run
         self.closing_reply: bytes | None = None  # after the requests: a reply that ends the connection (b"": none)
         self.replies = ReplyBuffer()  # encoded replies not yet handed to the socket: a list of bytes (Appendix E)
         self.transport_full = False  # between pause_writing() and resume_writing()
@@ -173,7 +173,10 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             commands, protocol_error = self.parser.feed(data)
-            self.requests += commands
+            if self.requests:  # some still wait for the client to read: these go after them
+                self.requests += commands
+            else:
+                self.requests = commands
             client = self.client
             if protocol_error is not None:
                 log.debug("Protocol error from client %d (%s): %s", client.id, client.address, protocol_error)
@@ -189,13 +192,24 @@ class ClientConnection(asyncio.Protocol):
         """Run the parsed requests in order and queue their replies, while the client's unsent output allows."""
         client = self.client
         if self.server.stopping:  # after the final save no command may run: its change would not be saved
-            self.requests.clear()
+            self.requests = []
         ran = 0
         try:
             while True:
-                while self.requests and not client.close_after_reply and not self.output_full():
-                    self.replies.append(execute(client, self.requests.popleft()))
-                    ran += 1
+                # The room left under OUTPUT_PAUSE_BYTES. The transport's own buffer does not change
+                # while replies are only queued here, so it is read once per round.
+                room = OUTPUT_PAUSE_BYTES - self.transport.get_write_buffer_size() - self.replies.size
+                replies = []
+                if room >= 0:
+                    for args in self.requests:
+                        reply = execute(client, args)
+                        replies.append(reply)
+                        room -= len(reply)
+                        if room < 0 or client.close_after_reply:
+                            break
+                    del self.requests[: len(replies)]
+                    self.replies.extend(replies)
+                    ran += len(replies)
                 if not self.requests or client.close_after_reply or self.transport_full:
                     break
                 self.write_replies()  # over the limit: hand the replies to the socket now, go on if it took them
@@ -216,17 +230,14 @@ class ClientConnection(asyncio.Protocol):
         if self.closing_reply is not None and not client.close_after_reply:
             self.replies.append(self.closing_reply)
             client.close_after_reply = True
-        if not self.replies and not client.close_after_reply:
+        if not self.replies.size and not client.close_after_reply:
             return  # only part of a request arrived: nothing to send yet
         self.server.writer.queue(self)
-
-    def output_full(self) -> bool:
-        return self.replies.size + self.transport.get_write_buffer_size() > OUTPUT_PAUSE_BYTES
 
     def write_replies(self) -> None:
         """Hand queued replies to the socket until it has plenty to send; close the connection if the client is done."""
         closing = self.client.close_after_reply
-        while self.replies and (closing or not self.transport_full):
+        while self.replies.size and (closing or not self.transport_full):
             self.transport.write(self.replies.take())
         if closing:
             self.transport.close()  # sends what is buffered first
@@ -3218,12 +3229,13 @@ class ReplyBuffer:
         self._offset = 0  # how much of the first reply was already taken
         self.size = 0  # bytes not yet taken
 
-    def __bool__(self) -> bool:
-        return self.size > 0
-
     def append(self, reply: bytes) -> None:
         self._replies.append(reply)
         self.size += len(reply)
+
+    def extend(self, replies: list[bytes]) -> None:
+        self._replies += replies
+        self.size += sum(map(len, replies))
 
     def take(self, limit: int = NET_MAX_WRITES_PER_EVENT) -> bytes | memoryview:
         """Remove and return the next bytes to write: whole replies up to about limit bytes, or a slice of one."""
