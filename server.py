@@ -817,6 +817,16 @@ class Database:
         self._expire_scan = []
         self.avg_ttl = 0
 
+    def add_loaded(self, key: bytes, value: bytes, when_ms: int | None) -> bool:
+        """Add a key read from the snapshot, with its expire time; False if the database has it already."""
+        if key in self.data:
+            return False
+        self.data[key] = value
+        self.key_list.append(key)
+        if when_ms is not None:
+            self.expires[key] = when_ms
+        return True
+
     def key_count(self) -> int:
         """DBSIZE: how many keys there are, counting expired ones not deleted yet, as Redis does."""
         return len(self.data)
@@ -1519,14 +1529,11 @@ def _load_entries(keyspace: Keyspace, document_text: str) -> int:
             value_bytes = value.encode(DUMP_ENCODING, DUMP_ERRORS)
         except (TypeError, ValueError, AttributeError, UnicodeEncodeError) as error:
             raise DumpError(f"entry {number} ({str(entry)[:80]}): {error}") from error
-        if when is not None and when <= now:
+        if when is not None and has_expired(when, now):
             continue  # expired while the server was down
-        db = keyspace.databases[index]
-        if db.exists(key_bytes):  # which of the two is the data? Redis refuses such an RDB file too
+        if not keyspace.databases[index].add_loaded(key_bytes, value_bytes, when):
+            # Which of the two is the data? Redis refuses such an RDB file too.
             raise DumpError(f"entry {number} ({str(entry)[:80]}): duplicated key in database {index}")
-        db.set(key_bytes, value_bytes)
-        if when is not None:
-            db.set_expire(key_bytes, when)
         loaded += 1
     return loaded
 
