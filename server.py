@@ -473,7 +473,7 @@ class RequestParser:
                         raise ProtocolError("Protocol error: too big bulk count string")
                     break
                 if data[pos] != 36:  # "$"
-                    raise ProtocolError(f"Protocol error: expected '$', got '{chr(data[pos])}'")
+                    raise ProtocolError(f"Protocol error: expected '$', got '{text(data[pos : pos + 1])}'")
                 length = parse_integer(data[pos + 1 : newline])
                 if length is None or not 0 <= length <= PROTO_MAX_BULK_LEN:
                     raise ProtocolError("Protocol error: invalid bulk length")

@@ -236,6 +236,7 @@ def test_same_replies_to_raw_input(both, data):
     b"*2\r\n$3\r\nGET\r\n$x\r\n",
     b"*abc\r\n",
     b"*1\r\n+PING\r\n",
+    b"*1\r\n\xff\r\n",  # a byte that is not ASCII, quoted as it is
     b'GET "unbalanced\r\n',
     b"PING\r\n*1\r\n:1\r\n",
     b"a\n*1\nb\r\n",
