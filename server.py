@@ -2766,9 +2766,23 @@ def client_info_command(client: Client, args: list[bytes]) -> bytes:
     return bulk(client_list_line(client) + b"\n")
 
 
+CLIENT_TYPES = (b"normal", b"slave", b"replica", b"master", b"pubsub")  # getClientTypeByName()'s names
+
+
 @command("client|list", -2, "")
 def client_list_command(client: Client, args: list[bytes]) -> bytes:
-    return bulk(b"".join(client_list_line(other) + b"\n" for other in client.server.clients))
+    # CLIENT LIST [TYPE type] [ID id ...]: every client here is of type "normal".
+    clients = client.server.clients
+    if len(args) == 4 and args[2].lower() == b"type":
+        if args[3].lower() not in CLIENT_TYPES:
+            raise CommandError(f"ERR Unknown client type '{c_string(args[3])}'")
+        clients = clients if args[3].lower() == b"normal" else []
+    elif len(args) > 3 and args[2].lower() == b"id":
+        ids = {parse_int_arg(arg, "ERR Invalid client ID") for arg in args[3:]}
+        clients = [other for other in clients if other.id in ids]
+    elif len(args) != 2:
+        raise CommandError(SYNTAX_ERROR)
+    return bulk(b"".join(client_list_line(other) + b"\n" for other in clients))
 
 
 # --- INFO and CONFIG ------------------------------------------------------------
@@ -2938,7 +2952,8 @@ COMMAND_DOCS: dict[str, CommandDocs] = {
     "client|getname": CommandDocs("connection", "2.6.9", "Get the current connection name"),
     "client|id": CommandDocs("connection", "5.0.0", "Returns the client ID for the current connection"),
     "client|info": CommandDocs("connection", "6.2.0", "Returns information about the current client connection"),
-    "client|list": CommandDocs("connection", "2.4.0", "Get the list of client connections"),
+    "client|list": CommandDocs("connection", "2.4.0", "Get the list of client connections",
+        "[TYPE NORMAL|MASTER|REPLICA|PUBSUB] [ID client-id [client-id ...]]"),
     "client|setinfo": CommandDocs("connection", "7.2.0", "Set client or connection specific info",
         "LIB-NAME libname|LIB-VER libver"),
     "client|setname": CommandDocs("connection", "2.6.9", "Set the current connection name", "connection-name"),

@@ -451,3 +451,10 @@ def test_info_counts_the_changes_since_the_last_save(raw):
     assert changes() == 4
     raw.call("SAVE")
     assert changes() == 0
+
+
+def test_client_list_filters_by_type_and_id(r2):
+    own_id = r2.client_id()
+    assert [entry["id"] for entry in r2.client_list(client_id=[own_id])] == [str(own_id)]
+    assert any(entry["id"] == str(own_id) for entry in r2.client_list(_type="normal"))
+    assert r2.client_list(_type="pubsub") == []
