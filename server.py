@@ -2751,6 +2751,13 @@ def client_setinfo_command(client: Client, args: list[bytes]) -> bytes:
     return OK
 
 
+def text_reply(client: Client, text: bytes) -> bytes:
+    """Text for a person to read (INFO, CLIENT LIST): in RESP3 a verbatim string, "=" and the format "txt:"."""
+    if client.protocol == 3:
+        return b"=%d\r\ntxt:%s\r\n" % (len(text) + 4, text)
+    return bulk(text)
+
+
 def client_list_line(client: Client) -> bytes:
     """One line of CLIENT LIST and CLIENT INFO, with Redis 7.0's fields (0 for those this server does not track)."""
     age = int(time.monotonic() - client.created)
@@ -2763,7 +2770,7 @@ def client_list_line(client: Client) -> bytes:
 
 @command("client|info", 2, "")
 def client_info_command(client: Client, args: list[bytes]) -> bytes:
-    return bulk(client_list_line(client) + b"\n")
+    return text_reply(client, client_list_line(client) + b"\n")
 
 
 CLIENT_TYPES = (b"normal", b"slave", b"replica", b"master", b"pubsub")  # getClientTypeByName()'s names
@@ -2782,7 +2789,7 @@ def client_list_command(client: Client, args: list[bytes]) -> bytes:
         clients = [other for other in clients if other.id in ids]
     elif len(args) != 2:
         raise CommandError(SYNTAX_ERROR)
-    return bulk(b"".join(client_list_line(other) + b"\n" for other in clients))
+    return text_reply(client, b"".join(client_list_line(other) + b"\n" for other in clients))
 
 
 # --- INFO and CONFIG ------------------------------------------------------------
@@ -2850,7 +2857,7 @@ def resident_memory_bytes() -> int:
 @command("info", -1, "")
 def info_command(client: Client, args: list[bytes]) -> bytes:
     sections = {arg.lower().decode("latin-1") for arg in args[1:]}
-    return bulk(info_text(client.server, sections).encode())
+    return text_reply(client, info_text(client.server, sections).encode())
 
 
 container("config")

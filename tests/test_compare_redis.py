@@ -199,8 +199,12 @@ def test_same_nulls_and_maps_per_protocol(both, resp):
     for connection in (ours, theirs):
         assert connection.call("HELLO", resp).startswith(b"%7" if resp == 3 else b"*14")
     for args in (["GET", "missing"], ["CLIENT", "GETNAME"], ["MGET", "a", "b"], ["CONFIG", "GET", "appendonly"],
-                 ["SET", "k", "v", "NX"], ["SET", "k", "w", "NX"], ["SET", "k", "v", "XX", "GET"]):
+                 ["SET", "k", "v", "NX"], ["SET", "k", "w", "NX"], ["SET", "k", "v", "XX", "GET"],
+                 ["CLIENT", "LIST", "TYPE", "pubsub"]):
         assert ours.call(*args) == theirs.call(*args), args
+    text_type = b"=" if resp == 3 else b"$"  # text for people: a verbatim string in RESP3
+    for args in (["INFO", "server"], ["CLIENT", "INFO"], ["CLIENT", "LIST"]):
+        assert ours.call(*args)[:1] == theirs.call(*args)[:1] == text_type, args
 
 
 RAW_INPUTS = [
