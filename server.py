@@ -1543,20 +1543,9 @@ def _load_entries(keyspace: Keyspace, document_text: str) -> int:
 # =============================================================================
 #
 # Startup happens in Redis's order: read the configuration, make sure the
-# process may open a file descriptor for every client it will accept, load the
-# snapshot (and refuse to go on if it is unreadable), only then listen, and log
-# one line saying where.
-#
-# Each connection holds a file descriptor, and the OS caps how many a process
-# may have open ("ulimit -n", often 1024). Past the cap, accept() fails and new
-# clients wait unanswered. So Redis caps its clients first: at most maxclients
-# (10000) at once, plus 32 descriptors kept for itself (the listening sockets,
-# the snapshot file...). At startup it raises the process's limit to fit, and
-# if the OS does not allow that, it lowers maxclients and says so. A client over
-# maxclients is accepted just long enough to be told why, then disconnected.
-# Connections not accepted yet wait in the kernel's backlog queue, tcp-backlog
-# (511) of them: a burst of connects must not find it full. (The code of these
-# limits is in Appendix E: adjust_open_files_limit.)
+# process may open a file descriptor for every client it will accept (Appendix
+# E), load the snapshot (and refuse to go on if it is unreadable), only then
+# listen, and log one line saying where.
 #
 # Shutdown (SIGTERM, Ctrl+C or SHUTDOWN) saves the snapshot first, while the
 # server still runs; only once the data is safely on disk does it stop
@@ -3232,6 +3221,16 @@ class BeforeSleepSelector(selectors.DefaultSelector):
 # the server is turned away (POST and Host:); the number of clients fits the
 # file descriptors the process may open (maxclients); and failures that can
 # repeat as fast as a client or the OS likes are logged at most once a minute.
+#
+# Each connection holds a file descriptor, and the OS caps how many a process
+# may have open ("ulimit -n", often 1024). Past the cap, accept() fails and new
+# clients wait unanswered. So Redis caps its clients first: at most maxclients
+# (10000) at once, plus 32 descriptors kept for itself (the listening sockets,
+# the snapshot file...). At startup it raises the process's limit to fit, and
+# if the OS does not allow that, it lowers maxclients and says so. A client over
+# maxclients is accepted just long enough to be told why, then disconnected.
+# Connections not accepted yet wait in the kernel's backlog queue, tcp-backlog
+# (511) of them: a burst of connects must not find it full.
 
 
 NET_MAX_WRITES_PER_EVENT = 64 * 1024  # Redis writes at most this much to one client per event
