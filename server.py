@@ -895,39 +895,10 @@ class Database:
         self.expires.pop(key, None)
         self.key_list.removed(self.data)
 
-    # What Part II's commands need (Appendix A): INFO's count, APPEND's buffer, COPY, SWAPDB, RANDOMKEY, SCAN.
+    # What Part II's commands need (Appendix A): INFO's count, SWAPDB, RANDOMKEY, SCAN.
 
     def key_count_with_ttl(self) -> int:
         return len(self.expires)
-
-    def string_to_edit(self, key: bytes) -> bytearray:
-        """The string at key as a bytearray that APPEND and SETRANGE change in place; key must exist.
-
-        Redis's dbUnshareStringValue(): the first edit copies the value into a
-        growable buffer (a bytearray here, an sds string with spare room in
-        Redis), and later edits find it there and cost only the bytes they add.
-        """
-        value = self.data[key]
-        if type(value) is not bytearray:
-            value = self.data[key] = bytearray(value)
-        self.changes += 1
-        return value
-
-    def copy_to(self, key: bytes, target: Database, new_key: bytes, move: bool = False) -> None:
-        """Store key's value and expire time as new_key in target (COPY); move deletes key here (RENAME, MOVE).
-
-        key must exist. A copy gets a bytearray of its own, as Redis's
-        dupStringObject() gives it its own buffer: sharing it, an APPEND to one
-        key would change the other. A move hands the value over as it is.
-        """
-        value, when = self.data[key], self.expires.get(key)
-        if move:
-            self.delete(key)
-        elif type(value) is bytearray:
-            value = bytearray(value)
-        target.set(new_key, value)
-        if when is not None:
-            target.set_expire(new_key, when)
 
     def swap_contents(self, other: Database) -> None:
         """SWAPDB: exchange keys, expire times and their bookkeeping, but not the index: clients keep "db 0"."""
@@ -1895,6 +1866,37 @@ def randomkey_command(client: Client, args: list[bytes]) -> bytes:
     return client.null if key is None else bulk(key)
 
 
+def string_to_edit(db: Database, key: bytes) -> bytearray:
+    """The string at key as a bytearray that APPEND and SETRANGE change in place; the key must exist.
+
+    Redis's dbUnshareStringValue(): the first edit copies the value into a
+    growable buffer (a bytearray here, an sds string with spare room in
+    Redis), and later edits find it there and cost only the bytes they add.
+    """
+    value = db.lookup_string(key)
+    if type(value) is not bytearray:
+        value = bytearray(value)
+    db.set(key, value, keep_ttl=True)  # stored (again) before the edit: the edit counts as a change
+    return value
+
+
+def copy_key(source: Database, key: bytes, target: Database, new_key: bytes, move: bool = False) -> None:
+    """Store key's value and expire time as new_key in target (COPY); move deletes key in source (RENAME, MOVE).
+
+    key must exist. A copy gets a bytearray of its own, as Redis's
+    dupStringObject() gives it its own buffer: sharing it, an APPEND to one
+    key would change the other. A move hands the value over as it is.
+    """
+    value, when = source.lookup(key), source.get_expire(key)
+    if move:
+        source.delete(key)
+    elif type(value) is bytearray:
+        value = bytearray(value)
+    target.set(new_key, value)
+    if when is not None:
+        target.set_expire(new_key, when)
+
+
 @command("rename", 3, "write")
 def rename_command(client: Client, args: list[bytes]) -> bytes:
     rename(client.db, args[1], args[2], replace=True)
@@ -1914,7 +1916,7 @@ def rename(db: Database, old: bytes, new: bytes, replace: bool) -> bool:
         return replace
     if db.exists(new) and not replace:
         return False
-    db.copy_to(old, db, new, move=True)
+    copy_key(db, old, db, new, move=True)
     return True
 
 
@@ -1937,7 +1939,7 @@ def copy_command(client: Client, args: list[bytes]) -> bytes:
         raise CommandError("ERR source and destination objects are the same")
     if not source.exists(args[1]) or (target.exists(args[2]) and not replace):
         return ZERO
-    source.copy_to(args[1], target, args[2])
+    copy_key(source, args[1], target, args[2])
     return ONE
 
 
@@ -1949,7 +1951,7 @@ def move_command(client: Client, args: list[bytes]) -> bytes:
         raise CommandError("ERR source and destination objects are the same")
     if not source.exists(args[1]) or target.exists(args[1]):
         return ZERO
-    source.copy_to(args[1], target, args[1], move=True)
+    copy_key(source, args[1], target, args[1], move=True)
     return ONE
 
 
@@ -2168,7 +2170,7 @@ def append_command(client: Client, args: list[bytes]) -> bytes:
         db.set(args[1], args[2])
         return integer(len(args[2]))
     check_string_length(len(old) + len(args[2]))
-    value = db.string_to_edit(args[1])
+    value = string_to_edit(db, args[1])
     value += args[2]  # in place: a bytearray keeps spare room at its end, so an append costs what it adds
     return integer(len(value))
 
@@ -2210,7 +2212,7 @@ def setrange_command(client: Client, args: list[bytes]) -> bytes:
     check_string_length(offset + len(patch))
     if old is None:
         db.set(args[1], bytearray())  # Redis creates the new string raw, whatever its length
-    value = db.string_to_edit(args[1])
+    value = string_to_edit(db, args[1])
     if offset > len(value):
         value += bytes(offset - len(value))  # writing past the end pads the gap with zero bytes
     value[offset : offset + len(patch)] = patch  # in place: only the patch's bytes are copied
