@@ -1351,7 +1351,7 @@ def shutdown_command(client: Client, args: list[bytes]) -> bytes:
 # which JSON writes as an escape such as "\udcff". Loading reverses it exactly.
 #
 # SAVE writes each line as soon as it is made, and a large value a piece at a
-# time, so that saving costs little memory beyond the data itself. Loading is
+# time (Appendix E), so that saving costs little memory beyond the data itself. Loading is
 # strict, as Redis's is: an entry that no snapshot could hold (a value that is
 # not a string, an expire time beyond 64 bits, a key seen twice) stops the
 # server from starting, rather than have it guess, then save its guess.
@@ -1363,7 +1363,6 @@ DUMP_FIELDS = ["db", "key", "value", "expires_at_ms"]
 DUMP_ENCODING = "utf-8"
 DUMP_ERRORS = "surrogateescape"  # how bytes that are not UTF-8 survive; see above
 quote_json = json.encoder.encode_basestring_ascii  # a str as a JSON string literal in ASCII (in C)
-SAVE_CHUNK = 64 * 1024  # bytes of a larger key or value encoded at a time, to keep SAVE's memory small
 
 
 class DumpError(Exception):
@@ -1418,23 +1417,6 @@ def entry_lines(keyspace: Keyspace) -> Iterator[str]:
             separator = ",\n"
 
 
-def json_string_pieces(data: bytes) -> Iterator[str]:
-    """Bytes as a JSON string literal, as above, made and returned SAVE_CHUNK bytes of data at a time.
-
-    Decoded whole, a value of N bytes that are not UTF-8 would take 4N bytes as
-    a str of N surrogates, then 6N as JSON escapes ("\\udcff" per byte). In
-    pieces it takes only a few times SAVE_CHUNK. The incremental decoder keeps
-    a UTF-8 sequence cut in two by a piece's end until the next piece completes
-    it, so the text is the same as decoding data whole.
-    """
-    decoder = codecs.getincrementaldecoder(DUMP_ENCODING)(DUMP_ERRORS)
-    yield '"'
-    for start in range(0, len(data), SAVE_CHUNK):
-        end = start + SAVE_CHUNK
-        yield quote_json(decoder.decode(data[start:end], final=end >= len(data)))[1:-1]  # without its quotes
-    yield '"'
-
-
 def load_snapshot(keyspace: Keyspace, path: str) -> int:
     """Load a snapshot into an empty keyspace; return how many keys were loaded.
 
@@ -1451,24 +1433,6 @@ def load_snapshot(keyspace: Keyspace, path: str) -> int:
     finally:
         if gc_was_enabled:
             gc.enable()
-
-
-def read_snapshot_text(path: str) -> str:
-    """The file as text, decoded as json.loads() would decode its bytes.
-
-    Decoding here, not in json.loads(), lets the bytes go before parsing
-    starts: a file of large values then costs its text and the values parsed
-    from it, rather than its bytes as well.
-    """
-    try:
-        with open(path, "rb") as file:
-            raw = file.read()
-    except OSError as error:
-        raise DumpError(f"cannot read: {error.strerror}") from error
-    try:
-        return raw.decode(json.detect_encoding(raw), "surrogatepass")
-    except UnicodeDecodeError as error:
-        raise DumpError(f"not valid JSON: {error}") from error
 
 
 def _load_entries(keyspace: Keyspace, document_text: str) -> int:
@@ -3233,6 +3197,49 @@ class BeforeSleepSelector(selectors.DefaultSelector):
 # maxclients is accepted just long enough to be told why, then disconnected.
 # Connections not accepted yet wait in the kernel's backlog queue, tcp-backlog
 # (511) of them: a burst of connects must not find it full.
+
+
+# Large values in the snapshot: SAVE encodes a large key or value SAVE_CHUNK
+# bytes at a time, and loading lets go of the file's bytes before it parses
+# them, so that neither costs much more memory than the data itself.
+
+
+SAVE_CHUNK = 64 * 1024  # bytes of a larger key or value encoded at a time, to keep SAVE's memory small
+
+
+def json_string_pieces(data: bytes) -> Iterator[str]:
+    """Bytes as a JSON string literal, as entry_lines() makes it, SAVE_CHUNK bytes of data at a time.
+
+    Decoded whole, a value of N bytes that are not UTF-8 would take 4N bytes as
+    a str of N surrogates, then 6N as JSON escapes ("\\udcff" per byte). In
+    pieces it takes only a few times SAVE_CHUNK. The incremental decoder keeps
+    a UTF-8 sequence cut in two by a piece's end until the next piece completes
+    it, so the text is the same as decoding data whole.
+    """
+    decoder = codecs.getincrementaldecoder(DUMP_ENCODING)(DUMP_ERRORS)
+    yield '"'
+    for start in range(0, len(data), SAVE_CHUNK):
+        end = start + SAVE_CHUNK
+        yield quote_json(decoder.decode(data[start:end], final=end >= len(data)))[1:-1]  # without its quotes
+    yield '"'
+
+
+def read_snapshot_text(path: str) -> str:
+    """The file as text, decoded as json.loads() would decode its bytes.
+
+    Decoding here, not in json.loads(), lets the bytes go before parsing
+    starts: a file of large values then costs its text and the values parsed
+    from it, rather than its bytes as well.
+    """
+    try:
+        with open(path, "rb") as file:
+            raw = file.read()
+    except OSError as error:
+        raise DumpError(f"cannot read: {error.strerror}") from error
+    try:
+        return raw.decode(json.detect_encoding(raw), "surrogatepass")
+    except UnicodeDecodeError as error:
+        raise DumpError(f"not valid JSON: {error}") from error
 
 
 NET_MAX_WRITES_PER_EVENT = 64 * 1024  # Redis writes at most this much to one client per event
