@@ -79,28 +79,22 @@ log = logging.getLogger("redis-clone")
 # without interruption, so no locks are needed and every command is atomic,
 # but a slow command (KEYS on a huge database) makes every client wait.
 #
-# asyncio gives Python the same design. For each connection it creates one
+# asyncio gives Python the same design: for each connection it creates one
 # ClientConnection (an asyncio.Protocol) and calls data_received() with
 # whatever bytes arrived. That is the whole journey of a request:
 #
 #   1. data_received() feeds the bytes to the connection's parser (chapter 2),
 #      which returns every complete command in them: one read may hold half
 #      a command, or sixteen at once (pipelining).
-#   2. run_requests() runs each command through execute() (chapter 3), which
-#      finds the command's function (chapter 5) and returns its reply, already
-#      encoded in RESP (chapter 2); the function reads and changes the data
-#      through the keyspace (chapter 4).
-#   3. The replies are queued, and the server's writer sends them in one
-#      write (WriteAtOnce, below; by default Appendix D's BeforeSleepSelector,
-#      which writes those of all the clients served in one pass together).
+#   2. run_requests() runs each through execute() (chapter 3), which finds the
+#      command's function (chapter 5) and returns its reply encoded in RESP;
+#      the function works on the data through the keyspace (chapter 4).
+#   3. The replies are queued, and the server's writer sends them (WriteAtOnce
+#      below, or by default Appendix D's BeforeSleepSelector).
 #
-# Nothing in this path awaits, so a command can never be interleaved with
-# another. A client can ask for more than it reads, though: one packet of
-# 2,000 "GET k" of a 1 MB value asks for 2 GB of replies. So a connection runs
-# its requests only while its unsent output stays under OUTPUT_PAUSE_BYTES;
-# past that it stops, and stops reading its socket, until the client has read
-# enough. What one client costs in memory is bounded by what it reads, not by
-# what it asks for (Appendix E has the details).
+# Nothing in this path awaits, so commands never interleave. A client that
+# asks for more replies than it reads is paused until it reads: its requests
+# wait unrun while its unsent output is over OUTPUT_PAUSE_BYTES (Appendix E).
 
 
 class Client:
@@ -123,21 +117,6 @@ class Client:
         self.protocol = version
         self.null = RESP3_NULL if version == 3 else RESP2_NULL
 
-    def map_reply(self, pairs: list[tuple[bytes, bytes]]) -> bytes:
-        """A map of bulk-string keys to encoded values: "%" in RESP3, a flat array in RESP2."""
-        body = b"".join(bulk(key) + value for key, value in pairs)
-        return b"%s%d\r\n%s" % (b"%" if self.protocol == 3 else b"*", len(pairs) * (1 if self.protocol == 3 else 2),
-                                body)
-
-
-# How much unsent output one client may have before the server stops running its
-# commands. A client that pipelines requests but never reads the replies would
-# otherwise make the server produce replies without end (Redis's own answer is
-# client-output-buffer-limit, which disconnects such a client). This server
-# pauses instead: it stops running the client's commands and reading its
-# socket until the client has read enough, so nobody is disconnected and the
-# memory a client holds stays bounded by this limit plus one reply.
-OUTPUT_PAUSE_BYTES = 1024 * 1024  # this server's own setting; Redis has no such pause
 
 
 class ClientConnection(asyncio.Protocol):
@@ -316,9 +295,7 @@ class WriteAtOnce:
 # ":42" (integer), "$5\r\nAlice" (bulk string), "*2" (array). RESP3, switched on
 # per connection with HELLO 3, adds types of its own; the ones this server uses
 # are "_" (null) and "%" (map). Like Redis's addReply*() family, each command
-# writes its reply in RESP directly with the helpers at the end of this chapter
-# (the two that depend on the protocol, Client.null and Client.map_reply, are
-# in chapter 1).
+# writes its reply in RESP directly with the helpers at the end of this chapter.
 
 
 CRLF = b"\r\n"
@@ -329,23 +306,12 @@ CLIENT_QUERY_BUFFER_LIMIT = 1024 * 1024 * 1024  # default client-query-buffer-li
 LLONG_MAX = 2**63 - 1  # the range of Redis's 64-bit integers (long long)
 LLONG_MIN = -(2**63)
 
-# Redis's string2ll() accepts only canonical decimal integers: no "+", no
-# spaces, no leading zeros, no "-0", and at most 20 characters.
-STRICT_INTEGER = re.compile(rb"0|-?[1-9][0-9]{0,19}")
 
 
 class ProtocolError(Exception):
     """A request that breaks RESP. Redis replies with the error, then closes the connection."""
 
 
-def parse_integer(text: bytes) -> int | None:
-    """Parse a 64-bit signed integer exactly as Redis's string2ll() does, or return None."""
-    if text.isdigit() and len(text) < 19 and (text[0] != 48 or len(text) == 1):
-        return int(text)  # the common case, a small non-negative number, without the regex
-    if STRICT_INTEGER.fullmatch(text) is None:
-        return None
-    value = int(text)
-    return value if LLONG_MIN <= value <= LLONG_MAX else None
 
 
 class RequestParser:
@@ -895,10 +861,14 @@ class Database:
         self.expires.pop(key, None)
         self.key_list.removed(self.data)
 
-    # What Part II's commands need (Appendix A): INFO's count, SWAPDB, RANDOMKEY, SCAN.
+    # What Part II's commands need (Appendix A): INFO's count, SWAPDB, and RANDOMKEY and SCAN's KeyList.
 
     def key_count_with_ttl(self) -> int:
         return len(self.expires)
+
+    def is_stored(self, key: bytes) -> bool:
+        """Whether key is in the dicts, expired or not: a KeyList entry is stale if not."""
+        return key in self.data
 
     def swap_contents(self, other: Database) -> None:
         """SWAPDB: exchange keys, expire times and their bookkeeping, but not the index: clients keep "db 0"."""
@@ -910,38 +880,6 @@ class Database:
         self._expire_scan_pos, other._expire_scan_pos = other._expire_scan_pos, self._expire_scan_pos
         self.avg_ttl, other.avg_ttl = other.avg_ttl, self.avg_ttl
 
-    def random_key(self) -> bytes | None:
-        """RANDOMKEY: a key picked at random, or None if the database is empty.
-
-        Like Redis's dbRandomKey(), an expired pick is deleted (lazy expiry)
-        and another drawn, so each try either answers or removes a key. If
-        every key has a TTL they may all have expired: then, after
-        RANDOMKEY_MAX_TRIES expired picks, it returns the last pick as it is.
-        Redis does that only on a replica, which must not delete keys; here
-        it keeps one call short. Otherwise a key without a TTL ends the
-        search, and the expired keys deleted on the way are work active
-        expiry would have done anyway.
-        """
-        all_volatile = len(self.expires) == len(self.data)
-        expired_picks = 0
-        while self.data:
-            key = self.key_list.random_entry()
-            if key not in self.data:
-                continue  # a stale entry: fewer than half are
-            when = self.expires.get(key)
-            if when is None or not has_expired(when, self.clock()):
-                return key
-            expired_picks += 1
-            if all_volatile and expired_picks == RANDOMKEY_MAX_TRIES:
-                return key
-            self._expire(key)
-        return None
-
-    def scan(self, cursor: int, count: int, matches: Callable[[bytes], bool]) -> tuple[int, list[bytes]]:
-        """One SCAN call: the next cursor (0 when done), and the live keys that match among count entries."""
-        # The cursor is taken before exists() deletes expired keys, which may compact the list.
-        next_cursor, entries = self.key_list.entries_from(cursor, count)
-        return next_cursor, [key for key in entries if matches(key) and self.exists(key)]
 
 
 class Keyspace:
@@ -998,12 +936,6 @@ def ping_command(client: Client, args: list[bytes]) -> bytes:
     return PONG
 
 
-@command("echo", 2, "fast")
-def echo_command(client: Client, args: list[bytes]) -> bytes:
-    message = args[1]
-    return bulk(message)
-
-
 @command("quit", -1, "fast")
 def quit_command(client: Client, args: list[bytes]) -> bytes:
     client.close_after_reply = True  # the connection writes +OK, then closes
@@ -1024,13 +956,6 @@ def del_command(client: Client, args: list[bytes]) -> bytes:
     keys = args[1:]
     delete = client.db.delete
     return integer(sum(delete(key) for key in keys))  # how many existed
-
-
-@command("exists", -2, "readonly fast")
-def exists_command(client: Client, args: list[bytes]) -> bytes:
-    keys = args[1:]
-    exists = client.db.exists
-    return integer(sum(exists(key) for key in keys))  # a key named twice counts twice, as in Redis
 
 
 @command("keys", 2, "readonly")
@@ -1280,26 +1205,6 @@ def increment(client: Client, key: bytes, amount: int) -> bytes:
 def incr_command(client: Client, args: list[bytes]) -> bytes:
     key = args[1]
     return increment(client, key, 1)
-
-
-@command("decr", 2, "write fast")
-def decr_command(client: Client, args: list[bytes]) -> bytes:
-    key = args[1]
-    return increment(client, key, -1)
-
-
-@command("incrby", 3, "write fast")
-def incrby_command(client: Client, args: list[bytes]) -> bytes:
-    key, amount = args[1], args[2]
-    return increment(client, key, parse_int_arg(amount))
-
-
-@command("decrby", 3, "write fast")
-def decrby_command(client: Client, args: list[bytes]) -> bytes:
-    key, amount = args[1], parse_int_arg(args[2])
-    if amount == LLONG_MIN:  # its negation does not fit in 64 bits
-        raise CommandError("ERR decrement would overflow")
-    return increment(client, key, -amount)
 
 
 # --- Persistence ----------------------------------------------------------------
@@ -1706,36 +1611,6 @@ def main(argv: list[str] | None = None) -> int:
         loop.close()
 
 
-@contextlib.contextmanager
-def running(port: int = 0, dir: str = ".", *flags: str) -> Iterator[tuple[str, int]]:
-    """Run a server in a thread of this process, for tests: yield its (host, port), stop it on leaving.
-
-    The server listens on a free port (port=0), keeps its snapshot in dir,
-    takes any other command-line flags, and stops without saving.
-
-    >>> import socket, tempfile
-    >>> with running(dir=tempfile.mkdtemp()) as (host, port):
-    ...     with socket.create_connection((host, port)) as connection:
-    ...         connection.sendall(b"PING\\r\\n")
-    ...         connection.recv(100)
-    b'+PONG\\r\\n'
-    """
-    server = Server(parse_options(["--port", str(port), "--dir", dir, *flags]))
-    server.load()
-    loop = new_event_loop(server)
-    started = threading.Event()
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(server, ready=started.set),),
-                              name="redis-clone", daemon=True)
-    thread.start()
-    while not started.wait(0.01):
-        if not thread.is_alive():  # serve() returned without listening: the log says why
-            raise OSError(f"the server could not listen on port {port}")
-    try:
-        yield server.options.bind[0], server.port
-    finally:
-        loop.call_soon_threadsafe(server.shutdown, False)
-        thread.join()
-        loop.close()
 
 
 # #############################################################################
@@ -1763,7 +1638,13 @@ STRING_TOO_LONG = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
 RANDOMKEY_MAX_TRIES = 100  # dbRandomKey()'s maxtries: expired picks before RANDOMKEY gives up
 
 
-# --- Server ---------------------------------------------------------------------
+# --- Connection and server -----------------------------------------------------
+
+@command("echo", 2, "fast")
+def echo_command(client: Client, args: list[bytes]) -> bytes:
+    message = args[1]
+    return bulk(message)
+
 
 @command("lastsave", 1, "fast")
 def lastsave_command(client: Client, args: list[bytes]) -> bytes:
@@ -1808,6 +1689,13 @@ def debug_command(client: Client, args: list[bytes]) -> bytes:
 
 # --- Keys -----------------------------------------------------------------------
 
+@command("exists", -2, "readonly fast")
+def exists_command(client: Client, args: list[bytes]) -> bytes:
+    keys = args[1:]
+    exists = client.db.exists
+    return integer(sum(exists(key) for key in keys))  # a key named twice counts twice, as in Redis
+
+
 @command("unlink", -2, "write fast")
 def unlink_command(client: Client, args: list[bytes]) -> bytes:
     # Redis frees big values in a background thread; here freeing is Python's job, so UNLINK is DEL.
@@ -1826,7 +1714,7 @@ def type_command(client: Client, args: list[bytes]) -> bytes:
 
 @command("randomkey", 1, "readonly")
 def randomkey_command(client: Client, args: list[bytes]) -> bytes:
-    key = client.db.random_key()
+    key = random_key(client.db)
     return client.null if key is None else bulk(key)
 
 
@@ -1995,6 +1883,41 @@ class KeyList:
         return next_cursor, dict.fromkeys(self._entries[start:end])
 
 
+def random_key(db: Database) -> bytes | None:
+    """RANDOMKEY: a key of db picked at random, or None if the database is empty.
+
+    Like Redis's dbRandomKey(), an expired pick is deleted (lazy expiry)
+    and another drawn, so each try either answers or removes a key. If
+    every key has a TTL they may all have expired: then, after
+    RANDOMKEY_MAX_TRIES expired picks, it returns the last pick as it is.
+    Redis does that only on a replica, which must not delete keys; here
+    it keeps one call short. Otherwise a key without a TTL ends the
+    search, and the expired keys deleted on the way are work active
+    expiry would have done anyway.
+    """
+    all_volatile = db.key_count_with_ttl() == db.key_count()
+    expired_picks = 0
+    while db.key_count():
+        key = db.key_list.random_entry()
+        if not db.is_stored(key):
+            continue  # a stale entry: fewer than half are
+        when = db.get_expire(key)
+        if when is None or not has_expired(when, db.clock()):
+            return key
+        expired_picks += 1
+        if all_volatile and expired_picks == RANDOMKEY_MAX_TRIES:
+            return key
+        db.lookup(key)  # deletes it: lazy expiry
+    return None
+
+
+def scan_keys(db: Database, cursor: int, count: int, matches: Callable[[bytes], bool]) -> tuple[int, list[bytes]]:
+    """One SCAN call: the next cursor (0 when done), and the live keys that match among count entries."""
+    # The cursor is taken before exists() deletes expired keys, which may compact the list.
+    next_cursor, entries = db.key_list.entries_from(cursor, count)
+    return next_cursor, [key for key in entries if matches(key) and db.exists(key)]
+
+
 # SCAN's promise: a key present for the whole scan is returned at least once.
 # A cursor is a position in the database's list of keys: KeyList says how
 # it survives inserts and deletes. Each call costs O(COUNT),
@@ -2019,7 +1942,7 @@ def scan_command(client: Client, args: list[bytes]) -> bytes:
         else:
             raise CommandError(SYNTAX_ERROR)
         i += 2
-    next_cursor, keys = client.db.scan(cursor, count, matches)
+    next_cursor, keys = scan_keys(client.db, cursor, count, matches)
     return array([bulk(b"%d" % next_cursor), bulk_array(keys if type_name in (None, b"string") else [])])
 
 
@@ -2101,6 +2024,26 @@ def msetnx_command(client: Client, args: list[bytes]) -> bytes:
         return ZERO
     mset_command(client, args)
     return ONE
+
+
+@command("decr", 2, "write fast")
+def decr_command(client: Client, args: list[bytes]) -> bytes:
+    key = args[1]
+    return increment(client, key, -1)
+
+
+@command("incrby", 3, "write fast")
+def incrby_command(client: Client, args: list[bytes]) -> bytes:
+    key, amount = args[1], args[2]
+    return increment(client, key, parse_int_arg(amount))
+
+
+@command("decrby", 3, "write fast")
+def decrby_command(client: Client, args: list[bytes]) -> bytes:
+    key, amount = args[1], parse_int_arg(args[2])
+    if amount == LLONG_MIN:  # its negation does not fit in 64 bits
+        raise CommandError("ERR decrement would overflow")
+    return increment(client, key, -amount)
 
 
 @command("incrbyfloat", 3, "write fast")
@@ -2193,6 +2136,23 @@ def setrange_command(client: Client, args: list[bytes]) -> bytes:
 # match as Redis's stringmatchlen() does, in bounded time; INCRBYFLOAT
 # computes in C's long double; SCAN reads its cursor as strtoul() does; and
 # OBJECT ENCODING tells the encodings Redis would have chosen.
+
+
+# --- Integers ------------------------------------------------------------------
+
+# Redis's string2ll() accepts only canonical decimal integers: no "+", no
+# spaces, no leading zeros, no "-0", and at most 20 characters.
+STRICT_INTEGER = re.compile(rb"0|-?[1-9][0-9]{0,19}")
+
+
+def parse_integer(text: bytes) -> int | None:
+    """Parse a 64-bit signed integer exactly as Redis's string2ll() does, or return None."""
+    if text.isdigit() and len(text) < 19 and (text[0] != 48 or len(text) == 1):
+        return int(text)  # the common case, a small non-negative number, without the regex
+    if STRICT_INTEGER.fullmatch(text) is None:
+        return None
+    value = int(text)
+    return value if LLONG_MIN <= value <= LLONG_MAX else None
 
 
 # --- Inline commands ---------------------------------------------------------
@@ -2634,6 +2594,13 @@ def object_encoding_command(client: Client, args: list[bytes]) -> bytes:
 # --- HELLO and CLIENT ----------------------------------------------------------
 
 
+def map_reply(client: Client, pairs: list[tuple[bytes, bytes]]) -> bytes:
+    """A map of bulk-string keys to encoded values: "%" in RESP3, a flat array in RESP2."""
+    body = b"".join(bulk(key) + value for key, value in pairs)
+    return b"%s%d\r\n%s" % (b"%" if client.protocol == 3 else b"*", len(pairs) * (1 if client.protocol == 3 else 2),
+                            body)
+
+
 @command("hello", -1, "fast")
 def hello_command(client: Client, args: list[bytes]) -> bytes:
     protocol = client.protocol
@@ -2660,7 +2627,7 @@ def hello_command(client: Client, args: list[bytes]) -> bytes:
     if name is not None:
         client.name = name
     client.set_protocol(protocol)
-    return client.map_reply([
+    return map_reply(client, [
         (b"server", bulk(b"redis")),
         (b"version", bulk(REDIS_VERSION.encode())),
         (b"proto", integer(protocol)),
@@ -2855,7 +2822,7 @@ def config_get_command(client: Client, args: list[bytes]) -> bytes:
     matchers = [glob_matcher(pattern.lower()) for pattern in args[2:]]
     pairs = [(name.encode(), bulk(value.encode())) for name, value in settings.items()
              if any(match(name.encode()) for match in matchers)]
-    return client.map_reply(pairs)
+    return map_reply(client, pairs)
 
 
 @command("config|resetstat", 2, "admin noscript")
@@ -2889,12 +2856,12 @@ def command_docs(client: Client, entry: Command) -> bytes:
              (b"group", bulk(docs.group.encode()))]
     if docs.usage:
         # One argument holding the whole usage line: that is all redis-cli needs for its hints.
-        reply.append((b"arguments", array([client.map_reply([(b"name", bulk(docs.usage.encode())),
+        reply.append((b"arguments", array([map_reply(client, [(b"name", bulk(docs.usage.encode())),
                                                              (b"type", bulk(b"string"))])])))
     if entry.subcommands:
-        reply.append((b"subcommands", client.map_reply(
-            [(sub.name.encode(), command_docs(client, sub)) for sub in entry.subcommands.values()])))
-    return client.map_reply(reply)
+        subcommands = [(sub.name.encode(), command_docs(client, sub)) for sub in entry.subcommands.values()]
+        reply.append((b"subcommands", map_reply(client, subcommands)))
+    return map_reply(client, reply)
 
 
 @dataclass(frozen=True, slots=True)
@@ -3040,7 +3007,7 @@ def command_info_command(client: Client, args: list[bytes]) -> bytes:
 @command("command|docs", -2, "")
 def command_docs_command(client: Client, args: list[bytes]) -> bytes:
     names = [name.lower() for name in args[2:]] or list(COMMANDS)
-    return client.map_reply([(name, command_docs(client, COMMANDS[name])) for name in names if name in COMMANDS])
+    return map_reply(client, [(name, command_docs(client, COMMANDS[name])) for name in names if name in COMMANDS])
 
 
 @command("command|list", -2, "")
@@ -3197,6 +3164,16 @@ class BeforeSleepSelector(selectors.DefaultSelector):
 # maxclients is accepted just long enough to be told why, then disconnected.
 # Connections not accepted yet wait in the kernel's backlog queue, tcp-backlog
 # (511) of them: a burst of connects must not find it full.
+
+
+# How much unsent output one client may have before the server stops running its
+# commands. A client that pipelines requests but never reads the replies would
+# otherwise make the server produce replies without end (Redis's own answer is
+# client-output-buffer-limit, which disconnects such a client). This server
+# pauses instead: it stops running the client's commands and reading its
+# socket until the client has read enough, so nobody is disconnected and the
+# memory a client holds stays bounded by this limit plus one reply.
+OUTPUT_PAUSE_BYTES = 1024 * 1024  # this server's own setting; Redis has no such pause
 
 
 # Large values in the snapshot: SAVE encodes a large key or value SAVE_CHUNK
@@ -3393,6 +3370,47 @@ def adjust_open_files_limit(maxclients: int) -> int:
     log.warning("Current maximum open files is %d. maxclients has been reduced to %d to compensate for low ulimit. "
                 "If you need higher maxclients increase 'ulimit -n'.", limit, limit - CONFIG_MIN_RESERVED_FDS)
     return limit - CONFIG_MIN_RESERVED_FDS
+
+
+# =============================================================================
+# Appendix F. A server inside your tests
+# =============================================================================
+#
+# A first reading can skip this appendix: it runs the whole server of Part I
+# in a thread of another Python program, so a test suite can start a real
+# server on a free port and stop it cleanly, with no subprocess to manage.
+
+
+@contextlib.contextmanager
+def running(port: int = 0, dir: str = ".", *flags: str) -> Iterator[tuple[str, int]]:
+    """Run a server in a thread of this process, for tests: yield its (host, port), stop it on leaving.
+
+    The server listens on a free port (port=0), keeps its snapshot in dir,
+    takes any other command-line flags, and stops without saving.
+
+    >>> import socket, tempfile
+    >>> with running(dir=tempfile.mkdtemp()) as (host, port):
+    ...     with socket.create_connection((host, port)) as connection:
+    ...         connection.sendall(b"PING\\r\\n")
+    ...         connection.recv(100)
+    b'+PONG\\r\\n'
+    """
+    server = Server(parse_options(["--port", str(port), "--dir", dir, *flags]))
+    server.load()
+    loop = new_event_loop(server)
+    started = threading.Event()
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(server, ready=started.set),),
+                              name="redis-clone", daemon=True)
+    thread.start()
+    while not started.wait(0.01):
+        if not thread.is_alive():  # serve() returned without listening: the log says why
+            raise OSError(f"the server could not listen on port {port}")
+    try:
+        yield server.options.bind[0], server.port
+    finally:
+        loop.call_soon_threadsafe(server.shutdown, False)
+        thread.join()
+        loop.close()
 
 
 # The last line: run the server when this file is run as a program.
