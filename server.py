@@ -120,7 +120,12 @@ class Client:
 
 
 class ClientConnection(asyncio.Protocol):
-    """Bytes in, commands run, replies out: the life of one TCP connection."""
+    """Bytes in, commands run, replies out: the life of one TCP connection.
+
+    This is the plain version, which runs every request as soon as it has
+    arrived. By default the server uses Appendix E's PausingConnection, which
+    stops running a client's requests while it does not read its replies.
+    """
 
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -131,8 +136,7 @@ class ClientConnection(asyncio.Protocol):
         self.requests: list[list[bytes]] = []  # parsed, not yet run
         self.closing_reply: bytes | None = None  # after the requests: a reply that ends the connection (b"": none)
         self.replies = ReplyBuffer()  # encoded replies not yet handed to the socket: a list of bytes (Appendix E)
-        self.transport_full = False  # between pause_writing() and resume_writing()
-        self.reading_paused = False  # while requests wait for the client to read its replies
+        self.transport_full = False  # the socket's buffer is full (only PausingConnection notices)
         self.write_queued = False  # in BeforeSleepSelector's list of connections to write before the loop sleeps
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -150,105 +154,58 @@ class ClientConnection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
-        try:
-            commands, protocol_error = self.parser.feed(data)
-            if self.requests:  # some still wait for the client to read: these go after them
-                self.requests += commands
-            else:
-                self.requests = commands
-            client = self.client
-            if protocol_error is not None:
-                log.debug("Protocol error from client %d (%s): %s", client.id, client.address, protocol_error)
-                self.closing_reply = error_reply(f"ERR {protocol_error}")
-            elif self.parser.pending_size > self.server.options.client_query_buffer_limit:
-                log.warning("Closing client %d (%s): it reached the query buffer limit", client.id, client.address)
-                self.closing_reply = b""
-            self.run_requests()
-        except MemoryError:
-            self.out_of_memory()
+        # 1. Parse: every complete request in the bytes received so far.
+        commands, protocol_error = self.parser.feed(data)
+        self.requests += commands  # after any that still wait for the client to read (Appendix E)
+        client = self.client
+        if protocol_error is not None:
+            log.debug("Protocol error from client %d (%s): %s", client.id, client.address, protocol_error)
+            self.closing_reply = error_reply(f"ERR {protocol_error}")
+        elif self.parser.pending_size > self.server.options.client_query_buffer_limit:
+            log.warning("Closing client %d (%s): it reached the query buffer limit", client.id, client.address)
+            self.closing_reply = b""
+        # 2. Execute them, and 3. queue their replies.
+        self.run_requests()
 
     def run_requests(self) -> None:
-        """Run the parsed requests in order and queue their replies, while the client's unsent output allows."""
+        """Run the parsed requests in order, and hand their replies to the server's writer."""
         client = self.client
         if self.server.stopping:  # after the final save no command may run: its change would not be saved
-            self.requests = []
-        ran = 0
+            self.requests.clear()
         try:
-            while True:
-                # The room left under OUTPUT_PAUSE_BYTES. The transport's own buffer does not change
-                # while replies are only queued here, so it is read once per round.
-                room = OUTPUT_PAUSE_BYTES - self.transport.get_write_buffer_size() - self.replies.size
-                replies = []
-                if room >= 0:
-                    for args in self.requests:
-                        reply = execute(client, args)
-                        replies.append(reply)
-                        room -= len(reply)
-                        if room < 0 or client.close_after_reply:
-                            break
-                    del self.requests[: len(replies)]
-                    self.replies.extend(replies)
-                    ran += len(replies)
-                if not self.requests or client.close_after_reply or self.transport_full:
-                    break
-                self.write_replies()  # over the limit: hand the replies to the socket now, go on if it took them
+            self.execute_requests()
         except ConnectionAborted:  # a browser's request (execute, Appendix E): nothing more is run or sent
             self.requests.clear()
             self.replies.clear()
             self.transport.abort()
             return
-        finally:
-            self.server.commands_processed += ran
         if self.requests and not client.close_after_reply:
-            self.transport.pause_reading()  # until the client reads: resume_writing() carries on
-            self.reading_paused = True
-            return
-        if self.reading_paused:
-            self.transport.resume_reading()
-            self.reading_paused = False
+            return  # some wait until the client has read its replies (PausingConnection)
         if self.closing_reply is not None and not client.close_after_reply:
             self.replies.append(self.closing_reply)
             client.close_after_reply = True
-        if not self.replies.size and not client.close_after_reply:
-            return  # only part of a request arrived: nothing to send yet
-        self.server.writer.queue(self)
+        if self.replies.size or client.close_after_reply:  # else only part of a request arrived
+            self.server.writer.queue(self)
+
+    def execute_requests(self) -> None:
+        """Run the parsed requests and queue their replies, until one asks to close the connection."""
+        client = self.client
+        replies = []
+        for args in self.requests:
+            replies.append(execute(client, args))
+            if client.close_after_reply:
+                break
+        del self.requests[: len(replies)]
+        self.replies.extend(replies)
+        self.server.commands_processed += len(replies)
 
     def write_replies(self) -> None:
-        """Hand queued replies to the socket until it has plenty to send; close the connection if the client is done."""
+        """Hand queued replies to the socket while it takes them; close the connection if the client is done."""
         closing = self.client.close_after_reply
         while self.replies.size and (closing or not self.transport_full):
             self.transport.write(self.replies.take())
         if closing:
             self.transport.close()  # sends what is buffered first
-
-    # asyncio calls these two when the transport's own write buffer passes its
-    # high and low water marks: the client is not reading as fast as we write.
-    def pause_writing(self) -> None:
-        self.transport_full = True
-
-    def resume_writing(self) -> None:
-        self.transport_full = False
-        # Carry on once asyncio's own write handler, which calls this, has returned: closing
-        # the connection from inside it would make asyncio report the connection lost twice.
-        asyncio.get_running_loop().call_soon(self.carry_on)
-
-    def carry_on(self) -> None:
-        """Send more of the queued replies, then run the requests that waited for the client to read."""
-        if self.transport.is_closing():
-            return
-        try:
-            self.write_replies()
-            if not self.transport_full:
-                self.run_requests()
-        except MemoryError:
-            self.out_of_memory()
-
-    def out_of_memory(self) -> None:
-        """Drop one client that needed more memory than the machine has, rather than crash everyone."""
-        log.warning("Closing client %d (%s): out of memory while serving it", self.client.id, self.client.address)
-        self.requests.clear()
-        self.replies.clear()
-        self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.requests.clear()
@@ -1537,6 +1494,9 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-writes", choices=["yes", "no"], default="yes",
                         help="write the replies of one event-loop pass together, as Redis does "
                              "(BeforeSleepSelector); no, to write each read's replies at once and measure the gain")
+    parser.add_argument("--output-pause", choices=["yes", "no"], default="yes",
+                        help="stop running a client's requests while it leaves 1 MB of replies unread "
+                             "(PausingConnection); no, to buffer them without bound as Redis does by default")
     parser.add_argument("--client-query-buffer-limit", type=int, default=CLIENT_QUERY_BUFFER_LIMIT, metavar="BYTES",
                         help="close a client whose unparsed input grows past this (default 1 GiB)")
     parser.add_argument("--maxclients", type=int, default=CONFIG_DEFAULT_MAX_CLIENTS, metavar="N",
@@ -1556,8 +1516,9 @@ async def serve(server: Server, ready: Callable[[], None] = lambda: None) -> int
     options = server.options
     loop.set_exception_handler(functools.partial(log_loop_error, server))
     server.exit_code = loop.create_future()
+    connection_class = PausingConnection if options.output_pause == "yes" else ClientConnection
     try:
-        server.listener = await loop.create_server(lambda: ClientConnection(server), host=options.bind,
+        server.listener = await loop.create_server(lambda: connection_class(server), host=options.bind,
                                                    port=options.port, reuse_address=True, backlog=options.tcp_backlog)
     except OSError as error:
         log.error("Cannot listen on %s port %d: %s", " ".join(options.bind), options.port, error.strerror or error)
@@ -3150,7 +3111,7 @@ class BeforeSleepSelector(selectors.DefaultSelector):
 #
 # A first reading can skip this appendix: it adds the protections that keep
 # one client from hurting the others. Its unsent replies are bounded
-# (ReplyBuffer, with Chapter 1's pause); a web page that points a browser at
+# (PausingConnection, ReplyBuffer); a web page that points a browser at
 # the server is turned away (POST and Host:); the number of clients fits the
 # file descriptors the process may open (maxclients); and failures that can
 # repeat as fast as a client or the OS likes are logged at most once a minute.
@@ -3174,6 +3135,81 @@ class BeforeSleepSelector(selectors.DefaultSelector):
 # socket until the client has read enough, so nobody is disconnected and the
 # memory a client holds stays bounded by this limit plus one reply.
 OUTPUT_PAUSE_BYTES = 1024 * 1024  # this server's own setting; Redis has no such pause
+
+
+class PausingConnection(ClientConnection):
+    """A connection that runs its requests only while its client reads the replies (--output-pause yes).
+
+    Before each request it checks the room left under OUTPUT_PAUSE_BYTES,
+    counting the replies queued here and those in asyncio's own buffer. Past
+    it, it hands the replies to the socket and stops: it pauses reading too,
+    until asyncio's resume_writing() says the client has read enough. It
+    also survives a MemoryError of its own by dropping just this client.
+    """
+
+    reading_paused = False  # while requests wait for the client to read its replies
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            super().data_received(data)
+        except MemoryError:
+            self.out_of_memory()
+
+    def execute_requests(self) -> None:
+        client = self.client
+        while True:
+            # The room left under OUTPUT_PAUSE_BYTES. The transport's own buffer does not change
+            # while replies are only queued here, so it is read once per round.
+            room = OUTPUT_PAUSE_BYTES - self.transport.get_write_buffer_size() - self.replies.size
+            replies = []
+            if room >= 0:
+                for args in self.requests:
+                    reply = execute(client, args)
+                    replies.append(reply)
+                    room -= len(reply)
+                    if room < 0 or client.close_after_reply:
+                        break
+                del self.requests[: len(replies)]
+                self.replies.extend(replies)
+                self.server.commands_processed += len(replies)
+            if not self.requests or client.close_after_reply or self.transport_full:
+                break
+            self.write_replies()  # over the limit: hand the replies to the socket now, go on if it took them
+        if self.requests and not client.close_after_reply:
+            self.transport.pause_reading()  # until the client reads: resume_writing() carries on
+            self.reading_paused = True
+        elif self.reading_paused:
+            self.transport.resume_reading()
+            self.reading_paused = False
+
+    # asyncio calls these two when the transport's own write buffer passes its
+    # high and low water marks: the client is not reading as fast as we write.
+    def pause_writing(self) -> None:
+        self.transport_full = True
+
+    def resume_writing(self) -> None:
+        self.transport_full = False
+        # Carry on once asyncio's own write handler, which calls this, has returned: closing
+        # the connection from inside it would make asyncio report the connection lost twice.
+        asyncio.get_running_loop().call_soon(self.carry_on)
+
+    def carry_on(self) -> None:
+        """Send more of the queued replies, then run the requests that waited for the client to read."""
+        if self.transport.is_closing():
+            return
+        try:
+            self.write_replies()
+            if not self.transport_full:
+                self.run_requests()
+        except MemoryError:
+            self.out_of_memory()
+
+    def out_of_memory(self) -> None:
+        """Drop one client that needed more memory than the machine has, rather than crash everyone."""
+        log.warning("Closing client %d (%s): out of memory while serving it", self.client.id, self.client.address)
+        self.requests.clear()
+        self.replies.clear()
+        self.transport.abort()
 
 
 # Large values in the snapshot: SAVE encodes a large key or value SAVE_CHUNK

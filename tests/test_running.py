@@ -1,6 +1,7 @@
 """The server runs inside a Python process too: server.running() for tests, serve() on any event loop."""
 
 import asyncio
+import socket
 import threading
 
 import redis
@@ -50,3 +51,29 @@ def test_serve_works_on_an_ordinary_event_loop(tmp_path):
         return replies
 
     assert asyncio.run(main()) == [b"+OK\r\n", b"$1\r\n", b"v\r\n"]
+
+
+def test_part_one_alone_serves_pipelines_quit_and_protocol_errors(tmp_path):
+    # Every switch off: the plain ClientConnection, RequestParser and WriteAtOnce of Part I.
+    plain = ("--output-pause", "no", "--parser-shortcut", "no", "--batch-writes", "no")
+    with server.running(0, str(tmp_path), *plain) as (host, port):
+        client = redis.Redis(host=host, port=port)
+        client.set("big", b"x" * 10_000)
+        pipe = client.pipeline(transaction=False)
+        for _ in range(300):  # 3 MB of replies in one read: more than PausingConnection would queue
+            pipe.get("big")
+        assert pipe.execute() == [b"x" * 10_000] * 300
+        client.close()
+        with socket.create_connection((host, port)) as connection:
+            connection.sendall(b"PING\r\nQUIT\r\nPING\r\n")
+            assert read_until_closed(connection) == b"+PONG\r\n+OK\r\n"
+        with socket.create_connection((host, port)) as connection:
+            connection.sendall(b"PING\r\n*1\r\n:1\r\n")
+            assert read_until_closed(connection) == b"+PONG\r\n-ERR Protocol error: expected '$', got ':'\r\n"
+
+
+def read_until_closed(connection: socket.socket) -> bytes:
+    received = b""
+    while chunk := connection.recv(65536):
+        received += chunk
+    return received
