@@ -26,6 +26,7 @@ fast: a first reading can skip it, and each appendix says what it adds.
     C. Introspection                      HELLO, CLIENT, COMMAND, INFO, CONFIG
     D. Performance                        the parser's shortcut, batched writes
     E. Limits                             what one client may cost the others
+    F. A server inside your tests         running(), a server in a thread
 
 Runtime: Python 3.10+ and its standard library only, on a POSIX system.
 """
