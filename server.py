@@ -113,6 +113,14 @@ class Client:
         self.library: dict[bytes, bytes] = {}  # CLIENT SETINFO lib-name / lib-ver
         self.close_after_reply = False
         self.created = time.monotonic()
+        self.connection: ClientConnection | None = None  # set by the connection: messages pushed to it go there
+        # Pub/Sub (chapter 8): what the client listens to, and the messages pushed to it while it runs a command.
+        self.channels: dict[bytes, None] = {}  # the channels it subscribed to, in order (a dict as an ordered set)
+        self.patterns: dict[bytes, None] = {}  # the patterns it subscribed to
+        self.pushed: list[bytes] = []  # messages for it that arrived while it ran a command: they precede its reply
+        self.monitoring = False  # MONITOR: every command run is streamed to it (Appendix C)
+        self.reply_mode = REPLY_ON  # CLIENT REPLY ON, OFF or SKIP (Appendix C)
+        self.soft_limit_since = 0.0  # when its output first went over the soft limit, 0 if under it (Appendix E)
 
     def set_protocol(self, version: int) -> None:
         self.protocol = version
@@ -149,6 +157,7 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.client = self.server.client_connected(address, transport)
+        self.client.connection = self
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # Send small replies at once instead of waiting to fill a packet (Nagle's algorithm).
@@ -173,6 +182,7 @@ class ClientConnection(asyncio.Protocol):
         client = self.client
         if self.server.stopping:  # after the final save no command may run: its change would not be saved
             self.requests.clear()
+        self.server.running_client = client  # a message it pushes to itself joins its replies in order (chapter 8)
         try:
             self.execute_requests()
         except ConnectionAborted:  # a browser's request (execute, Appendix E): nothing more is run or sent
@@ -180,6 +190,8 @@ class ClientConnection(asyncio.Protocol):
             self.replies.clear()
             self.transport.abort()
             return
+        finally:
+            self.server.running_client = None
         if self.requests and not client.close_after_reply:
             return  # some wait until the client has read its replies (PausingConnection)
         if self.closing_reply is not None and not client.close_after_reply:
@@ -224,6 +236,10 @@ class WriteAtOnce:
     """
 
     def queue(self, connection: ClientConnection) -> None:
+        connection.write_replies()
+
+    def queue_push(self, connection: ClientConnection) -> None:
+        """Send a message pushed to a client that sent nothing (chapter 8): here, at once too."""
         connection.write_replies()
 
     def flush(self) -> None:
@@ -543,7 +559,19 @@ def container(name: str) -> None:
 
 
 def execute(client: Client, args: list[bytes]) -> bytes:
-    """Look the command (or subcommand) up, check its arity, run it, and return its reply."""
+    """Look the command (or subcommand) up, check its arity, run it, and return its reply.
+
+    The reply starts with any message the command pushed to its own client
+    (chapter 8), and is dropped under CLIENT REPLY OFF or SKIP (Appendix C).
+    """
+    reply = run_command(client, args)
+    if client.pushed or client.reply_mode:  # rare: a subscriber in RESP3, or a client that turned replies off
+        reply = outgoing_reply(client, reply)
+    return reply
+
+
+def run_command(client: Client, args: list[bytes]) -> bytes:
+    """execute()'s work: find the command, check it may run, run it, and return its reply or error."""
     entry = COMMANDS.get(args[0].lower())
     if entry is None:
         if args[0].lower() in HTTP_REQUEST_WORDS:  # a web page's request: see Appendix E
@@ -558,16 +586,23 @@ def execute(client: Client, args: list[bytes]) -> bytes:
     arity = entry.arity
     if (len(args) != arity) if arity > 0 else (len(args) < -arity):
         return error_reply(f"ERR wrong number of arguments for '{entry.name}' command")
+    if client.channels or client.patterns or client.monitoring:  # a subscriber or a monitor may run only some
+        refusal = refuse_in_context(client, entry)
+        if refusal is not None:
+            return refusal
     try:
-        return entry.handler(client, args)
+        reply = entry.handler(client, args)
     except CommandError as error:
-        return error_reply(str(error))
+        reply = error_reply(str(error))
     except MemoryError:  # this request needed more memory than there is: it fails alone, the server goes on
         log.warning("Out of memory while running '%s' for client %d", entry.name, client.id)
-        return error_reply(f"ERR out of memory while running '{entry.name}'")
+        reply = error_reply(f"ERR out of memory while running '{entry.name}'")
     except Exception:  # a bug must not cost the client its connection, or others theirs
         log.exception("Command %s failed", text(args[0]))
-        return error_reply(f"ERR internal error while running '{entry.name}'")
+        reply = error_reply(f"ERR internal error while running '{entry.name}'")
+    if client.server.monitors:  # MONITOR: the command as it ran, to every monitoring client (Appendix C)
+        reply += feed_monitors(client, entry, args)
+    return reply
 
 
 def parse_int_arg(value: bytes, message: str = NOT_AN_INTEGER) -> int:
@@ -641,9 +676,10 @@ class Database:
     True
     """
 
-    def __init__(self, index: int, clock: Callable[[], int] = now_ms) -> None:
+    def __init__(self, index: int, clock: Callable[[], int] = now_ms, pubsub: PubSub | None = None) -> None:
         self.index = index
         self.clock = clock  # now, in Unix ms
+        self.pubsub = pubsub if pubsub is not None else PubSub()  # where its keyspace events go (chapter 8)
         self.changes = 0  # writes that changed this database: INFO's rdb_changes_since_last_save counts them
         self.data: dict[bytes, bytes | bytearray] = {}
         self.expires: dict[bytes, int] = {}
@@ -674,6 +710,8 @@ class Database:
         """Store value under key. A new value forgets the old TTL unless keep_ttl (SET ... KEEPTTL)."""
         if key not in self.data:
             self.key_list.append(key)
+            if self.pubsub.notify_flags & NOTIFY_NEW:
+                self.pubsub.keyspace_event("new", key, self.index)
         self.data[key] = value
         self.changes += 1
         if not keep_ttl and self.expires:
@@ -685,7 +723,7 @@ class Database:
         # Not zip(strict=True): MSET checked the count, and any keyword argument makes zip() slower.
         items = iter(keys_and_values)
         pairs = zip(items, items)  # noqa: B905
-        if self.expires:  # some of the keys may have a TTL to forget: one at a time
+        if self.expires or self.pubsub.notify_flags & NOTIFY_NEW:  # TTLs to forget, or events: one at a time
             for key, value in pairs:
                 self.set(key, value)
             return
@@ -716,16 +754,17 @@ class Database:
         self.expires[key] = when_ms
         self.changes += 1
 
-    def expire_or_delete(self, key: bytes, when_ms: int) -> None:
+    def expire_or_delete(self, key: bytes, when_ms: int) -> bool:
         """What EXPIRE and GETEX do: set the expire time, or delete the key now if it is not in the future.
 
         That is Redis's checkAlreadyExpired(): a time of now already deletes,
-        where a stored one would still live through this millisecond.
+        where a stored one would still live through this millisecond. Returns
+        whether it deleted the key.
         """
         if when_ms <= self.clock():
-            self.delete(key)
-        else:
-            self.set_expire(key, when_ms)
+            return self.delete(key)
+        self.set_expire(key, when_ms)
+        return False
 
     def remove_expire(self, key: bytes) -> bool:
         if self.expires.pop(key, None) is None:
@@ -812,6 +851,8 @@ class Database:
     def _expire(self, key: bytes) -> None:
         self._remove(key)
         self.expired_count += 1
+        if self.pubsub.notify_flags & NOTIFY_EXPIRED:  # lazy and active expiry both come here
+            self.pubsub.keyspace_event("expired", key, self.index)
 
     def _remove(self, key: bytes) -> None:
         """Take key out of the dicts; its entry in the key list goes stale."""
@@ -843,8 +884,9 @@ class Database:
 class Keyspace:
     """All the databases of one server."""
 
-    def __init__(self, clock: Callable[[], int] = now_ms) -> None:
-        self.databases = [Database(index, clock) for index in range(DATABASES)]
+    def __init__(self, clock: Callable[[], int] = now_ms, pubsub: PubSub | None = None) -> None:
+        self.pubsub = pubsub if pubsub is not None else PubSub()  # where keyspace events go (chapter 8)
+        self.databases = [Database(index, clock, self.pubsub) for index in range(DATABASES)]
 
     def active_expire_cycle(self) -> None:
         """Delete expired keys no client is reading; runs CONFIG_DEFAULT_HZ times a second."""
@@ -888,6 +930,8 @@ def ping_command(client: Client, args: list[bytes]) -> bytes:
     # PING [message]: +PONG, or the message back as a bulk string.
     if len(args) > 2:
         raise CommandError("ERR wrong number of arguments for 'ping' command")
+    if client.protocol == 2 and (client.channels or client.patterns):  # subscribed mode: shaped as a message
+        return array([bulk(b"pong"), bulk(args[1] if len(args) == 2 else b"")])
     if len(args) == 2:
         message = args[1]
         return bulk(message)
@@ -912,8 +956,13 @@ def select_command(client: Client, args: list[bytes]) -> bytes:
 @command("del", -2, "write")
 def del_command(client: Client, args: list[bytes]) -> bytes:
     keys = args[1:]
-    delete = client.db.delete
-    return integer(sum(delete(key) for key in keys))  # how many existed
+    db = client.db
+    deleted = 0
+    for key in keys:
+        if db.delete(key):
+            deleted += 1
+            notify_keyspace_event(db, NOTIFY_GENERIC, "del", key)
+    return integer(deleted)  # how many existed
 
 
 @command("keys", 2, "readonly")
@@ -984,7 +1033,8 @@ def expire_generic(client: Client, args: list[bytes], base_ms: int, unit: int) -
         return ZERO
     if b"LT" in options and current is not None and when >= current:
         return ZERO
-    db.expire_or_delete(key, when)  # a time already past deletes the key at once
+    deleted = db.expire_or_delete(key, when)  # a time already past deletes the key at once
+    notify_keyspace_event(db, NOTIFY_GENERIC, "del" if deleted else "expire", key)
     return ONE
 
 
@@ -1036,7 +1086,10 @@ def pttl_command(client: Client, args: list[bytes]) -> bytes:
 def persist_command(client: Client, args: list[bytes]) -> bytes:
     key = args[1]
     db = client.db
-    return ONE if db.exists(key) and db.remove_expire(key) else ZERO  # 1 only if there was a TTL to remove
+    if not (db.exists(key) and db.remove_expire(key)):
+        return ZERO  # 1 only if there was a TTL to remove
+    notify_keyspace_event(db, NOTIFY_GENERIC, "persist", key)
+    return ONE
 
 
 # --- String commands ----------------------------------------------------------
@@ -1101,6 +1154,7 @@ def set_command(client: Client, args: list[bytes]) -> bytes:
     db = client.db
     if len(args) == 3:  # the common case, kept short: SET key value
         db.set(key, value)
+        notify_keyspace_event(db, NOTIFY_STRING, "set", key)
         return OK
     # 1. The options: NX/XX (only if absent/present), GET (reply with the old value), and an expiry.
     flags, expire_option, expire_arg = parse_set_options(
@@ -1112,8 +1166,10 @@ def set_command(client: Client, args: list[bytes]) -> bytes:
         return (bulk(old) if old is not None else client.null) if b"GET" in flags else client.null
     # 3. Store it. A new value forgets the old TTL, unless KEEPTTL; EX, PX, EXAT or PXAT sets a new one.
     db.set(key, value, keep_ttl=b"KEEPTTL" in flags)
+    notify_keyspace_event(db, NOTIFY_STRING, "set", key)
     if when is not None:
         db.set_expire(key, when)
+        notify_keyspace_event(db, NOTIFY_GENERIC, "expire", key)
     if b"GET" in flags:
         return bulk(old) if old is not None else client.null
     return OK
@@ -1142,7 +1198,13 @@ def mset_command(client: Client, args: list[bytes]) -> bytes:
     keys_and_values = args[1:]
     if len(keys_and_values) % 2:
         raise CommandError("ERR wrong number of arguments for 'mset' command")
-    client.db.set_many(keys_and_values)  # all at once: no other command can see half of them
+    db = client.db
+    if not db.pubsub.notify_flags & NOTIFY_STRING:
+        db.set_many(keys_and_values)  # all at once: no other command can see half of them
+        return OK
+    for key, value in zip(keys_and_values[::2], keys_and_values[1::2], strict=True):  # events key by key, as Redis
+        db.set(key, value)
+        notify_keyspace_event(db, NOTIFY_STRING, "set", key)
     return OK
 
 
@@ -1156,6 +1218,7 @@ def increment(client: Client, key: bytes, amount: int) -> bytes:
     if not LLONG_MIN <= value <= LLONG_MAX:
         raise CommandError("ERR increment or decrement would overflow")
     db.set(key, b"%d" % value, keep_ttl=True)  # a counter keeps its TTL
+    notify_keyspace_event(db, NOTIFY_STRING, "incrby", key)
     return integer(value)
 
 
@@ -1366,7 +1429,11 @@ class Server:
 
     def __init__(self, options: argparse.Namespace) -> None:
         self.options = options
-        self.keyspace = Keyspace()
+        self.pubsub = PubSub()  # channels, patterns and who listens to them (chapter 8)
+        self.keyspace = Keyspace(pubsub=self.pubsub)
+        self.running_client: Client | None = None  # the client whose requests are running, if any
+        self.monitors: list[Client] = []  # the clients that sent MONITOR (Appendix C)
+        self.output_limits = dict(CLIENT_OUTPUT_BUFFER_LIMITS)  # client-output-buffer-limit (Appendix E)
         self.clients: list[Client] = []
         self.client_ids = itertools.count(1)
         self.port = options.port
@@ -1398,6 +1465,9 @@ class Server:
 
     def client_disconnected(self, client: Client) -> None:
         self.clients.remove(client)
+        self.pubsub.unsubscribe_all(client)  # a client that leaves stops listening
+        if client.monitoring:
+            self.monitors.remove(client)
 
     def database(self, index_arg: bytes) -> Database:
         """The database named by a SELECT/MOVE/COPY argument, with Redis's errors."""
@@ -1575,6 +1645,256 @@ def main(argv: list[str] | None = None) -> int:
 
 
 
+# =============================================================================
+# Chapter 8. Pub/Sub: messages nobody asked for
+# =============================================================================
+#
+# Everything so far is request and reply: a client asks, the server answers,
+# and a reply only ever goes to the client that asked. Publish/subscribe turns
+# that around. A client SUBSCRIBEs to a channel (any name: "news", "chat:42")
+# and from then on the server sends it every message that any other client
+# PUBLISHes to that channel, whenever that happens, without being asked. The
+# publisher never learns who listens, only how many received its message.
+# PSUBSCRIBE subscribes to a glob pattern ("chat:*") instead of one name.
+#
+# Redis keeps two dicts on the server, channel -> subscribed clients and
+# pattern -> subscribed clients, and each client keeps the channels and
+# patterns it listens to, so that it can leave them all when it disconnects.
+# PUBLISH looks the channel up in the first dict (O(1) plus one send per
+# subscriber) and matches the channel against every pattern of the second
+# (O(number of patterns)). Nothing is stored: a message reaches whoever
+# listens at that moment, and is gone. PubSub below holds both dicts.
+#
+# A message is "pushed": it goes into the subscriber's queue of replies, and
+# the server's writer sends it (chapter 1) even though that client sent
+# nothing in this pass of the loop. How the client tells a push from the
+# reply to its own request depends on the protocol:
+#
+#   * RESP2 has no way to mark a push. A message is an ordinary array
+#     ["message", channel, payload], and so the client cannot tell it from a
+#     reply. So Redis puts a RESP2 subscriber into "subscribed mode": it may
+#     only (un)subscribe, PING, QUIT or RESET until it has unsubscribed from
+#     everything, and its PING is answered ["pong", ""], in the same shape as
+#     a message. Every array that arrives is then known to be a message or a
+#     subscription change.
+#   * RESP3 gives pushes a type of their own: ">3" where RESP2 says "*3". A
+#     client can tell them apart from replies wherever they arrive, so a RESP3
+#     subscriber may run any command on the same connection.
+#
+# Keyspace notifications are Pub/Sub messages the server publishes itself:
+# with notify-keyspace-events set (it is "" by default: they cost a little on
+# every write), each change of a key is published on "__keyspace@0__:<key>"
+# (the message is the event, "set", "del", "expired"...) and on
+# "__keyevent@0__:<event>" (the message is the key). Commands report their
+# changes through notify_keyspace_event(), Redis's notifyKeyspaceEvent();
+# the keyspace reports the two it makes itself, a key created ("new") and a
+# key expired, lazily or actively ("expired").
+#
+# A subscriber that does not read its messages makes them pile up in the
+# server's memory; Appendix E's client-output-buffer-limit disconnects it
+# before it can hurt the others.
+
+
+# Keyspace event classes: the letters of notify-keyspace-events (Appendix B reads and writes them).
+NOTIFY_KEYSPACE = 1 << 0  # K: publish on __keyspace@<db>__:<key>
+NOTIFY_KEYEVENT = 1 << 1  # E: publish on __keyevent@<db>__:<event>
+NOTIFY_GENERIC = 1 << 2  # g: DEL, EXPIRE, RENAME... (commands of every type)
+NOTIFY_STRING = 1 << 3  # $: string commands
+NOTIFY_LIST = 1 << 4  # l
+NOTIFY_SET = 1 << 5  # s
+NOTIFY_HASH = 1 << 6  # h
+NOTIFY_ZSET = 1 << 7  # z
+NOTIFY_EXPIRED = 1 << 8  # x: a key expired
+NOTIFY_EVICTED = 1 << 9  # e: a key was evicted (maxmemory)
+NOTIFY_STREAM = 1 << 10  # t
+NOTIFY_KEY_MISS = 1 << 11  # m: a read found no key (not part of A)
+NOTIFY_MODULE = 1 << 13  # d
+NOTIFY_NEW = 1 << 14  # n: a key was created (not part of A)
+NOTIFY_ALL = (NOTIFY_GENERIC | NOTIFY_STRING | NOTIFY_LIST | NOTIFY_SET | NOTIFY_HASH | NOTIFY_ZSET | NOTIFY_EXPIRED
+              | NOTIFY_EVICTED | NOTIFY_STREAM | NOTIFY_MODULE)  # A
+
+
+class PubSub:
+    """Who listens to what: channel -> subscribers, pattern -> subscribers, as Redis's server.pubsub_* dicts.
+
+    Each set of subscribers is a dict used as an ordered set: O(1) to add and
+    remove a client, and messages reach subscribers in the order they came.
+    """
+
+    def __init__(self) -> None:
+        self.channels: dict[bytes, dict[Client, None]] = {}
+        self.patterns: dict[bytes, dict[Client, None]] = {}
+        self.pattern_matchers: dict[bytes, Callable[[bytes], bool]] = {}  # each pattern, ready to match (Appendix B)
+        self.notify_flags = 0  # notify-keyspace-events, as NOTIFY_* bits: 0 sends no keyspace events
+
+    def subscribe(self, client: Client, channel: bytes) -> None:
+        if channel not in client.channels:
+            client.channels[channel] = None
+            self.channels.setdefault(channel, {})[client] = None
+
+    def unsubscribe(self, client: Client, channel: bytes) -> None:
+        if channel in client.channels:
+            del client.channels[channel]
+            subscribers = self.channels[channel]
+            del subscribers[client]
+            if not subscribers:  # a channel nobody listens to is forgotten
+                del self.channels[channel]
+
+    def psubscribe(self, client: Client, pattern: bytes) -> None:
+        if pattern not in client.patterns:
+            client.patterns[pattern] = None
+            if pattern not in self.patterns:
+                self.patterns[pattern] = {}
+                self.pattern_matchers[pattern] = glob_matcher(pattern)
+            self.patterns[pattern][client] = None
+
+    def punsubscribe(self, client: Client, pattern: bytes) -> None:
+        if pattern in client.patterns:
+            del client.patterns[pattern]
+            subscribers = self.patterns[pattern]
+            del subscribers[client]
+            if not subscribers:
+                del self.patterns[pattern], self.pattern_matchers[pattern]
+
+    def unsubscribe_all(self, client: Client) -> None:
+        """A client leaves every channel and pattern: it disconnected, or sent RESET."""
+        for channel in list(client.channels):
+            self.unsubscribe(client, channel)
+        for pattern in list(client.patterns):
+            self.punsubscribe(client, pattern)
+
+    def publish(self, channel: bytes, message: bytes) -> int:
+        """Push message to the channel's subscribers, then to those of each matching pattern; return how many."""
+        receivers = 0
+        subscribers = self.channels.get(channel)
+        if subscribers:
+            # One encoding for every subscriber of each protocol: only the first byte differs.
+            body = b"$7\r\nmessage\r\n%s%s" % (bulk(channel), bulk(message))
+            for client in subscribers:
+                push(client, (b">3\r\n" if client.protocol == 3 else b"*3\r\n") + body)
+            receivers += len(subscribers)
+        for pattern, matches in self.pattern_matchers.items():
+            if matches(channel):
+                body = b"$8\r\npmessage\r\n%s%s%s" % (bulk(pattern), bulk(channel), bulk(message))
+                for client in self.patterns[pattern]:
+                    push(client, (b">4\r\n" if client.protocol == 3 else b"*4\r\n") + body)
+                receivers += len(self.patterns[pattern])
+        return receivers
+
+    def keyspace_event(self, event: str, key: bytes, db_index: int) -> None:
+        """Publish one keyspace event, on the key's channel and on the event's, as notify-keyspace-events asks.
+
+        Callers check first that the event's class is on (notify_keyspace_event
+        below): with notifications off, as by default, a write pays one test.
+        """
+        if self.notify_flags & NOTIFY_KEYSPACE:
+            self.publish(b"__keyspace@%d__:%s" % (db_index, key), event.encode())
+        if self.notify_flags & NOTIFY_KEYEVENT:
+            self.publish(b"__keyevent@%d__:%s" % (db_index, event.encode()), key)
+
+
+def notify_keyspace_event(db: Database, event_class: int, event: str, key: bytes) -> None:
+    """Report a change a command made to key, if notify-keyspace-events asks for its class (notifyKeyspaceEvent)."""
+    if db.pubsub.notify_flags & event_class:
+        db.pubsub.keyspace_event(event, key, db.index)
+
+
+def push(client: Client, message: bytes) -> None:
+    """Send a client a message it did not ask for: queue it on its connection, for the server's writer.
+
+    If the client is the one whose command is running (it published to itself,
+    or its own write made a keyspace event it listens to), the message joins
+    that command's reply, before it, as in Redis: execute() puts it there.
+    """
+    if client is client.server.running_client:
+        client.pushed.append(message)
+        return
+    connection = client.connection
+    if connection.transport.is_closing():  # disconnected, or being disconnected: nobody to send it to
+        return
+    connection.replies.append(message)
+    if over_output_limit(connection):  # Appendix E: a subscriber that does not read is disconnected
+        return
+    client.server.writer.queue_push(connection)
+
+
+def push_header(client: Client, length: int) -> bytes:
+    """The start of a push of length items: ">" in RESP3, an ordinary array "*" in RESP2."""
+    return b"%s%d\r\n" % (b">" if client.protocol == 3 else b"*", length)
+
+
+def subscription_reply(client: Client, kind: bytes, name: bytes | None) -> bytes:
+    """[kind, channel or pattern, how many the client now listens to]: what (un)subscribing answers, per name."""
+    count = len(client.channels) + len(client.patterns)
+    return push_header(client, 3) + bulk(kind) + (client.null if name is None else bulk(name)) + integer(count)
+
+
+# In RESP2 a subscribed client may send only these (Redis's processCommand()).
+SUBSCRIBED_MODE_COMMANDS = {"ping", "subscribe", "ssubscribe", "unsubscribe", "sunsubscribe", "psubscribe",
+                            "punsubscribe", "quit", "reset"}
+
+
+def refuse_in_context(client: Client, entry: Command) -> bytes | None:
+    """The error for a command this client may not run in its mode (subscribed, or MONITOR), or None."""
+    if client.monitoring and {"write", "readonly", "may_replicate"} & set(entry.flags):
+        return error_reply("ERR Replica can't interact with the keyspace")  # a monitor counts as a replica
+    if client.protocol == 2 and (client.channels or client.patterns) and entry.name not in SUBSCRIBED_MODE_COMMANDS:
+        return error_reply(f"ERR Can't execute '{entry.name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT "
+                           "/ RESET are allowed in this context")
+    return None
+
+
+@command("subscribe", -2, "pubsub noscript loading stale")
+def subscribe_command(client: Client, args: list[bytes]) -> bytes:
+    channels = args[1:]
+    replies = []
+    for channel in channels:  # one reply per channel, even one named twice
+        client.server.pubsub.subscribe(client, channel)
+        replies.append(subscription_reply(client, b"subscribe", channel))
+    return b"".join(replies)
+
+
+@command("unsubscribe", -1, "pubsub noscript loading stale")
+def unsubscribe_command(client: Client, args: list[bytes]) -> bytes:
+    channels = args[1:] or list(client.channels)  # none named: every channel
+    if not channels:  # nothing to leave: one reply all the same, with a null channel
+        return subscription_reply(client, b"unsubscribe", None)
+    replies = []
+    for channel in channels:
+        client.server.pubsub.unsubscribe(client, channel)
+        replies.append(subscription_reply(client, b"unsubscribe", channel))
+    return b"".join(replies)
+
+
+@command("psubscribe", -2, "pubsub noscript loading stale")
+def psubscribe_command(client: Client, args: list[bytes]) -> bytes:
+    patterns = args[1:]
+    replies = []
+    for pattern in patterns:
+        client.server.pubsub.psubscribe(client, pattern)
+        replies.append(subscription_reply(client, b"psubscribe", pattern))
+    return b"".join(replies)
+
+
+@command("punsubscribe", -1, "pubsub noscript loading stale")
+def punsubscribe_command(client: Client, args: list[bytes]) -> bytes:
+    patterns = args[1:] or list(client.patterns)
+    if not patterns:
+        return subscription_reply(client, b"punsubscribe", None)
+    replies = []
+    for pattern in patterns:
+        client.server.pubsub.punsubscribe(client, pattern)
+        replies.append(subscription_reply(client, b"punsubscribe", pattern))
+    return b"".join(replies)
+
+
+@command("publish", 3, "pubsub loading stale fast may_replicate")
+def publish_command(client: Client, args: list[bytes]) -> bytes:
+    channel, message = args[1], args[2]
+    return integer(client.server.pubsub.publish(channel, message))  # how many clients it reached
+
+
+
 # #############################################################################
 # PART II: THE FINE PRINT
 # #############################################################################
@@ -1706,6 +2026,7 @@ def copy_key(source: Database, key: bytes, target: Database, new_key: bytes, mov
         source.delete(key)
     elif type(value) is bytearray:
         value = bytearray(value)
+    target.delete(new_key)  # a key it replaces is deleted first, so the copy is a "new" key, as in Redis
     target.set(new_key, value)
     if when is not None:
         target.set_expire(new_key, when)
@@ -1731,6 +2052,8 @@ def rename(db: Database, old: bytes, new: bytes, replace: bool) -> bool:
     if db.exists(new) and not replace:
         return False
     copy_key(db, old, db, new, move=True)
+    notify_keyspace_event(db, NOTIFY_GENERIC, "rename_from", old)
+    notify_keyspace_event(db, NOTIFY_GENERIC, "rename_to", new)
     return True
 
 
@@ -1754,6 +2077,7 @@ def copy_command(client: Client, args: list[bytes]) -> bytes:
     if not source.exists(args[1]) or (target.exists(args[2]) and not replace):
         return ZERO
     copy_key(source, args[1], target, args[2])
+    notify_keyspace_event(target, NOTIFY_GENERIC, "copy_to", args[2])
     return ONE
 
 
@@ -1766,6 +2090,8 @@ def move_command(client: Client, args: list[bytes]) -> bytes:
     if not source.exists(args[1]) or target.exists(args[1]):
         return ZERO
     copy_key(source, args[1], target, args[1], move=True)
+    notify_keyspace_event(source, NOTIFY_GENERIC, "move_from", args[1])
+    notify_keyspace_event(target, NOTIFY_GENERIC, "move_to", args[1])
     return ONE
 
 
@@ -1928,13 +2254,16 @@ def setnx_command(client: Client, args: list[bytes]) -> bytes:
     if db.exists(args[1]):
         return ZERO
     db.set(args[1], args[2])
+    notify_keyspace_event(db, NOTIFY_STRING, "set", args[1])
     return ONE
 
 
 def set_with_expire(client: Client, args: list[bytes], option: bytes) -> bytes:
     when = expire_at_ms(option, args[2], text(args[0]).lower())
     client.db.set(args[1], args[3])
+    notify_keyspace_event(client.db, NOTIFY_STRING, "set", args[1])
     client.db.set_expire(args[1], when)
+    notify_keyspace_event(client.db, NOTIFY_GENERIC, "expire", args[1])
     return OK
 
 
@@ -1952,6 +2281,7 @@ def psetex_command(client: Client, args: list[bytes]) -> bytes:
 def getset_command(client: Client, args: list[bytes]) -> bytes:
     old = client.db.lookup_string(args[1])
     client.db.set(args[1], args[2])
+    notify_keyspace_event(client.db, NOTIFY_STRING, "set", args[1])
     return client.null if old is None else bulk(old)
 
 
@@ -1961,6 +2291,7 @@ def getdel_command(client: Client, args: list[bytes]) -> bytes:
     if value is None:
         return client.null
     client.db.delete(args[1])
+    notify_keyspace_event(client.db, NOTIFY_GENERIC, "del", args[1])
     return bulk(value)
 
 
@@ -1972,9 +2303,10 @@ def getex_command(client: Client, args: list[bytes]) -> bytes:
     if value is None:
         return client.null
     if expire_option:
-        db.expire_or_delete(args[1], expire_at_ms(expire_option, expire_arg, "getex"))
-    elif b"PERSIST" in flags:
-        db.remove_expire(args[1])
+        deleted = db.expire_or_delete(args[1], expire_at_ms(expire_option, expire_arg, "getex"))
+        notify_keyspace_event(db, NOTIFY_GENERIC, "del" if deleted else "expire", args[1])
+    elif b"PERSIST" in flags and db.remove_expire(args[1]):
+        notify_keyspace_event(db, NOTIFY_GENERIC, "persist", args[1])
     return bulk(value)
 
 
@@ -2023,6 +2355,7 @@ def incrbyfloat_command(client: Client, args: list[bytes]) -> bytes:
         raise CommandError("ERR increment would produce NaN or Infinity")
     formatted = FloatString(format_long_double(result))
     db.set(args[1], formatted, keep_ttl=True)
+    notify_keyspace_event(db, NOTIFY_STRING, "incrbyfloat", args[1])
     return bulk(formatted)
 
 
@@ -2037,10 +2370,12 @@ def append_command(client: Client, args: list[bytes]) -> bytes:
     old = db.lookup_string(args[1])
     if old is None:
         db.set(args[1], args[2])
+        notify_keyspace_event(db, NOTIFY_STRING, "append", args[1])
         return integer(len(args[2]))
     check_string_length(len(old) + len(args[2]))
     value = string_to_edit(db, args[1])
     value += args[2]  # in place: a bytearray keeps spare room at its end, so an append costs what it adds
+    notify_keyspace_event(db, NOTIFY_STRING, "append", args[1])
     return integer(len(value))
 
 
@@ -2085,6 +2420,7 @@ def setrange_command(client: Client, args: list[bytes]) -> bytes:
     if offset > len(value):
         value += bytes(offset - len(value))  # writing past the end pads the gap with zero bytes
     value[offset : offset + len(patch)] = patch  # in place: only the patch's bytes are copied
+    notify_keyspace_event(db, NOTIFY_STRING, "setrange", args[1])
     return integer(len(value))
 
 
@@ -2201,6 +2537,79 @@ def text(value: bytes) -> str:
 def c_string(value: bytes) -> str:
     """An argument as Redis's C code prints it in an error message: it ends at the first NUL byte."""
     return text(value.split(b"\0", 1)[0])
+
+
+# --- Quoting, as Redis's sdscatrepr() -------------------------------------------
+
+def repr_bytes(value: bytes) -> bytes:
+    """Bytes in double quotes, escaped as C would write them: how MONITOR (and redis-cli) show an argument.
+
+    >>> repr_bytes(b'say "hi"\\n\\x00\\xff')
+    b'"say \\\\"hi\\\\"\\\\n\\\\x00\\\\xff"'
+    """
+    return b'"%s"' % b"".join([REPR_ESCAPES[byte] for byte in value])
+
+
+# What each byte becomes: a backslash or quote escaped, the five control bytes C has names for (\\n...),
+# printable ASCII as itself, any other byte as \xHH.
+REPR_NAMED = {ord("\\"): b"\\\\", ord('"'): b'\\"', ord("\n"): b"\\n", ord("\r"): b"\\r", ord("\t"): b"\\t",
+              ord("\a"): b"\\a", ord("\b"): b"\\b"}
+REPR_ESCAPES = [REPR_NAMED.get(byte) or (bytes([byte]) if 0x20 <= byte < 0x7F else b"\\x%02x" % byte)
+                for byte in range(256)]
+
+
+# --- Settings in Redis's notation ---------------------------------------------
+
+def parse_memory(value: bytes) -> int | None:
+    """A size as Redis's memtoull() reads it: digits, then b, k, kb, m, mb, g or gb (any case); None if not one.
+
+    >>> parse_memory(b"32mb"), parse_memory(b"1k"), parse_memory(b"7"), parse_memory(b"-1")
+    (33554432, 1000, 7, None)
+    """
+    match = MEMORY_SIZE.fullmatch(value)
+    if match is None:
+        return None
+    return int(match[1] or b"0") * MEMORY_UNITS[match[2].lower()]
+
+
+MEMORY_SIZE = re.compile(rb"([0-9]*)(|[bB]|[kKmMgG][bB]?)")
+MEMORY_UNITS = {b"": 1, b"b": 1, b"k": 1000, b"kb": 1024, b"m": 1000**2, b"mb": 1024**2, b"g": 1000**3,
+                b"gb": 1024**3}
+
+# notify-keyspace-events: one letter per class of events (keyspaceEventsStringToFlags() in notify.c).
+KEYSPACE_EVENT_LETTERS = {"A": NOTIFY_ALL, "g": NOTIFY_GENERIC, "$": NOTIFY_STRING, "l": NOTIFY_LIST,
+                          "s": NOTIFY_SET, "h": NOTIFY_HASH, "z": NOTIFY_ZSET, "x": NOTIFY_EXPIRED,
+                          "e": NOTIFY_EVICTED, "K": NOTIFY_KEYSPACE, "E": NOTIFY_KEYEVENT, "t": NOTIFY_STREAM,
+                          "m": NOTIFY_KEY_MISS, "d": NOTIFY_MODULE, "n": NOTIFY_NEW}
+
+
+def parse_keyspace_events(value: bytes) -> int | None:
+    """notify-keyspace-events' letters as NOTIFY_* bits, or None if one is not a class letter.
+
+    >>> parse_keyspace_events(b"KEA") == NOTIFY_KEYSPACE | NOTIFY_KEYEVENT | NOTIFY_ALL
+    True
+    """
+    flags = 0
+    for letter in value.decode("latin-1"):
+        if letter not in KEYSPACE_EVENT_LETTERS:
+            return None
+        flags |= KEYSPACE_EVENT_LETTERS[letter]
+    return flags
+
+
+def keyspace_events_text(flags: int) -> str:
+    """NOTIFY_* bits as CONFIG GET shows them (keyspaceEventsFlagsToString()): "A" for all, then K, E and m.
+
+    Like Redis, "A" replaces the classes it covers, and hides "n" if that was set too.
+
+    >>> keyspace_events_text(parse_keyspace_events(b"EKA")), keyspace_events_text(parse_keyspace_events(b"nx$E"))
+    ('AKE', '$xnE')
+    """
+    if flags & NOTIFY_ALL == NOTIFY_ALL:
+        letters = "A"
+    else:
+        letters = "".join(letter for letter in "g$lshzxetdn" if flags & KEYSPACE_EVENT_LETTERS[letter])
+    return letters + "".join(letter for letter in "KEm" if flags & KEYSPACE_EVENT_LETTERS[letter])
 
 
 # --- Glob patterns: KEYS, SCAN MATCH, CONFIG GET -------------------------------
@@ -2646,10 +3055,16 @@ def client_list_line(client: Client) -> bytes:
     """One line of CLIENT LIST and CLIENT INFO, with Redis 7.0's fields (0 for those this server does not track)."""
     age = int(time.monotonic() - client.created)
     return (f"id={client.id} addr={client.address} laddr={client.server.address} fd=0 name={text(client.name)} "
-            f"age={age} idle=0 flags=N db={client.db.index} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 "
+            f"age={age} idle=0 flags={client_flags(client)} db={client.db.index} sub={len(client.channels)} "
+            f"psub={len(client.patterns)} ssub=0 multi=-1 qbuf=0 qbuf-free=0 "
             f"argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default "
             f"redir=-1 resp={client.protocol} lib-name={text(client.library.get(b'lib-name', b''))} "
             f"lib-ver={text(client.library.get(b'lib-ver', b''))}").encode()
+
+
+def client_flags(client: Client) -> str:
+    """CLIENT LIST's flags: O for a monitor, P for a subscriber, N for neither."""
+    return ("O" if client.monitoring else "") + ("P" if client.channels or client.patterns else "") or "N"
 
 
 @command("client|info", 2, "")
@@ -2667,13 +3082,230 @@ def client_list_command(client: Client, args: list[bytes]) -> bytes:
     if len(args) == 4 and args[2].lower() == b"type":
         if args[3].lower() not in CLIENT_TYPES:
             raise CommandError(f"ERR Unknown client type '{c_string(args[3])}'")
-        clients = clients if args[3].lower() == b"normal" else []
+        clients = [other for other in clients if client_type_name(other) == args[3].lower()]
     elif len(args) > 3 and args[2].lower() == b"id":
         ids = {parse_int_arg(arg, "ERR Invalid client ID") for arg in args[3:]}
         clients = [other for other in clients if other.id in ids]
     elif len(args) != 2:
         raise CommandError(SYNTAX_ERROR)
     return text_reply(client, b"".join(client_list_line(other) + b"\n" for other in clients))
+
+
+# --- CLIENT KILL and CLIENT REPLY --------------------------------------------------
+
+@command("client|kill", -3, "admin noscript loading stale")
+def client_kill_command(client: Client, args: list[bytes]) -> bytes:
+    # CLIENT KILL ip:port (the old form, which may kill the caller itself), or
+    # CLIENT KILL filter value [filter value ...]: ID, ADDR, LADDR, TYPE, USER, and SKIPME (yes: spare the caller).
+    address = local_address = client_id = client_type = None  # None: any
+    skip_me = len(args) > 3
+    if len(args) == 3:
+        address = text(args[2])
+    for i in range(2, len(args) if len(args) > 3 else 2, 2):
+        option = args[i].lower()
+        if i + 1 == len(args):
+            raise CommandError(SYNTAX_ERROR)
+        value = args[i + 1]
+        if option == b"id":
+            client_id = parse_integer(value)
+            if client_id is None or not 1 <= client_id <= LLONG_MAX:
+                raise CommandError("ERR client-id should be greater than 0")
+        elif option == b"type":
+            client_type = value.lower()
+            if client_type not in CLIENT_TYPES:
+                raise CommandError(f"ERR Unknown client type '{c_string(value)}'")
+        elif option == b"addr":
+            address = text(value)
+        elif option == b"laddr":
+            local_address = text(value)
+        elif option == b"user":
+            if value != b"default":  # the only user there is
+                raise CommandError(f"ERR No such user '{c_string(value)}'")
+        elif option == b"skipme" and value.lower() in (b"yes", b"no"):
+            skip_me = value.lower() == b"yes"
+        else:
+            raise CommandError(SYNTAX_ERROR)
+    killed = 0
+    for other in list(client.server.clients):
+        if ((address is not None and other.address != address)
+                or (local_address is not None and other.server.address != local_address)
+                or (client_id is not None and other.id != client_id)
+                or (client_type is not None and client_type_name(other) != client_type)
+                or (skip_me and other is client)):
+            continue
+        killed += 1
+        if other is client:
+            client.close_after_reply = True  # after this reply
+        else:
+            other.connection.requests.clear()
+            other.connection.replies.clear()
+            other.transport.abort()
+    if len(args) == 3:
+        if not killed:
+            raise CommandError("ERR No such client")
+        return OK
+    return integer(killed)
+
+
+def client_type_name(client: Client) -> bytes:
+    """The class of a client, as CLIENT LIST TYPE and CLIENT KILL TYPE name it: subscribed ones are "pubsub"."""
+    return b"pubsub" if client.channels or client.patterns else b"normal"
+
+
+REPLY_ON, REPLY_OFF, REPLY_SKIP_NEXT, REPLY_SKIP = 0, 1, 2, 3  # Client.reply_mode: CLIENT REPLY and its states
+
+
+@command("client|reply", 3, "noscript loading stale")
+def client_reply_command(client: Client, args: list[bytes]) -> bytes:
+    mode = args[2].lower()
+    if mode == b"on":
+        client.reply_mode = REPLY_ON
+        return OK
+    if mode == b"off":
+        client.reply_mode = REPLY_OFF
+    elif mode == b"skip":
+        if client.reply_mode != REPLY_OFF:
+            client.reply_mode = REPLY_SKIP_NEXT  # the next command's reply is skipped, not this one's
+    else:
+        raise CommandError(SYNTAX_ERROR)
+    return b""  # OFF and SKIP answer nothing
+
+
+def outgoing_reply(client: Client, reply: bytes) -> bytes:
+    """What the client is sent for a command: the messages pushed to it meanwhile, then the reply unless silenced.
+
+    Pushed messages are sent even with replies off, as in Redis.
+    """
+    pushed = b"".join(client.pushed)
+    client.pushed.clear()
+    mode = client.reply_mode
+    if mode == REPLY_SKIP_NEXT:  # CLIENT REPLY SKIP just ran: skip the next reply
+        client.reply_mode = REPLY_SKIP
+    elif mode == REPLY_SKIP:  # this reply is the one skipped
+        client.reply_mode = REPLY_ON
+        return pushed
+    elif mode == REPLY_OFF:
+        return pushed
+    return pushed + reply
+
+
+# --- MONITOR ----------------------------------------------------------------------
+#
+# MONITOR turns a connection into a live log of the server: every command any
+# client runs, as it runs, one line each. It is the best way to watch the
+# server work (and to see what a client library really sends). A line holds
+# the time, the database and the client's address, and the arguments quoted:
+#
+#     +1700000000.123456 [0 127.0.0.1:50000] "SET" "k" "v"
+#
+# As in Redis, a command is shown after it has run (an error reply included),
+# never one refused before it could run (unknown, wrong arity, not allowed in
+# subscribed mode); administrative commands (CONFIG, DEBUG, SAVE, CLIENT KILL...)
+# are not shown, and passwords are: AUTH's arguments and HELLO's AUTH pair read
+# "(redacted)". A transaction's commands are shown when EXEC runs them, each as
+# it runs, then EXEC: feed_monitors() is called from run_command(), which EXEC
+# goes through for each of them.
+
+
+@command("monitor", 1, "admin noscript loading stale")
+def monitor_command(client: Client, args: list[bytes]) -> bytes:
+    if not client.monitoring:  # a second MONITOR changes nothing
+        client.monitoring = True
+        client.server.monitors.append(client)
+    return OK
+
+
+def feed_monitors(client: Client, entry: Command, args: list[bytes]) -> bytes:
+    """Push the command that ran to every monitor; return the line if the client is a monitor itself.
+
+    Its own line follows its reply (execute() adds it there), where the others
+    get theirs through push().
+    """
+    if "admin" in entry.flags:  # too dangerous to show, Redis says
+        return b""
+    seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    shown = [repr_bytes(arg) for arg in redacted_arguments(entry, args)]
+    line = b"+%d.%06d [%d %s] %s\r\n" % (seconds, micros, client.db.index, client.address.encode(), b" ".join(shown))
+    own_line = b""
+    for monitor in client.server.monitors:
+        if monitor is client:
+            own_line = line
+        else:
+            push(monitor, line)
+    return own_line
+
+
+def redacted_arguments(entry: Command, args: list[bytes]) -> list[bytes]:
+    """The arguments MONITOR may show: passwords (AUTH's arguments, HELLO's AUTH pair) become "(redacted)"."""
+    if entry.name == "auth":
+        return args[:1] + [b"(redacted)"] * (len(args) - 1)
+    if entry.name == "hello":
+        args = list(args)
+        for i in range(2, len(args) - 2):
+            if args[i].lower() == b"auth":
+                args[i + 1] = args[i + 2] = b"(redacted)"
+    return args
+
+
+# --- PUBSUB: who listens to what ----------------------------------------------------
+
+container("pubsub")
+
+
+@command("pubsub|channels", -2, "pubsub loading stale")
+def pubsub_channels_command(client: Client, args: list[bytes]) -> bytes:
+    if len(args) > 3:
+        raise CommandError(f"ERR unknown subcommand or wrong number of arguments for '{c_string(args[1])}'. "
+                           "Try PUBSUB HELP.")
+    matches = glob_matcher(args[2]) if len(args) == 3 else None
+    return bulk_array([channel for channel in client.server.pubsub.channels if matches is None or matches(channel)])
+
+
+@command("pubsub|numsub", -2, "pubsub loading stale")
+def pubsub_numsub_command(client: Client, args: list[bytes]) -> bytes:
+    channels = client.server.pubsub.channels
+    return array([bulk(channel) + integer(len(channels.get(channel, ()))) for channel in args[2:]])
+
+
+@command("pubsub|numpat", 2, "pubsub loading stale")
+def pubsub_numpat_command(client: Client, args: list[bytes]) -> bytes:
+    return integer(len(client.server.pubsub.patterns))  # patterns with a subscriber, not subscriptions
+
+
+@command("pubsub|shardchannels", -2, "pubsub loading stale")
+def pubsub_shardchannels_command(client: Client, args: list[bytes]) -> bytes:
+    if len(args) > 3:
+        raise CommandError(f"ERR unknown subcommand or wrong number of arguments for '{c_string(args[1])}'. "
+                           "Try PUBSUB HELP.")
+    return EMPTY_ARRAY  # no shard channels: SSUBSCRIBE is not implemented
+
+
+@command("pubsub|shardnumsub", -2, "pubsub loading stale")
+def pubsub_shardnumsub_command(client: Client, args: list[bytes]) -> bytes:
+    return array([bulk(channel) + ZERO for channel in args[2:]])
+
+
+@command("pubsub|help", 2, "loading stale")
+def pubsub_help_command(client: Client, args: list[bytes]) -> bytes:
+    return array([simple_string(line) for line in PUBSUB_HELP])
+
+
+PUBSUB_HELP = [
+    "PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "CHANNELS [<pattern>]",
+    "    Return the currently active channels matching a <pattern> (default: '*').",
+    "NUMPAT",
+    "    Return number of subscriptions to patterns.",
+    "NUMSUB [<channel> ...]",
+    "    Return the number of subscribers for the specified channels, excluding",
+    "    pattern subscriptions(default: no channels).",
+    "SHARDCHANNELS [<pattern>]",
+    "    Return the currently active shard level channels matching a <pattern> (default: '*').",
+    "SHARDNUMSUB [<shardchannel> ...]",
+    "    Return the number of subscribers for the specified shard level channel(s)",
+    "HELP",
+    "    Prints this help.",
+]
 
 
 # --- INFO and CONFIG ------------------------------------------------------------
@@ -2766,6 +3398,9 @@ def config_values(server: Server) -> dict[str, str]:
         "timeout": "0",
         "enable-debug-command": server.options.enable_debug_command,
         "client-query-buffer-limit": str(server.options.client_query_buffer_limit),
+        "notify-keyspace-events": keyspace_events_text(server.pubsub.notify_flags),
+        "client-output-buffer-limit": " ".join(f"{name} {hard} {soft} {seconds}"
+                                               for name, (hard, soft, seconds) in server.output_limits.items()),
         "parser-shortcut": server.options.parser_shortcut,  # this server's own settings
         "batch-writes": server.options.batch_writes,
     }
@@ -2792,6 +3427,69 @@ def config_resetstat_command(client: Client, args: list[bytes]) -> bytes:
     reset_stats(client.server)
     return OK
 
+# CONFIG SET: a table of the settings that may change at runtime. Each setter
+# checks a value and returns what applies it, so that CONFIG SET applies all
+# of its settings or, if one is wrong, none (as Redis 7 does).
+ConfigSetter = Callable[["Server", bytes], Callable[[], None]]
+
+
+class ConfigValueError(Exception):
+    """A value CONFIG SET cannot take; the message says why, as Redis's setters do."""
+
+
+def set_notify_keyspace_events(server: Server, value: bytes) -> Callable[[], None]:
+    flags = parse_keyspace_events(value)
+    if flags is None:
+        raise ConfigValueError("Invalid event class character. Use 'Ag$lshzxeKEtmdn'.")
+    return lambda: setattr(server.pubsub, "notify_flags", flags)
+
+
+def set_client_output_buffer_limit(server: Server, value: bytes) -> Callable[[], None]:
+    # Groups of four: <class> <hard limit> <soft limit> <soft seconds>; only the classes named change.
+    words = value.split()
+    if len(words) % 4:
+        raise ConfigValueError("Wrong number of arguments in buffer limit configuration.")
+    limits = {}
+    for i in range(0, len(words), 4):
+        name = words[i].lower()
+        if name not in CLIENT_TYPES or name == b"master":
+            raise ConfigValueError("Invalid client class specified in buffer limit configuration.")
+        hard, soft, seconds = parse_memory(words[i + 1]), parse_memory(words[i + 2]), parse_integer(words[i + 3])
+        if hard is None or soft is None or seconds is None or seconds < 0:
+            raise ConfigValueError("Error in hard, soft or soft_seconds setting in buffer limit configuration.")
+        limits["slave" if name == b"replica" else name.decode()] = (hard, soft, seconds)
+    return lambda: server.output_limits.update(limits)
+
+
+CONFIG_SETTERS: dict[str, ConfigSetter] = {
+    "notify-keyspace-events": set_notify_keyspace_events,
+    "client-output-buffer-limit": set_client_output_buffer_limit,
+}
+
+
+@command("config|set", -4, "admin noscript loading stale")
+def config_set_command(client: Client, args: list[bytes]) -> bytes:
+    pairs = args[2:]
+    if len(pairs) % 2:
+        raise CommandError(SYNTAX_ERROR)
+    changes = []
+    names = set()
+    for i in range(0, len(pairs), 2):
+        name, value = text(pairs[i]).lower(), pairs[i + 1]
+        if name not in CONFIG_SETTERS:
+            raise CommandError(f"ERR Unknown option or number of arguments for CONFIG SET - '{c_string(pairs[i])}'")
+        if name in names:
+            raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{name}') - duplicate parameter")
+        names.add(name)
+        try:
+            changes.append(CONFIG_SETTERS[name](client.server, value))
+        except ConfigValueError as error:
+            raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{name}') - {error}") from None
+    for change in changes:
+        change()
+    return OK
+
+
 
 # --- COMMAND, and every command's documentation ---------------------------------
 
@@ -2804,7 +3502,7 @@ def command_info(entry: Command) -> bytes:
     docs = COMMAND_DOCS[entry.name]
     flags = array([simple_string(flag) for flag in entry.flags])
     categories = array([simple_string("@" + category) for category in entry.flags + (docs.group,)
-                        if category in ("read", "write", "fast", "admin", "connection", "server", "string",
+                        if category in ("read", "write", "fast", "admin", "connection", "server", "string", "pubsub",
                                         "keyspace", "generic")])
     first_key, last_key, key_step = docs.keys
     return array([bulk(entry.name.encode()), integer(entry.arity), flags, integer(first_key), integer(last_key),
@@ -2842,9 +3540,14 @@ COMMAND_DOCS: dict[str, CommandDocs] = {
     "client": CommandDocs("connection", "2.4.0", "A container for client connection commands"),
     "client|getname": CommandDocs("connection", "2.6.9", "Get the current connection name"),
     "client|id": CommandDocs("connection", "5.0.0", "Returns the client ID for the current connection"),
+    "client|kill": CommandDocs("connection", "2.4.0", "Kill the connection of a client",
+        "ip:port|[ID client-id] [TYPE NORMAL|MASTER|SLAVE|REPLICA|PUBSUB] [USER username] [ADDR ip:port] "
+        "[LADDR ip:port] [SKIPME yes/no]"),
     "client|info": CommandDocs("connection", "6.2.0", "Returns information about the current client connection"),
     "client|list": CommandDocs("connection", "2.4.0", "Get the list of client connections",
         "[TYPE NORMAL|MASTER|REPLICA|PUBSUB] [ID client-id [client-id ...]]"),
+    "client|reply": CommandDocs("connection", "3.2.0", "Instruct the server whether to reply to commands",
+        "ON|OFF|SKIP"),
     "client|setinfo": CommandDocs("connection", "7.2.0", "Set client or connection specific info",
         "LIB-NAME libname|LIB-VER libver"),
     "client|setname": CommandDocs("connection", "2.6.9", "Set the current connection name", "connection-name"),
@@ -2859,6 +3562,8 @@ COMMAND_DOCS: dict[str, CommandDocs] = {
     "config": CommandDocs("server", "2.0.0", "A container for server configuration commands"),
     "config|get": CommandDocs("server", "1.0.0", "Get the values of configuration parameters",
         "parameter [parameter ...]"),
+    "config|set": CommandDocs("server", "2.0.0", "Set configuration parameters to the given values",
+        "parameter value [parameter value ...]"),
     "config|resetstat": CommandDocs("server", "1.0.0", "Reset the stats returned by INFO"),
     "copy": CommandDocs("keyspace", "6.2.0", "Copy a key",
         "source destination [DB destination-db] [REPLACE]", keys=(1, 2, 1)),
@@ -2899,6 +3604,7 @@ COMMAND_DOCS: dict[str, CommandDocs] = {
     "keys": CommandDocs("keyspace", "1.0.0", "Find all keys matching the given pattern", "pattern"),
     "lastsave": CommandDocs("server", "1.0.0", "Get the UNIX time stamp of the last successful save to disk"),
     "mget": CommandDocs("string", "1.0.0", "Get the values of all the given keys", "key [key ...]", keys=(1, -1, 1)),
+    "monitor": CommandDocs("server", "1.0.0", "Listen for all requests received by the server in real time"),
     "move": CommandDocs("keyspace", "1.0.0", "Move a key to another database", "key db", keys=(1, 1, 1)),
     "mset": CommandDocs("string", "1.0.1", "Set multiple keys to multiple values",
         "key value [key value ...]", keys=(1, -1, 2)),
@@ -2916,9 +3622,23 @@ COMMAND_DOCS: dict[str, CommandDocs] = {
     "pexpiretime": CommandDocs("keyspace", "7.0.0", "Get the expiration Unix timestamp for a key in milliseconds",
         "key", keys=(1, 1, 1)),
     "ping": CommandDocs("connection", "1.0.0", "Ping the server", "[message]"),
+    "psubscribe": CommandDocs("pubsub", "2.0.0",
+        "Listen for messages published to channels matching the given patterns", "pattern [pattern ...]"),
     "psetex": CommandDocs("string", "2.6.0", "Set the value and expiration in milliseconds of a key",
         "key milliseconds value", keys=(1, 1, 1)),
     "pttl": CommandDocs("keyspace", "2.6.0", "Get the time to live for a key in milliseconds", "key", keys=(1, 1, 1)),
+    "publish": CommandDocs("pubsub", "2.0.0", "Post a message to a channel", "channel message"),
+    "pubsub": CommandDocs("pubsub", "2.8.0", "A container for Pub/Sub commands"),
+    "pubsub|channels": CommandDocs("pubsub", "2.8.0", "List active channels", "[pattern]"),
+    "pubsub|help": CommandDocs("pubsub", "6.2.0", "Show helpful text about the different subcommands"),
+    "pubsub|numpat": CommandDocs("pubsub", "2.8.0", "Get the count of unique patterns pattern subscriptions"),
+    "pubsub|numsub": CommandDocs("pubsub", "2.8.0", "Get the count of subscribers for channels",
+        "[channel [channel ...]]"),
+    "pubsub|shardchannels": CommandDocs("pubsub", "7.0.0", "List active shard channels", "[pattern]"),
+    "pubsub|shardnumsub": CommandDocs("pubsub", "7.0.0", "Get the count of subscribers for shard channels",
+        "[shardchannel [shardchannel ...]]"),
+    "punsubscribe": CommandDocs("pubsub", "2.0.0",
+        "Stop listening for messages posted to channels matching the given patterns", "[pattern [pattern ...]]"),
     "quit": CommandDocs("connection", "1.0.0", "Close the connection"),
     "randomkey": CommandDocs("keyspace", "1.0.0", "Return a random key from the keyspace"),
     "rename": CommandDocs("keyspace", "1.0.0", "Rename a key", "key newkey", keys=(1, 2, 1)),
@@ -2942,6 +3662,8 @@ COMMAND_DOCS: dict[str, CommandDocs] = {
     "strlen": CommandDocs("string", "2.2.0", "Get the length of the value stored in a key", "key", keys=(1, 1, 1)),
     "substr": CommandDocs("string", "1.0.0", "Get a substring of the string stored at a key",
         "key start end", keys=(1, 1, 1)),
+    "subscribe": CommandDocs("pubsub", "2.0.0", "Listen for messages published to the given channels",
+        "channel [channel ...]"),
     "swapdb": CommandDocs("server", "4.0.0", "Swaps two Redis databases", "index1 index2"),
     "time": CommandDocs("server", "2.6.0", "Return the current server time"),
     "touch": CommandDocs("keyspace", "3.2.1",
@@ -2949,6 +3671,8 @@ COMMAND_DOCS: dict[str, CommandDocs] = {
         "key [key ...]", keys=(1, -1, 1)),
     "ttl": CommandDocs("keyspace", "1.0.0", "Get the time to live for a key in seconds", "key", keys=(1, 1, 1)),
     "type": CommandDocs("keyspace", "1.0.0", "Determine the type stored at key", "key", keys=(1, 1, 1)),
+    "unsubscribe": CommandDocs("pubsub", "2.0.0", "Stop listening for messages posted to the given channels",
+        "[channel [channel ...]]"),
     "unlink": CommandDocs("keyspace", "4.0.0", "Delete a key asynchronously in another thread",
         "key [key ...]", keys=(1, -1, 1)),
 }
@@ -3093,6 +3817,17 @@ class BeforeSleepSelector(selectors.DefaultSelector):
         if alone or connection.client.close_after_reply:
             self.flush()
 
+    def queue_push(self, connection: ClientConnection) -> None:
+        """A message pushed to a client (chapter 8): always written before the loop sleeps, with the others.
+
+        The client that published is still running its requests, so there is
+        always something to batch with; one PUBLISH pipeline of a thousand
+        messages costs each subscriber one write, not a thousand.
+        """
+        if not connection.write_queued:
+            connection.write_queued = True
+            self._pending.append(connection)
+
     def flush(self) -> None:
         for connection in self._pending:
             connection.write_queued = False
@@ -3211,6 +3946,51 @@ class PausingConnection(ClientConnection):
         self.requests.clear()
         self.replies.clear()
         self.transport.abort()
+
+
+# A subscriber is not paused: the messages pushed to it are not its requests,
+# and pausing its reading would not stop other clients from publishing. A
+# subscriber that does not read would make the server buffer messages without
+# end, so Redis disconnects it instead, by client-output-buffer-limit: for
+# the "pubsub" class (any client subscribed to something) it is "32mb 8mb 60",
+# a hard limit of 32 MB of unsent output and a soft limit of 8 MB held for
+# 60 seconds. The other subscribers are not affected: each has its own
+# queue. This server counts a client's queued replies and asyncio's buffer
+# for its socket, and applies the same limits to MONITOR clients, which
+# Redis leaves unlimited: no client's memory may grow without bound here.
+CLIENT_OUTPUT_BUFFER_LIMITS = {  # class -> (hard limit, soft limit in bytes, seconds over the soft limit)
+    "normal": (0, 0, 0),  # 0: none. PausingConnection bounds a normal client's replies instead
+    "slave": (256 * 1024 * 1024, 64 * 1024 * 1024, 60),  # replicas (no replication here: CONFIG GET shows it)
+    "pubsub": (32 * 1024 * 1024, 8 * 1024 * 1024, 60),
+}
+
+
+def over_output_limit(connection: ClientConnection) -> bool:
+    """Disconnect a subscriber (or monitor) whose unsent output is over its limits; True if it was.
+
+    Redis's checkClientOutputBufferLimits(): over the hard limit at once, over
+    the soft limit once it has stayed there for the given seconds.
+    """
+    client = connection.client
+    if not (client.channels or client.patterns or client.monitoring):
+        return False  # a normal client is paused instead (PausingConnection)
+    hard, soft, seconds = client.server.output_limits["pubsub"]
+    used = connection.replies.size + connection.transport.get_write_buffer_size()
+    over = bool(hard) and used >= hard
+    if soft and used >= soft:
+        now = time.monotonic()
+        if not client.soft_limit_since:
+            client.soft_limit_since = now  # the first time it is seen over the soft limit
+        elif now - client.soft_limit_since > seconds:
+            over = True
+    else:
+        client.soft_limit_since = 0.0
+    if over:
+        log.warning("Client %s scheduled to be closed ASAP for overcoming of output buffer limits.",
+                    text(client_list_line(client)))
+        connection.replies.clear()  # its memory is freed now, not when the socket is gone
+        connection.transport.abort()
+    return over
 
 
 # Large values in the snapshot: SAVE encodes a large key or value SAVE_CHUNK
