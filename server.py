@@ -3075,7 +3075,7 @@ def client_info_command(client: Client, args: list[bytes]) -> bytes:
 CLIENT_TYPES = (b"normal", b"slave", b"replica", b"master", b"pubsub")  # getClientTypeByName()'s names
 
 
-@command("client|list", -2, "")
+@command("client|list", -2, "admin noscript loading stale")
 def client_list_command(client: Client, args: list[bytes]) -> bytes:
     # CLIENT LIST [TYPE type] [ID id ...]: every client here is of type "normal".
     clients = client.server.clients
@@ -3264,7 +3264,8 @@ def pubsub_channels_command(client: Client, args: list[bytes]) -> bytes:
 @command("pubsub|numsub", -2, "pubsub loading stale")
 def pubsub_numsub_command(client: Client, args: list[bytes]) -> bytes:
     channels = client.server.pubsub.channels
-    return array([bulk(channel) + integer(len(channels.get(channel, ()))) for channel in args[2:]])
+    counts = [(channel, len(channels.get(channel, ()))) for channel in args[2:]]
+    return array([reply for channel, count in counts for reply in (bulk(channel), integer(count))])
 
 
 @command("pubsub|numpat", 2, "pubsub loading stale")
@@ -3282,7 +3283,7 @@ def pubsub_shardchannels_command(client: Client, args: list[bytes]) -> bytes:
 
 @command("pubsub|shardnumsub", -2, "pubsub loading stale")
 def pubsub_shardnumsub_command(client: Client, args: list[bytes]) -> bytes:
-    return array([bulk(channel) + ZERO for channel in args[2:]])
+    return array([reply for channel in args[2:] for reply in (bulk(channel), ZERO)])
 
 
 @command("pubsub|help", 2, "loading stale")
