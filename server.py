@@ -7,8 +7,9 @@ Part I, how Redis works, is the core, in the order a request travels: bytes
 arrive on a connection, the parser turns them into a command, the command
 table finds the function that runs it, the function reads and changes the
 keyspace, and the reply goes back the way the request came. The commands come
-after the keyspace they work on, and the snapshot and the server's start and
-stop close the part. Read it in one sitting.
+after the keyspace they work on; the snapshot and the server's start and stop
+follow, and Pub/Sub, where the server speaks without being asked, ends the
+part. Read it in one sitting.
 
     1. The event loop and a connection   one thread serves every client
     2. RESP                               requests in, replies out
@@ -17,6 +18,7 @@ stop close the part. Read it in one sitting.
     5. The core commands                  PING, SET, GET, EXPIRE, INCR, KEYS...
     6. The snapshot                       saved atomically, loaded strictly
     7. Startup and shutdown               in Redis's order
+    8. Pub/Sub                            messages nobody asked for, pushed
 
 Part II, the fine print, is what makes this server Redis to the letter, and
 fast: a first reading can skip it, and each appendix says what it adds.
@@ -2432,8 +2434,10 @@ def setrange_command(client: Client, args: list[bytes]) -> bytes:
 # Redis's where C and Python differ. Inline commands are split with Redis's
 # quoting rules; error messages quote arguments as C strings; glob patterns
 # match as Redis's stringmatchlen() does, in bounded time; INCRBYFLOAT
-# computes in C's long double; SCAN reads its cursor as strtoul() does; and
-# OBJECT ENCODING tells the encodings Redis would have chosen.
+# computes in C's long double; SCAN reads its cursor as strtoul() does;
+# OBJECT ENCODING tells the encodings Redis would have chosen; MONITOR quotes
+# arguments as sdscatrepr() does; and settings read sizes ("32mb") and
+# notify-keyspace-events' letters as Redis does.
 
 
 # --- Integers ------------------------------------------------------------------
@@ -2957,9 +2961,11 @@ def object_encoding_command(client: Client, args: list[bytes]) -> bytes:
 #
 # A first reading can skip this appendix: it adds what clients and tools ask
 # the server about itself. HELLO switches a connection to RESP3 and names the
-# server; CLIENT names and lists connections; COMMAND and COMMAND DOCS
-# describe every command (redis-cli's hints and help come from there); INFO
-# reports statistics; CONFIG GET shows the settings under Redis's names.
+# server; CLIENT names, lists and kills connections, and turns replies off;
+# MONITOR streams every command as it runs; PUBSUB says who listens to what;
+# COMMAND and COMMAND DOCS describe every command (redis-cli's hints and help
+# come from there); INFO reports statistics; CONFIG GET shows the settings
+# under Redis's names, and CONFIG SET changes the few that may change.
 
 
 # --- HELLO and CLIENT ----------------------------------------------------------
@@ -3848,7 +3854,8 @@ class BeforeSleepSelector(selectors.DefaultSelector):
 #
 # A first reading can skip this appendix: it adds the protections that keep
 # one client from hurting the others. Its unsent replies are bounded
-# (PausingConnection, ReplyBuffer); a web page that points a browser at
+# (PausingConnection, ReplyBuffer), and a subscriber that does not read its
+# messages is disconnected (client-output-buffer-limit); a web page that points a browser at
 # the server is turned away (POST and Host:); the number of clients fits the
 # file descriptors the process may open (maxclients); and failures that can
 # repeat as fast as a client or the OS likes are logged at most once a minute.
