@@ -566,32 +566,25 @@ def execute(client: Client, args: list[bytes]) -> bytes:
     The reply starts with any message the command pushed to its own client
     (chapter 8), and is dropped under CLIENT REPLY OFF or SKIP (Appendix C).
     """
-    reply = run_command(client, args)
-    if client.pushed or client.reply_mode:  # rare: a subscriber in RESP3, or a client that turned replies off
-        reply = outgoing_reply(client, reply)
-    return reply
-
-
-def run_command(client: Client, args: list[bytes]) -> bytes:
-    """execute()'s work: find the command, check it may run, run it, and return its reply or error."""
     entry = COMMANDS.get(args[0].lower())
     if entry is None:
         if args[0].lower() in HTTP_REQUEST_WORDS:  # a web page's request: see Appendix E
             client.server.security_warning_log.warning(SECURITY_WARNING)
             raise ConnectionAborted
-        return unknown_command_error(args)
+        return refused(client, unknown_command_error(args))
     if entry.subcommands and len(args) > 1:
         sub = entry.subcommands.get(args[1].lower())
         if sub is None:
-            return error_reply(f"ERR unknown subcommand '{c_string(args[1])[:128]}'. Try {entry.name.upper()} HELP.")
+            return refused(client, error_reply(
+                f"ERR unknown subcommand '{c_string(args[1])[:128]}'. Try {entry.name.upper()} HELP."))
         entry = sub
     arity = entry.arity
     if (len(args) != arity) if arity > 0 else (len(args) < -arity):
-        return error_reply(f"ERR wrong number of arguments for '{entry.name}' command")
+        return refused(client, error_reply(f"ERR wrong number of arguments for '{entry.name}' command"))
     if client.channels or client.patterns or client.monitoring:  # a subscriber or a monitor may run only some
         refusal = refuse_in_context(client, entry)
         if refusal is not None:
-            return refusal
+            return refused(client, refusal)
     try:
         reply = entry.handler(client, args)
     except CommandError as error:
@@ -602,9 +595,16 @@ def run_command(client: Client, args: list[bytes]) -> bytes:
     except Exception:  # a bug must not cost the client its connection, or others theirs
         log.exception("Command %s failed", text(args[0]))
         reply = error_reply(f"ERR internal error while running '{entry.name}'")
+    if client.pushed or client.reply_mode:  # rare: a subscriber in RESP3, or a client that turned replies off
+        reply = outgoing_reply(client, reply)
     if client.server.monitors:  # MONITOR: the command as it ran, to every monitoring client (Appendix C)
         reply += feed_monitors(client, entry, args)
     return reply
+
+
+def refused(client: Client, error: bytes) -> bytes:
+    """The error for a command that could not run: dropped too under CLIENT REPLY OFF or SKIP."""
+    return outgoing_reply(client, error) if client.reply_mode else error
 
 
 def parse_int_arg(value: bytes, message: str = NOT_AN_INTEGER) -> int:
@@ -1467,9 +1467,7 @@ class Server:
 
     def client_disconnected(self, client: Client) -> None:
         self.clients.remove(client)
-        self.pubsub.unsubscribe_all(client)  # a client that leaves stops listening
-        if client.monitoring:
-            self.monitors.remove(client)
+        stop_listening(client)
 
     def database(self, index_arg: bytes) -> Database:
         """The database named by a SELECT/MOVE/COPY argument, with Redis's errors."""
@@ -1818,6 +1816,14 @@ def push(client: Client, message: bytes) -> None:
     if over_output_limit(connection):  # Appendix E: a subscriber that does not read is disconnected
         return
     client.server.writer.queue_push(connection)
+
+
+def stop_listening(client: Client) -> None:
+    """Leave every channel and pattern, and MONITOR: what a disconnect does, and RESET (with no replies)."""
+    client.server.pubsub.unsubscribe_all(client)
+    if client.monitoring:
+        client.monitoring = False
+        client.server.monitors.remove(client)
 
 
 def push_header(client: Client, length: int) -> bytes:
