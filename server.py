@@ -1852,48 +1852,49 @@ def refuse_in_context(client: Client, entry: Command) -> bytes | None:
     return None
 
 
+# The replies of the four (un)subscribe commands are pushes, one per name,
+# even in RESP2 (where they look like any array): like messages, they reach
+# the client even under CLIENT REPLY OFF, as in Redis.
+
+
 @command("subscribe", -2, "pubsub noscript loading stale")
 def subscribe_command(client: Client, args: list[bytes]) -> bytes:
     channels = args[1:]
-    replies = []
     for channel in channels:  # one reply per channel, even one named twice
         client.server.pubsub.subscribe(client, channel)
-        replies.append(subscription_reply(client, b"subscribe", channel))
-    return b"".join(replies)
+        push(client, subscription_reply(client, b"subscribe", channel))
+    return b""
 
 
 @command("unsubscribe", -1, "pubsub noscript loading stale")
 def unsubscribe_command(client: Client, args: list[bytes]) -> bytes:
     channels = args[1:] or list(client.channels)  # none named: every channel
     if not channels:  # nothing to leave: one reply all the same, with a null channel
-        return subscription_reply(client, b"unsubscribe", None)
-    replies = []
+        push(client, subscription_reply(client, b"unsubscribe", None))
     for channel in channels:
         client.server.pubsub.unsubscribe(client, channel)
-        replies.append(subscription_reply(client, b"unsubscribe", channel))
-    return b"".join(replies)
+        push(client, subscription_reply(client, b"unsubscribe", channel))
+    return b""
 
 
 @command("psubscribe", -2, "pubsub noscript loading stale")
 def psubscribe_command(client: Client, args: list[bytes]) -> bytes:
     patterns = args[1:]
-    replies = []
     for pattern in patterns:
         client.server.pubsub.psubscribe(client, pattern)
-        replies.append(subscription_reply(client, b"psubscribe", pattern))
-    return b"".join(replies)
+        push(client, subscription_reply(client, b"psubscribe", pattern))
+    return b""
 
 
 @command("punsubscribe", -1, "pubsub noscript loading stale")
 def punsubscribe_command(client: Client, args: list[bytes]) -> bytes:
     patterns = args[1:] or list(client.patterns)
     if not patterns:
-        return subscription_reply(client, b"punsubscribe", None)
-    replies = []
+        push(client, subscription_reply(client, b"punsubscribe", None))
     for pattern in patterns:
         client.server.pubsub.punsubscribe(client, pattern)
-        replies.append(subscription_reply(client, b"punsubscribe", pattern))
-    return b"".join(replies)
+        push(client, subscription_reply(client, b"punsubscribe", pattern))
+    return b""
 
 
 @command("publish", 3, "pubsub loading stale fast may_replicate")

@@ -77,6 +77,14 @@ SCRIPTS: dict[str, list[Step]] = {
         ("s", -1, "HELLO", "3"), ("s", 1, "SUBSCRIBE", "c"),
         ("s", 1, "SET", "k", "1"), ("s", 2, "PUBLISH", "c", "one"), ("s", 1, "INCR", "k"),
     ],
+    "subscribing with replies off, and what subscribed mode refuses": [
+        ("s", 0, "CLIENT", "REPLY", "OFF"), ("s", 1, "SUBSCRIBE", "a"), ("s", 0, "PING"), ("p", 1, "PUBLISH", "a", "m"),
+        ("s", 1), ("s", 1, "UNSUBSCRIBE"), ("s", 1, "CLIENT", "REPLY", "ON"), ("s", 1, "SUBSCRIBE", "b"),
+        ("s", 1, "HELLO", "3"), ("s", 1, "SELECT", "1"), ("s", 1, "CLIENT", "REPLY", "OFF"), ("s", 1, "MONITOR"),
+        ("s", 1, "PUNSUBSCRIBE", "zz"), ("s", 2, "PSUBSCRIBE", "zz", "zz"), ("s", 1, "SUBSCRIBE", ""),
+        ("p", 1, "PUBLISH", "", "empty"), ("s", 1), ("p", 1, "PUBSUB", "NUMSUB", ""), ("p", 1, "PUBLISH", "zz", "\0"),
+        ("s", 1), ("s", 1, "PING"),
+    ],
     "client reply": [
         ("c", 1, "CLIENT", "REPLY"), ("c", 1, "CLIENT", "REPLY", "maybe"), ("c", 1, "CLIENT", "REPLY", "ON"),
         ("c", 0, "CLIENT", "REPLY", "SKIP"), ("c", 0, "SET", "k", "skipped"), ("c", 1, "GET", "k"),
