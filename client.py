@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Iterable
 
-from server import CRLF, REDIS_VERSION, ProtocolError, bulk_array, split_inline_args
+from server import CRLF, REDIS_VERSION, ProtocolError, bulk_array, repr_bytes, split_inline_args
 
 # --- Parsing replies -----------------------------------------------------------
 #
@@ -126,25 +126,6 @@ SLOW_COMMAND_SECONDS = 0.5  # redis-cli prints how long a command took from this
 # --- Printing replies as redis-cli does ----------------------------------------
 
 
-def quote(value: bytes) -> bytes:
-    """A bulk string as redis-cli shows it on a terminal: in double quotes, escaped like C (sdscatrepr)."""
-    out = bytearray(b'"')
-    for byte in value:
-        char = bytes([byte])
-        if char in b'\\"':
-            out += b"\\" + char
-        elif char in ESCAPES:
-            out += ESCAPES[char]
-        elif 0x20 <= byte < 0x7F:
-            out += char
-        else:
-            out += b"\\x%02x" % byte
-    return bytes(out + b'"')
-
-
-ESCAPES = {b"\n": b"\\n", b"\r": b"\\r", b"\t": b"\\t", b"\a": b"\\a", b"\b": b"\\b"}
-
-
 def format_tty(reply: object, prefix: bytes = b"") -> bytes:
     """Format a reply for a person at a terminal, like redis-cli's cliFormatReplyTTY()."""
     if isinstance(reply, ErrorReply):
@@ -158,7 +139,7 @@ def format_tty(reply: object, prefix: bytes = b"") -> bytes:
     if isinstance(reply, Verbatim):
         return reply + b"\n"
     if isinstance(reply, bytes):
-        return quote(reply) + b"\n"
+        return repr_bytes(reply) + b"\n"  # in double quotes, escaped as C would (sdscatrepr)
     if reply is None:
         return b"(nil)\n"
     if isinstance(reply, bool):  # before int: True is an int too
@@ -231,6 +212,10 @@ class Connection:
 
     def call(self, args: list[bytes]) -> object:
         self.sock.sendall(encode_request(args))
+        return self.read_reply()
+
+    def read_reply(self) -> object:
+        """The next reply: the answer to a request, or a message the server pushed."""
         while True:
             try:
                 reply, end = parse_reply(self.buffer)
@@ -245,6 +230,9 @@ class Connection:
 
     def close(self) -> None:
         self.sock.close()
+
+
+STREAMING_COMMANDS = {b"subscribe", b"psubscribe", b"monitor"}  # their replies keep coming: redis-cli prints them all
 
 
 class Cli:
@@ -298,6 +286,8 @@ class Cli:
         """Send a command (repeat times) and print the replies; False on an error reply or a lost connection."""
         if self.connection is None and not self.connect():
             return False
+        if args[0].lower() in STREAMING_COMMANDS:
+            return self.stream(args)
         ok = True
         for _ in range(repeat):
             try:
@@ -313,6 +303,29 @@ class Cli:
             elif args[0].lower() == b"select" and len(args) == 2:
                 self.db = int(args[1])
         return ok
+
+    def stream(self, args: list[bytes]) -> bool:
+        """SUBSCRIBE, PSUBSCRIBE or MONITOR: print every reply as it arrives, as redis-cli does, until Ctrl-C.
+
+        The connection then stays subscribed (or monitoring), so the next command gets a new one.
+        """
+        if args[0].lower() != b"monitor" and not self.raw:
+            print("Reading messages... (press Ctrl-C to quit)", flush=True)
+        try:
+            self.connection.sock.sendall(encode_request(args))
+            while True:
+                reply = self.connection.read_reply()
+                sys.stdout.buffer.write(format_reply(reply, self.raw))
+                sys.stdout.flush()
+                if isinstance(reply, ErrorReply):
+                    return False
+        except KeyboardInterrupt:
+            self.disconnect()
+            return True
+        except (OSError, ConnectionError, ProtocolError) as error:
+            print(f"Error: {error}", file=sys.stderr)
+            self.disconnect()
+            return False
 
     def help(self, topic: list[bytes]) -> None:
         """'help', 'help <command>' and 'help @<group>', from the server's COMMAND DOCS like redis-cli."""

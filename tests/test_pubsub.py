@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import threading
 import time
 
@@ -519,3 +520,27 @@ def test_redis_cli_monitor_shows_another_clients_commands(server):
         r.close()
     finally:
         session.terminate(force=True)
+
+
+# --- client.py, the small redis-cli --------------------------------------------------
+
+
+def test_client_py_subscribe_and_monitor_print_what_arrives(server):
+    pexpect = pytest.importorskip("pexpect")
+    script = str(cli.__file__)
+    subscriber = pexpect.spawn(sys.executable, [script, "-p", str(server.port), "SUBSCRIBE", "news"],
+                               encoding="utf-8", timeout=10)
+    monitor = pexpect.spawn(sys.executable, [script, "-p", str(server.port), "--no-raw", "MONITOR"],
+                            encoding="utf-8", timeout=10)
+    try:
+        subscriber.expect_exact("Reading messages... (press Ctrl-C to quit)")
+        monitor.expect_exact("OK")
+        r = redis.Redis(port=server.port, protocol=2)
+        assert wait_until(lambda: r.pubsub_numsub("news") == [(b"news", 1)])
+        r.publish("news", "first")
+        subscriber.expect_exact('1) "message"\r\n2) "news"\r\n3) "first"')
+        monitor.expect(r'\d+\.\d+ \[0 127\.0\.0\.1:\d+\] "PUBLISH" "news" "first"')
+        r.close()
+    finally:
+        subscriber.terminate(force=True)
+        monitor.terminate(force=True)
