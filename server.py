@@ -16,7 +16,8 @@ stop close the part. Read it in one sitting.
     4. The keyspace                       databases, values, lazy and active expiry
     5. The core commands                  PING, SET, GET, EXPIRE, INCR, KEYS...
     6. The snapshot                       saved atomically, loaded strictly
-    7. Startup and shutdown               in Redis's order
+    7. Transactions                       MULTI, EXEC, and WATCH without locks
+    8. Startup and shutdown               in Redis's order
 
 Part II, the fine print, is what makes this server Redis to the letter, and
 fast: a first reading can skip it, and each appendix says what it adds.
@@ -113,6 +114,9 @@ class Client:
         self.library: dict[bytes, bytes] = {}  # CLIENT SETINFO lib-name / lib-ver
         self.close_after_reply = False
         self.created = time.monotonic()
+        self.transaction: Transaction | None = None  # the commands queued since MULTI (chapter 7)
+        self.watched: dict[tuple[int, bytes], WatchedKey] = {}  # (db index, key) -> what WATCH noted of the key
+        self.watched_key_touched = False  # one of them changed since WATCH: EXEC will fail (CLIENT_DIRTY_CAS)
 
     def set_protocol(self, version: int) -> None:
         self.protocol = version
@@ -422,6 +426,8 @@ EMPTY_BULK = b"$0\r\n\r\n"
 EMPTY_ARRAY = b"*0\r\n"
 RESP2_NULL = b"$-1\r\n"  # RESP2 has no null type: it uses a bulk string of length -1
 RESP3_NULL = b"_\r\n"
+RESP2_NULL_ARRAY = b"*-1\r\n"  # what EXEC answers when a WATCHed key changed; RESP3 has its one null
+QUEUED = b"+QUEUED\r\n"
 
 
 def simple_string(text: str) -> bytes:
@@ -543,21 +549,26 @@ def container(name: str) -> None:
 
 
 def execute(client: Client, args: list[bytes]) -> bytes:
-    """Look the command (or subcommand) up, check its arity, run it, and return its reply."""
+    """Look the command (or subcommand) up, check its arity, run it, and return its reply.
+
+    Between MULTI and EXEC, a command that passes the checks is queued instead (chapter 7).
+    """
     entry = COMMANDS.get(args[0].lower())
     if entry is None:
         if args[0].lower() in HTTP_REQUEST_WORDS:  # a web page's request: see Appendix E
             client.server.security_warning_log.warning(SECURITY_WARNING)
             raise ConnectionAborted
-        return unknown_command_error(args)
+        return refuse(client, unknown_command_error(args))
     if entry.subcommands and len(args) > 1:
         sub = entry.subcommands.get(args[1].lower())
         if sub is None:
-            return error_reply(f"ERR unknown subcommand '{c_string(args[1])[:128]}'. Try {entry.name.upper()} HELP.")
+            return refuse(client, f"ERR unknown subcommand '{c_string(args[1])[:128]}'. Try {entry.name.upper()} HELP.")
         entry = sub
     arity = entry.arity
     if (len(args) != arity) if arity > 0 else (len(args) < -arity):
-        return error_reply(f"ERR wrong number of arguments for '{entry.name}' command")
+        return refuse(client, f"ERR wrong number of arguments for '{entry.name}' command")
+    if client.transaction is not None and entry.name not in RUN_INSIDE_MULTI:
+        return queue_command(client, entry, args)
     try:
         return entry.handler(client, args)
     except CommandError as error:
@@ -568,6 +579,13 @@ def execute(client: Client, args: list[bytes]) -> bytes:
     except Exception:  # a bug must not cost the client its connection, or others theirs
         log.exception("Command %s failed", text(args[0]))
         return error_reply(f"ERR internal error while running '{entry.name}'")
+
+
+def refuse(client: Client, message: str) -> bytes:
+    """The error reply to a request refused before it could run; inside MULTI it dooms the transaction too."""
+    if client.transaction is not None:
+        client.transaction.refused = True  # EXEC will run none of it (Redis's flagTransaction)
+    return error_reply(message)
 
 
 def parse_int_arg(value: bytes, message: str = NOT_AN_INTEGER) -> int:
@@ -648,6 +666,7 @@ class Database:
         self.data: dict[bytes, bytes | bytearray] = {}
         self.expires: dict[bytes, int] = {}
         self.key_list = KeyList()  # the keys in the order they were added, for RANDOMKEY and SCAN (Appendix A)
+        self.watched_keys: dict[bytes, dict[Client, WatchedKey]] = {}  # key -> the clients that WATCH it (chapter 7)
         self.expired_count = 0  # keys this database deleted because their TTL passed
         self.avg_ttl = 0  # running estimate of the average TTL in ms, kept by active expiry
         self._expire_scan: list[bytes] = []  # the keys the active expiry cycle is walking through
@@ -678,6 +697,8 @@ class Database:
         self.changes += 1
         if not keep_ttl and self.expires:
             self.expires.pop(key, None)
+        if self.watched_keys:
+            touch_watched_key(self, key)
 
     def set_many(self, keys_and_values: list[bytes]) -> None:
         """MSET: store key, value, key, value..., forgetting the keys' TTLs."""
@@ -685,7 +706,7 @@ class Database:
         # Not zip(strict=True): MSET checked the count, and any keyword argument makes zip() slower.
         items = iter(keys_and_values)
         pairs = zip(items, items)  # noqa: B905
-        if self.expires:  # some of the keys may have a TTL to forget: one at a time
+        if self.expires or self.watched_keys:  # a TTL to forget, or a WATCH to tell: one key at a time
             for key, value in pairs:
                 self.set(key, value)
             return
@@ -715,6 +736,8 @@ class Database:
         """Give an existing key an absolute expire time (a past one makes it expire at its next lookup)."""
         self.expires[key] = when_ms
         self.changes += 1
+        if self.watched_keys:
+            touch_watched_key(self, key)
 
     def expire_or_delete(self, key: bytes, when_ms: int) -> None:
         """What EXPIRE and GETEX do: set the expire time, or delete the key now if it is not in the future.
@@ -731,9 +754,13 @@ class Database:
         if self.expires.pop(key, None) is None:
             return False
         self.changes += 1
+        if self.watched_keys:
+            touch_watched_key(self, key)
         return True
 
     def flush(self) -> None:
+        if self.watched_keys:
+            touch_all_watched_keys(self, None)
         self.changes += len(self.data)
         self.data.clear()
         self.expires.clear()
@@ -750,6 +777,10 @@ class Database:
         if when_ms is not None:
             self.expires[key] = when_ms
         return True
+
+    def is_expired(self, key: bytes) -> bool:
+        """Whether key is stored but its time has passed: lazy expiry will delete it (Redis's keyIsExpired)."""
+        return key in self.expires and has_expired(self.expires[key], self.clock())
 
     def key_count(self) -> int:
         """DBSIZE: how many keys there are, counting expired ones not deleted yet, as Redis does."""
@@ -818,6 +849,8 @@ class Database:
         del self.data[key]
         self.expires.pop(key, None)
         self.key_list.removed(self.data)
+        if self.watched_keys:
+            touch_watched_key(self, key)
 
     # What Part II's commands need (Appendix A): INFO's count, SWAPDB, and RANDOMKEY and SCAN's KeyList.
 
@@ -830,6 +863,8 @@ class Database:
 
     def swap_contents(self, other: Database) -> None:
         """SWAPDB: exchange keys, expire times and their bookkeeping, but not the index: clients keep "db 0"."""
+        touch_all_watched_keys(self, other)  # WATCHes stay with the database index, as clients do
+        touch_all_watched_keys(other, self)
         self.changes += 1
         self.data, other.data = other.data, self.data
         self.expires, other.expires = other.expires, self.expires
@@ -1167,7 +1202,7 @@ def incr_command(client: Client, args: list[bytes]) -> bytes:
 
 # --- Persistence ----------------------------------------------------------------
 
-@command("save", 1, "admin noscript")
+@command("save", 1, "admin noscript no_async_loading no_multi")
 def save_command(client: Client, args: list[bytes]) -> bytes:
     # SAVE blocks every client while it writes the snapshot (chapter 6), as it does in Redis.
     try:
@@ -1178,7 +1213,7 @@ def save_command(client: Client, args: list[bytes]) -> bytes:
     return OK
 
 
-@command("shutdown", -1, "admin noscript")
+@command("shutdown", -1, "admin noscript loading stale no_multi allow_busy")
 def shutdown_command(client: Client, args: list[bytes]) -> bytes:
     options = {arg.upper() for arg in args[1:]}
     if not options <= {b"NOSAVE", b"SAVE"} or len(options) > 1:
@@ -1337,7 +1372,177 @@ def _load_entries(keyspace: Keyspace, document_text: str) -> int:
 
 
 # =============================================================================
-# Chapter 7. Startup and shutdown
+# Chapter 7. Transactions: MULTI, EXEC and WATCH
+# =============================================================================
+#
+# A Redis transaction is a list of commands that run one after the other with
+# nothing in between. MULTI starts it; each command after it is checked (does
+# it exist? the right number of arguments?) and queued, answered +QUEUED; EXEC
+# runs the queue and replies with an array of the replies. On one thread that
+# is all it takes: EXEC runs the whole queue inside one request, and no other
+# client's command can run before it returns. There is no rollback: a command
+# that fails at EXEC time (INCR of a word) puts its error in the array and the
+# others still run. But a command refused while queueing dooms the whole
+# transaction: EXEC then runs nothing and answers EXECABORT.
+#
+# A transaction cannot read a value and decide what to write, because nothing
+# runs until EXEC. WATCH fills that gap with optimistic locking: WATCH a key,
+# read it, compute, then MULTI ... EXEC. If any client changed the key after
+# WATCH, EXEC runs nothing and answers a null, and the client tries again. No
+# lock is held while the client thinks: Redis only remembers, per database,
+# which clients watch which key (watched_keys), and every change to a key (a
+# write, a delete, an expiry, FLUSHDB, SWAPDB) marks its watchers, in
+# Database's methods, through touch_watched_key(). A key that had already
+# expired when it was WATCHed counts as absent: deleting it changes nothing.
+
+
+RUN_INSIDE_MULTI = {"exec", "discard", "multi", "watch", "quit", "reset"}  # run at once, never queued
+
+
+@dataclass(slots=True)
+class Transaction:
+    """The commands one client queued between MULTI and EXEC."""
+
+    commands: list[list[bytes]] = field(default_factory=list)
+    size: int = 0  # bytes of arguments queued: counted against client-query-buffer-limit
+    refused: bool = False  # a command was refused while queueing: EXEC runs nothing (CLIENT_DIRTY_EXEC)
+
+
+@dataclass(slots=True, eq=False)
+class WatchedKey:
+    """One key one client WATCHes."""
+
+    client: Client
+    db: Database
+    key: bytes
+    expired: bool  # it had expired when WATCHed, so it counted as absent: its deletion is no change
+
+
+def queue_command(client: Client, entry: Command, args: list[bytes]) -> bytes:
+    """Queue a command for EXEC, or refuse it (then EXEC will run nothing)."""
+    if "no_multi" in entry.flags:  # SAVE, SHUTDOWN: they must not wait inside a transaction
+        return refuse(client, "ERR Command not allowed inside a transaction")
+    transaction = client.transaction
+    transaction.size += sum(len(arg) for arg in args)
+    if transaction.size > client.server.options.client_query_buffer_limit:  # memory per client stays bounded
+        log.warning("Closing client %d (%s): its transaction reached the query buffer limit", client.id,
+                    client.address)
+        client.close_after_reply = True
+        return b""
+    transaction.commands.append(args)
+    return QUEUED
+
+
+@command("multi", 1, "noscript loading stale fast allow_busy")
+def multi_command(client: Client, args: list[bytes]) -> bytes:
+    if client.transaction is not None:
+        raise CommandError("ERR MULTI calls can not be nested")
+    client.transaction = Transaction()
+    return OK
+
+
+@command("exec", 1, "noscript loading stale skip_slowlog")
+def exec_command(client: Client, args: list[bytes]) -> bytes:
+    transaction = client.transaction
+    if transaction is None:
+        raise CommandError("ERR EXEC without MULTI")
+    # 1. Leave MULTI first, so that the queued commands run instead of queueing again.
+    client.transaction = None
+    touched = client.watched_key_touched or watched_key_expired(client)
+    unwatch_all(client)
+    # 2. A refused command, or a change to a WATCHed key, and nothing runs.
+    if transaction.refused:
+        return error_reply("EXECABORT Transaction discarded because of previous errors.")
+    if touched:
+        return RESP3_NULL if client.protocol == 3 else RESP2_NULL_ARRAY
+    # 3. Run the queue. Each command's error takes its place in the array; the others still run.
+    return b"*%d\r\n%s" % (len(transaction.commands), b"".join(execute(client, args) for args in transaction.commands))
+
+
+@command("discard", 1, "noscript loading stale fast allow_busy")
+def discard_command(client: Client, args: list[bytes]) -> bytes:
+    if client.transaction is None:
+        raise CommandError("ERR DISCARD without MULTI")
+    client.transaction = None
+    unwatch_all(client)
+    return OK
+
+
+@command("watch", -2, "noscript loading stale fast allow_busy")
+def watch_command(client: Client, args: list[bytes]) -> bytes:
+    keys = args[1:]
+    if client.transaction is not None:
+        raise CommandError("ERR WATCH inside MULTI is not allowed")
+    if client.watched_key_touched:
+        return OK  # EXEC will fail anyway: no need to watch more
+    db = client.db
+    for key in keys:
+        if (db.index, key) not in client.watched:
+            watched = WatchedKey(client, db, key, expired=db.is_expired(key))
+            client.watched[db.index, key] = watched
+            db.watched_keys.setdefault(key, {})[client] = watched
+    return OK
+
+
+@command("unwatch", 1, "noscript loading stale fast allow_busy")
+def unwatch_command(client: Client, args: list[bytes]) -> bytes:
+    unwatch_all(client)
+    return OK
+
+
+def unwatch_all(client: Client) -> None:
+    """Forget every key the client WATCHes, and that one of them changed."""
+    for watched in client.watched.values():
+        watchers = watched.db.watched_keys[watched.key]
+        del watchers[client]
+        if not watchers:
+            del watched.db.watched_keys[watched.key]
+    client.watched = {}
+    client.watched_key_touched = False
+
+
+def touch_watched_key(db: Database, key: bytes) -> None:
+    """key changed in db: the EXEC of every client that WATCHes it will fail (Redis's touchWatchedKey)."""
+    for watched in list(db.watched_keys.get(key, {}).values()):
+        if watched.expired and not db.is_stored(key):
+            watched.expired = False  # an expired key is gone at last: it was absent, it still is
+            continue
+        unwatch_all(watched.client)  # no need to keep watching: EXEC will fail
+        watched.client.watched_key_touched = True
+
+
+def touch_all_watched_keys(emptied: Database, replaced_with: Database | None) -> None:
+    """FLUSHDB (replaced_with None) or SWAPDB is about to empty a database: touch the WATCHed keys that change.
+
+    A WATCHed key changes if it is there now, or if the database that takes
+    this one's place has it. Expired keys count as absent, as in Redis's
+    touchAllWatchedKeysInDb().
+    """
+    for key, watchers in list(emptied.watched_keys.items()):
+        in_emptied = emptied.is_stored(key)
+        in_replacement = replaced_with is not None and replaced_with.is_stored(key)
+        if not (in_emptied or in_replacement):
+            continue
+        for watched in list(watchers.values()):
+            if watched.expired:
+                if not in_replacement:
+                    watched.expired = False  # the expired key is deleted: no change
+                    continue
+                if replaced_with.is_expired(key):
+                    continue  # an expired key replaced by another: still absent
+            elif not in_emptied and replaced_with.is_expired(key):
+                watched.expired = True  # no key replaced by an expired one: still absent
+                continue
+            watched.client.watched_key_touched = True
+
+
+def watched_key_expired(client: Client) -> bool:
+    """Whether a key that was there at WATCH has expired since, though nothing deleted it yet."""
+    return any(not watched.expired and watched.db.is_expired(watched.key) for watched in client.watched.values())
+
+
+# =============================================================================
+# Chapter 8. Startup and shutdown
 # =============================================================================
 #
 # Startup happens in Redis's order: read the configuration, make sure the
@@ -1398,6 +1603,7 @@ class Server:
 
     def client_disconnected(self, client: Client) -> None:
         self.clients.remove(client)
+        unwatch_all(client)
 
     def database(self, index_arg: bytes) -> Database:
         """The database named by a SELECT/MOVE/COPY argument, with Redis's errors."""
@@ -2182,7 +2388,7 @@ def _is_hex(text: bytes) -> bool:
 
 # --- Error messages -------------------------------------------------------------
 
-def unknown_command_error(args: list[bytes]) -> bytes:
+def unknown_command_error(args: list[bytes]) -> str:
     # Redis quotes the arguments as C strings (up to a NUL byte), ~128 chars in all.
     quoted = ""
     for arg in args[1:]:
@@ -2190,7 +2396,7 @@ def unknown_command_error(args: list[bytes]) -> bytes:
             break
         quoted += "'" + c_string(arg)[: 128 - len(quoted)] + "' "
     name = c_string(args[0])[:128]
-    return error_reply(f"ERR unknown command '{name}', with args beginning with: {quoted}")
+    return f"ERR unknown command '{name}', with args beginning with: {quoted}"
 
 
 def text(value: bytes) -> str:
@@ -2563,6 +2769,18 @@ def map_reply(client: Client, pairs: list[tuple[bytes, bytes]]) -> bytes:
                             body)
 
 
+@command("reset", 1, "noscript loading stale fast no_auth allow_busy")
+def reset_command(client: Client, args: list[bytes]) -> bytes:
+    # Back to the state of a new connection, as Redis's clearClientConnectionState(): out of MULTI,
+    # nothing WATCHed, database 0, RESP2, no name.
+    client.transaction = None
+    unwatch_all(client)
+    client.db = client.server.keyspace.databases[0]
+    client.set_protocol(2)
+    client.name = b""
+    return simple_string("RESET")
+
+
 @command("hello", -1, "fast")
 def hello_command(client: Client, args: list[bytes]) -> bytes:
     protocol = client.protocol
@@ -2869,7 +3087,9 @@ COMMAND_DOCS: dict[str, CommandDocs] = {
     "decrby": CommandDocs("string", "1.0.0", "Decrement the integer value of a key by the given number",
         "key decrement", keys=(1, 1, 1)),
     "del": CommandDocs("keyspace", "1.0.0", "Delete a key", "key [key ...]", keys=(1, -1, 1)),
+    "discard": CommandDocs("transactions", "2.0.0", "Discard all commands issued after MULTI"),
     "echo": CommandDocs("connection", "1.0.0", "Echo the given string", "message"),
+    "exec": CommandDocs("transactions", "1.2.0", "Execute all commands issued after MULTI"),
     "exists": CommandDocs("keyspace", "1.0.0", "Determine if a key exists", "key [key ...]", keys=(1, -1, 1)),
     "expire": CommandDocs("keyspace", "1.0.0", "Set a key's time to live in seconds",
         "key seconds [NX|XX|GT|LT]", keys=(1, 1, 1)),
@@ -2904,6 +3124,7 @@ COMMAND_DOCS: dict[str, CommandDocs] = {
         "key value [key value ...]", keys=(1, -1, 2)),
     "msetnx": CommandDocs("string", "1.0.1", "Set multiple keys to multiple values, only if none of the keys exist",
         "key value [key value ...]", keys=(1, -1, 2)),
+    "multi": CommandDocs("transactions", "1.2.0", "Mark the start of a transaction block"),
     "object": CommandDocs("keyspace", "2.2.3", "A container for object introspection commands"),
     "object|encoding": CommandDocs("keyspace", "1.0.0", "Inspect the internal encoding of a Redis object",
         "key", keys=(2, 2, 1)),
@@ -2924,6 +3145,7 @@ COMMAND_DOCS: dict[str, CommandDocs] = {
     "rename": CommandDocs("keyspace", "1.0.0", "Rename a key", "key newkey", keys=(1, 2, 1)),
     "renamenx": CommandDocs("keyspace", "1.0.0", "Rename a key, only if the new key does not exist",
         "key newkey", keys=(1, 2, 1)),
+    "reset": CommandDocs("connection", "6.2.0", "Reset the connection"),
     "save": CommandDocs("server", "1.0.0", "Synchronously save the dataset to disk"),
     "scan": CommandDocs("keyspace", "2.8.0", "Incrementally iterate the keys space",
         "cursor [MATCH pattern] [COUNT count] [TYPE type]"),
@@ -2950,6 +3172,9 @@ COMMAND_DOCS: dict[str, CommandDocs] = {
     "ttl": CommandDocs("keyspace", "1.0.0", "Get the time to live for a key in seconds", "key", keys=(1, 1, 1)),
     "type": CommandDocs("keyspace", "1.0.0", "Determine the type stored at key", "key", keys=(1, 1, 1)),
     "unlink": CommandDocs("keyspace", "4.0.0", "Delete a key asynchronously in another thread",
+        "key [key ...]", keys=(1, -1, 1)),
+    "unwatch": CommandDocs("transactions", "2.2.0", "Forget about all watched keys"),
+    "watch": CommandDocs("transactions", "2.2.0", "Watch the given keys to determine execution of the MULTI/EXEC block",
         "key [key ...]", keys=(1, -1, 1)),
 }
 

@@ -106,7 +106,7 @@ class RedisServerProcess:
         self.port = free_port()
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(directory), "--daemonize", "no", "--loglevel", "warning"],
+             "--dir", str(directory), "--daemonize", "no", "--loglevel", "warning", "--enable-debug-command", "local"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + START_TIMEOUT
