@@ -17,7 +17,8 @@ stop close the part. Read it in one sitting.
     5. The core commands                  PING, SET, GET, EXPIRE, INCR, KEYS...
     6. The snapshot                       saved atomically, loaded strictly
     7. Transactions                       MULTI, EXEC, and WATCH without locks
-    8. Startup and shutdown               in Redis's order
+    8. Access control                     passwords, protected mode, idle clients
+    9. Startup and shutdown               in Redis's order
 
 Part II, the fine print, is what makes this server Redis to the letter, and
 fast: a first reading can skip it, and each appendix says what it adds.
@@ -41,6 +42,8 @@ import collections
 import contextlib
 import functools
 import gc
+import hashlib
+import hmac
 import itertools
 import json
 import logging
@@ -117,6 +120,10 @@ class Client:
         self.transaction: Transaction | None = None  # the commands queued since MULTI (chapter 7)
         self.watched: dict[tuple[int, bytes], WatchedKey] = {}  # (db index, key) -> what WATCH noted of the key
         self.watched_key_touched = False  # one of them changed since WATCH: EXEC will fail (CLIENT_DIRTY_CAS)
+        self.authenticated = server.password_digest is None  # with no password, everyone is the default user
+        self.last_interaction = self.created  # when it last sent or was sent bytes: --timeout closes the idle
+        self.last_command = "NULL"  # the name of the last command it ran, for CLIENT LIST
+        self.connection: ClientConnection | None = None  # its connection, whose buffers CLIENT LIST reports
 
     def set_protocol(self, version: int) -> None:
         self.protocol = version
@@ -146,19 +153,29 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        if len(self.server.clients) >= self.server.options.maxclients:  # see Appendix E
-            transport.write(MAX_CLIENTS_REACHED)
-            transport.close()
-            return
         peer = transport.get_extra_info("peername")
+        if len(self.server.clients) >= self.server.options.maxclients:  # see Appendix E
+            self.turn_away(MAX_CLIENTS_REACHED)
+            return
+        if protected_mode_refuses(self.server, peer[0] if isinstance(peer, tuple) else ""):  # chapter 8
+            self.turn_away(PROTECTED_MODE_DENIED)
+            return
         address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.client = self.server.client_connected(address, transport)
+        self.client.connection = self
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # Send small replies at once instead of waiting to fill a packet (Nagle's algorithm).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    def turn_away(self, error: bytes) -> None:
+        """Tell a client why it may not connect, and close the connection."""
+        self.server.rejected_connections += 1
+        self.transport.write(error)
+        self.transport.close()
+
     def data_received(self, data: bytes) -> None:
+        self.client.last_interaction = time.monotonic()
         # 1. Parse: every complete request in the bytes received so far.
         commands, protocol_error = self.parser.feed(data)
         self.requests += commands  # after any that still wait for the client to read (Appendix E)
@@ -207,6 +224,7 @@ class ClientConnection(asyncio.Protocol):
     def write_replies(self) -> None:
         """Hand queued replies to the socket while it takes them; close the connection if the client is done."""
         closing = self.client.close_after_reply
+        self.client.last_interaction = time.monotonic()
         while self.replies.size and (closing or not self.transport_full):
             self.transport.write(self.replies.take())
         if closing:
@@ -554,6 +572,7 @@ def execute(client: Client, args: list[bytes]) -> bytes:
     Between MULTI and EXEC, a command that passes the checks is queued instead (chapter 7).
     """
     entry = COMMANDS.get(args[0].lower())
+    client.last_command = "NULL" if entry is None else entry.name
     if entry is None:
         if args[0].lower() in HTTP_REQUEST_WORDS:  # a web page's request: see Appendix E
             client.server.security_warning_log.warning(SECURITY_WARNING)
@@ -562,11 +581,15 @@ def execute(client: Client, args: list[bytes]) -> bytes:
     if entry.subcommands and len(args) > 1:
         sub = entry.subcommands.get(args[1].lower())
         if sub is None:
+            client.last_command = "NULL"
             return refuse(client, f"ERR unknown subcommand '{c_string(args[1])[:128]}'. Try {entry.name.upper()} HELP.")
         entry = sub
+        client.last_command = entry.name
     arity = entry.arity
     if (len(args) != arity) if arity > 0 else (len(args) < -arity):
         return refuse(client, f"ERR wrong number of arguments for '{entry.name}' command")
+    if not client.authenticated and client.server.password_digest is not None and "no_auth" not in entry.flags:
+        return refuse(client, "NOAUTH Authentication required.")  # chapter 8
     if client.transaction is not None and entry.name not in RUN_INSIDE_MULTI:
         return queue_command(client, entry, args)
     try:
@@ -929,7 +952,7 @@ def ping_command(client: Client, args: list[bytes]) -> bytes:
     return PONG
 
 
-@command("quit", -1, "fast")
+@command("quit", -1, "noscript loading stale fast no_auth allow_busy")
 def quit_command(client: Client, args: list[bytes]) -> bytes:
     client.close_after_reply = True  # the connection writes +OK, then closes
     return OK
@@ -1456,7 +1479,9 @@ def exec_command(client: Client, args: list[bytes]) -> bytes:
     if touched:
         return RESP3_NULL if client.protocol == 3 else RESP2_NULL_ARRAY
     # 3. Run the queue. Each command's error takes its place in the array; the others still run.
-    return b"*%d\r\n%s" % (len(transaction.commands), b"".join(execute(client, args) for args in transaction.commands))
+    replies = b"".join(execute(client, args) for args in transaction.commands)
+    client.last_command = "exec"
+    return b"*%d\r\n%s" % (len(transaction.commands), replies)
 
 
 @command("discard", 1, "noscript loading stale fast allow_busy")
@@ -1542,7 +1567,99 @@ def watched_key_expired(client: Client) -> bool:
 
 
 # =============================================================================
-# Chapter 8. Startup and shutdown
+# Chapter 8. Access control: passwords, protected mode, idle clients
+# =============================================================================
+#
+# Whoever reaches the port can run any command, FLUSHALL included, so Redis
+# guards the door twice. Protected mode, on by default: while there is no
+# password, only clients on this machine (127.0.0.1 and ::1) are served, and
+# anyone else gets one -DENIED line saying what to do, then is disconnected.
+# And a password (requirepass): a new connection may only AUTH, HELLO ... AUTH,
+# QUIT or RESET until it has given it; every other command gets -NOAUTH. Since
+# Redis 6 these are ACL users; requirepass is the password of "default", the
+# user every connection starts as, and the only user this server has.
+#
+# A password check must not leak the password through its timing: a comparison
+# that stops at the first differing byte answers sooner the fewer leading bytes
+# are right, which lets an attacker guess a byte at a time. Like Redis, this
+# server compares SHA-256 digests in time that does not depend on where they
+# differ (hmac.compare_digest). Passwords are never logged, and CLIENT LIST
+# shows only the name of the last command.
+#
+# The last guard is against clients that connect and go quiet: each holds a
+# file descriptor and its buffers. With --timeout N, the server's cron closes
+# any client idle for more than N seconds, as Redis's clientsCron does.
+
+
+WRONGPASS = "WRONGPASS invalid username-password pair or user is disabled."
+
+
+def password_digest(password: str) -> bytes | None:
+    """What the server keeps of a password: its SHA-256 digest, or None for no password ("")."""
+    return hashlib.sha256(password.encode("utf-8", "surrogateescape")).digest() if password else None
+
+
+def authenticate(client: Client, username: bytes, password: bytes) -> None:
+    """Log the client in as username, or fail with WRONGPASS (Redis's ACLAuthenticateUser, for one user)."""
+    expected = client.server.password_digest
+    # With no password, "default" accepts any (Redis's nopass). Either way, compare in constant time.
+    if username != b"default" or not (expected is None or hmac.compare_digest(hashlib.sha256(password).digest(),
+                                                                              expected)):
+        raise CommandError(WRONGPASS)
+    client.authenticated = True
+
+
+@command("auth", -2, "noscript loading stale fast no_auth allow_busy")
+def auth_command(client: Client, args: list[bytes]) -> bytes:
+    # AUTH password, or AUTH username password (Redis 6+).
+    if len(args) > 3:
+        raise CommandError(SYNTAX_ERROR)
+    if len(args) == 2:
+        if client.server.password_digest is None:
+            raise CommandError("ERR AUTH <password> called without any password configured for the default user. "
+                               "Are you sure your configuration is correct?")
+        username, password = b"default", args[1]
+    else:
+        username, password = args[1], args[2]
+    authenticate(client, username, password)
+    return OK
+
+
+def protected_mode_refuses(server: Server, host: str) -> bool:
+    """Whether protected mode turns this client away: no password, and not on this machine."""
+    return server.options.protected_mode == "yes" and server.password_digest is None and host not in LOCAL_HOSTS
+
+
+LOCAL_HOSTS = ("127.0.0.1", "::1")  # Redis's islocalClient(): all of 127/8 is loopback, but only these count
+
+
+def warn_if_exposed(server: Server) -> None:
+    """At startup: say so when clients from other machines can connect and no password is set."""
+    exposed = [sock.getsockname()[0] for sock in server.listener.sockets if sock.getsockname()[0] not in LOCAL_HOSTS]
+    if not exposed or server.password_digest is not None:
+        return
+    if server.options.protected_mode == "yes":
+        log.warning("WARNING: listening on %s with no password: protected mode turns away every client that is not "
+                    "on this machine. Set --requirepass to serve them.", ", ".join(exposed))
+    else:
+        log.warning("WARNING: listening on %s with no password and protected mode off: anyone who can reach this "
+                    "port can read and change every key. Set --requirepass.", ", ".join(exposed))
+
+
+def close_idle_clients(server: Server) -> None:
+    """Close the clients idle for longer than --timeout seconds (0: never), from the server's cron."""
+    timeout = server.options.timeout
+    if not timeout:
+        return
+    now = time.monotonic()
+    for client in server.clients:
+        if now - client.last_interaction > timeout and not client.transport.is_closing():
+            log.info("Closing idle client %d (%s)", client.id, client.address)
+            client.transport.close()
+
+
+# =============================================================================
+# Chapter 9. Startup and shutdown
 # =============================================================================
 #
 # Startup happens in Redis's order: read the configuration, make sure the
@@ -1581,6 +1698,8 @@ class Server:
         self.changes_at_last_save = 0  # keyspace.changes() when the last snapshot was saved or loaded
         self.commands_processed = 0
         self.connections_received = 0
+        self.rejected_connections = 0  # turned away: over maxclients, or by protected mode
+        self.password_digest = password_digest(options.requirepass)  # the default user's; None: no password
         self.listener: asyncio.Server | None = None  # serve() opens it
         self.exit_code: asyncio.Future[int] | None = None  # set by shutdown() once the server may exit
         self.stopping = False  # shutdown() has saved (or was told not to): no command may run any more
@@ -1678,6 +1797,7 @@ class Server:
     def schedule_active_expiry(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.active_expiry_enabled:
             self.keyspace.active_expire_cycle()
+        close_idle_clients(self)
         loop.call_later(1 / CONFIG_DEFAULT_HZ, self.schedule_active_expiry, loop)
 
 
@@ -1693,6 +1813,12 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
                         help="addresses to listen on (default 127.0.0.1; use 0.0.0.0 to listen on every interface)")
     parser.add_argument("--dir", default=".", help="directory of the snapshot file (default: current directory)")
     parser.add_argument("--dbfilename", default="dump.json", help="snapshot file name (default dump.json)")
+    parser.add_argument("--requirepass", default="", metavar="PASSWORD",
+                        help="the password every client must give (AUTH) before any other command (default: none)")
+    parser.add_argument("--protected-mode", choices=["yes", "no"], default="yes",
+                        help="while there is no password, serve only clients on this machine (default yes)")
+    parser.add_argument("--timeout", type=int, default=0, metavar="SECONDS",
+                        help="close a client idle for this long (default 0: never)")
     parser.add_argument("--loglevel", choices=list(LOG_LEVELS), default="notice", help="log verbosity (default notice)")
     parser.add_argument("--enable-debug-command", choices=["no", "yes", "local"], default="local",
                         help="who may use DEBUG, which can block the server: local connections only by default")
@@ -1740,6 +1866,7 @@ async def serve(server: Server, ready: Callable[[], None] = lambda: None) -> int
     log.info("Educational Redis Clone %s (Redis %s compatible), pid %d, ready to accept connections on %s, "
              "persisting to %s", SERVER_VERSION, REDIS_VERSION, os.getpid(), addresses,
              os.path.abspath(server.dump_path))
+    warn_if_exposed(server)
     ready()
 
     exit_code = await server.exit_code
@@ -2388,6 +2515,21 @@ def _is_hex(text: bytes) -> bool:
 
 # --- Error messages -------------------------------------------------------------
 
+# What protected mode (chapter 8) tells a client from another machine, word for word, typos included.
+PROTECTED_MODE_DENIED = (
+    b"-DENIED Redis is running in protected mode because protected mode is enabled and no password is set for the "
+    b"default user. In this mode connections are only accepted from the loopback interface. If you want to connect "
+    b"from external computers to Redis you may adopt one of the following solutions: 1) Just disable protected mode "
+    b"sending the command 'CONFIG SET protected-mode no' from the loopback interface by connecting to Redis from the "
+    b"same host the server is running, however MAKE SURE Redis is not publicly accessible from internet if you do so. "
+    b"Use CONFIG REWRITE to make this change permanent. 2) Alternatively you can just disable the protected mode by "
+    b"editing the Redis configuration file, and setting the protected mode option to 'no', and then restarting the "
+    b"server. 3) If you started the server manually just for testing, restart it with the '--protected-mode no' "
+    b"option. 4) Setup a an authentication password for the default user. NOTE: You only need to do one of the above "
+    b"things in order for the server to start accepting connections from the outside.\r\n"
+)
+
+
 def unknown_command_error(args: list[bytes]) -> str:
     # Redis quotes the arguments as C strings (up to a NUL byte), ~128 chars in all.
     quoted = ""
@@ -2778,10 +2920,11 @@ def reset_command(client: Client, args: list[bytes]) -> bytes:
     client.db = client.server.keyspace.databases[0]
     client.set_protocol(2)
     client.name = b""
+    client.authenticated = client.server.password_digest is None
     return simple_string("RESET")
 
 
-@command("hello", -1, "fast")
+@command("hello", -1, "noscript loading stale fast no_auth allow_busy")
 def hello_command(client: Client, args: list[bytes]) -> bytes:
     protocol = client.protocol
     if len(args) > 1:
@@ -2795,15 +2938,18 @@ def hello_command(client: Client, args: list[bytes]) -> bytes:
     while i < len(args):
         option = args[i].upper()
         if option == b"AUTH" and i + 2 < len(args):
-            # No users or passwords exist yet: everyone is the "default" user.
-            if args[i + 1] != b"default":
-                raise CommandError("WRONGPASS invalid username-password pair or user is disabled.")
+            username, password = args[i + 1], args[i + 2]
+            authenticate(client, username, password)
             i += 3
         elif option == b"SETNAME" and i + 1 < len(args):
             name = check_client_name(args[i + 1])
             i += 2
         else:
             raise CommandError(f"ERR Syntax error in HELLO option '{c_string(args[i])}'")
+    if not client.authenticated and client.server.password_digest is not None:
+        raise CommandError("NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+                           "HELLO AUTH <user> <pass> option can be used to authenticate the client and select "
+                           "the RESP protocol version at the same time")
     if name is not None:
         client.name = name
     client.set_protocol(protocol)
@@ -2862,11 +3008,19 @@ def text_reply(client: Client, text: bytes) -> bytes:
 
 def client_list_line(client: Client) -> bytes:
     """One line of CLIENT LIST and CLIENT INFO, with Redis 7.0's fields (0 for those this server does not track)."""
-    age = int(time.monotonic() - client.created)
+    now = time.monotonic()
+    connection = client.connection
+    query_buffer = connection.parser.pending_size if connection else 0  # received, not parsed into a command yet
+    output = connection.replies.size + client.transport.get_write_buffer_size() if connection else 0  # unsent
+    transaction = client.transaction
+    flags, queued, queued_size = ("N", -1, 0) if transaction is None else ("x", len(transaction.commands),
+                                                                           transaction.size)  # x: inside MULTI
     return (f"id={client.id} addr={client.address} laddr={client.server.address} fd=0 name={text(client.name)} "
-            f"age={age} idle=0 flags=N db={client.db.index} sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 "
-            f"argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default "
-            f"redir=-1 resp={client.protocol} lib-name={text(client.library.get(b'lib-name', b''))} "
+            f"age={int(now - client.created)} idle={int(now - client.last_interaction)} flags={flags} "
+            f"db={client.db.index} sub=0 psub=0 ssub=0 multi={queued} qbuf={query_buffer} qbuf-free=0 argv-mem=0 "
+            f"multi-mem={queued_size} "
+            f"obl=0 oll=0 omem={output} tot-mem={query_buffer + output} events=r cmd={client.last_command} "
+            f"user=default redir=-1 resp={client.protocol} lib-name={text(client.library.get(b'lib-name', b''))} "
             f"lib-ver={text(client.library.get(b'lib-ver', b''))}").encode()
 
 
@@ -2892,6 +3046,14 @@ def client_list_command(client: Client, args: list[bytes]) -> bytes:
     elif len(args) != 2:
         raise CommandError(SYNTAX_ERROR)
     return text_reply(client, b"".join(client_list_line(other) + b"\n" for other in clients))
+
+
+container("acl")
+
+
+@command("acl|whoami", 2, "noscript loading stale")
+def acl_whoami_command(client: Client, args: list[bytes]) -> bytes:
+    return bulk(b"default")  # the one user this server has (chapter 8)
 
 
 # --- INFO and CONFIG ------------------------------------------------------------
@@ -2929,6 +3091,7 @@ def info_text(server: Server, sections: set[str]) -> str:
         "stats": {
             "total_connections_received": str(server.connections_received),
             "total_commands_processed": str(server.commands_processed),
+            "rejected_connections": str(server.rejected_connections),
             "expired_keys": str(server.keyspace.expired_count()),
         },
         "replication": {"role": "master", "connected_slaves": "0"},
@@ -3056,7 +3219,10 @@ class CommandDocs:
 
 
 COMMAND_DOCS: dict[str, CommandDocs] = {
+    "acl": CommandDocs("server", "6.0.0", "A container for Access List Control commands "),
+    "acl|whoami": CommandDocs("server", "6.0.0", "Return the name of the user associated to the current connection"),
     "append": CommandDocs("string", "2.0.0", "Append a value to a key", "key value", keys=(1, 1, 1)),
+    "auth": CommandDocs("connection", "1.0.0", "Authenticate to the server", "[username] password"),
     "client": CommandDocs("connection", "2.4.0", "A container for client connection commands"),
     "client|getname": CommandDocs("connection", "2.6.9", "Get the current connection name"),
     "client|id": CommandDocs("connection", "5.0.0", "Returns the client ID for the current connection"),
