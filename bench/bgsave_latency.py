@@ -101,7 +101,9 @@ def measure(server: Server, args: argparse.Namespace) -> None:
         if reply.startswith(b"-"):
             print(f"{name}{'BGSAVE':<10}{'n/a':>12}   ({reply.decode().strip()})", flush=True)
             return
-        while info_field(server, "persistence", "rdb_bgsave_in_progress") != "0":
+        while (in_progress := info_field(server, "persistence", "rdb_bgsave_in_progress")) != "0":
+            if in_progress is None:
+                raise RuntimeError(f"{server.name}: INFO persistence has no rdb_bgsave_in_progress")
             time.sleep(0.01)
         duration = time.perf_counter() - started
     status = info_field(server, "persistence", "rdb_last_bgsave_status")

@@ -67,6 +67,7 @@ class Proof:
     """What one traced run showed."""
 
     sets: int  # SETs acknowledged to the client
+    seconds: float  # how long the SETs took, under strace
     replies_traced: int  # +OK replies seen written to a TCP socket
     fsyncs: int  # fsync/fdatasync calls on the append-only file while the SETs ran
     replies_after_their_fsync: int  # replies written after their SET was written to the file and fsynced
@@ -116,7 +117,9 @@ def traced_run(kind: str, policy: str, count: int, directory: str) -> Proof:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_for_pong(port, process)
+        started = time.perf_counter()
         send_sets(port, count)
+        seconds = time.perf_counter() - started
         with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
             sock.sendall(b"SHUTDOWN NOSAVE\r\n")
             sock.recv(64)  # the connection closes as the server exits
@@ -125,10 +128,10 @@ def traced_run(kind: str, policy: str, count: int, directory: str) -> Proof:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    return read_trace(Path(trace).read_text(errors="replace"), count)
+    return read_trace(Path(trace).read_text(errors="replace"), count, seconds)
 
 
-def read_trace(text: str, count: int) -> Proof:
+def read_trace(text: str, count: int, seconds: float) -> Proof:
     """Walk the trace in strace's order: file writes, completed fsyncs of the file, replies to the client."""
     pending_syncs: dict[str, str] = {}  # pid -> path of the fsync it started and has not returned from
     written: set[int] = set()  # SETs written to the append-only file
@@ -160,7 +163,7 @@ def read_trace(text: str, count: int) -> Proof:
             relevant = True
         if relevant and written and first_two:
             excerpt.append(line)
-    return Proof(count, replies, fsyncs, proven, excerpt)
+    return Proof(count, seconds, replies, fsyncs, proven, excerpt)
 
 
 def main() -> int:
@@ -176,13 +179,14 @@ def main() -> int:
              if present]
     print(f"{args.sets} SETs over one connection, one at a time; --appendonly yes; directory on the disk "
           f"({tempfile.gettempdir()})\n")
-    print(f"{'server':<8}{'appendfsync':<13}{'replies':>8}{'AOF fsyncs':>12}{'replies after their fsync':>27}")
+    print(f"{'server':<8}{'appendfsync':<13}{'seconds':>8}{'replies':>8}{'AOF fsyncs':>12}"
+          f"{'replies after their fsync':>27}")
     excerpts = []
     for kind in kinds:
         for policy in args.policy:
             with tempfile.TemporaryDirectory() as directory:
                 proof = traced_run(kind, policy, args.sets, directory)
-            print(f"{kind:<8}{policy:<13}{proof.replies_traced:>8}{proof.fsyncs:>12}"
+            print(f"{kind:<8}{policy:<13}{proof.seconds:>8.2f}{proof.replies_traced:>8}{proof.fsyncs:>12}"
                   f"{proof.replies_after_their_fsync:>27}", flush=True)
             if policy == "always":
                 excerpts.append((kind, proof.excerpt))
