@@ -22,6 +22,7 @@ import csv
 import io
 import os
 import platform
+import re
 import shutil
 import socket
 import statistics
@@ -53,8 +54,8 @@ THIS_SERVER_HELP = subprocess.run([sys.executable, str(ROOT / "server.py"), "--h
                                   capture_output=True, text=True, timeout=60).stdout
 # The append-only file and the save rules come with issue 13 (branches `aof` and `bgsave`). Until this
 # server has them, its AOF rows read n/a; once it has save rules they are turned off, as they are in Redis.
-THIS_HAS_AOF = "--appendonly" in THIS_SERVER_HELP
-THIS_NO_SAVE_RULES = ["--save", ""] if "--save " in THIS_SERVER_HELP else []
+THIS_HAS_AOF = re.search(r"--appendonly\b", THIS_SERVER_HELP) is not None
+THIS_NO_SAVE_RULES = ["--save", ""] if re.search(r"--save\b", THIS_SERVER_HELP) else []
 
 
 def pinned(core: str, command: list[str]) -> list[str]:
