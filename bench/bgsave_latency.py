@@ -16,6 +16,7 @@ row reads n/a.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import socket
@@ -26,6 +27,8 @@ import threading
 import time
 
 from vs_redis import Server, describe_machine, filesystem_of, load_keys
+
+SNAPSHOT_FILE = {"this": "dump.json", "redis": "dump.rdb"}  # each server's default --dbfilename
 
 
 class PingWatcher:
@@ -79,7 +82,16 @@ def info_field(server: Server, section: str, field: str) -> str | None:
     return match[1] if match else None
 
 
-def measure(server: Server, args: argparse.Namespace) -> None:
+def file_identity(path: str) -> tuple[int, int] | None:
+    """The file's inode and modification time: a save replaces the file by renaming a new one over it."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return status.st_ino, status.st_mtime_ns
+
+
+def measure(server: Server, snapshot: str, args: argparse.Namespace) -> None:
     name = f"{server.name:<8}"
     with PingWatcher(server.port, args.interval) as watcher:
         rest_until = time.perf_counter() + args.rest
@@ -94,6 +106,8 @@ def measure(server: Server, args: argparse.Namespace) -> None:
     assert reply == b"+OK\r\n", reply
     print(f"{name}{'SAVE':<10}{duration:>12.2f}{watcher.summary()}", flush=True)
 
+    saved_by_save = file_identity(snapshot)
+    info_said_done_early = False
     with PingWatcher(server.port, args.interval) as watcher:
         started = time.perf_counter()
         reply = server.call("BGSAVE")
@@ -101,15 +115,20 @@ def measure(server: Server, args: argparse.Namespace) -> None:
         if reply.startswith(b"-"):
             print(f"{name}{'BGSAVE':<10}{'n/a':>12}   ({reply.decode().strip()})", flush=True)
             return
-        while (in_progress := info_field(server, "persistence", "rdb_bgsave_in_progress")) != "0":
+        # Done when INFO says so and the new file is in place; the second check keeps INFO honest.
+        while (in_progress := info_field(server, "persistence", "rdb_bgsave_in_progress")) != "0" \
+                or file_identity(snapshot) == saved_by_save:
             if in_progress is None:
                 raise RuntimeError(f"{server.name}: INFO persistence has no rdb_bgsave_in_progress")
+            info_said_done_early |= in_progress == "0"
             time.sleep(0.01)
         duration = time.perf_counter() - started
     status = info_field(server, "persistence", "rdb_last_bgsave_status")
     fork_usec = info_field(server, "stats", "latest_fork_usec")
     print(f"{name}{'BGSAVE':<10}{duration:>12.2f}{watcher.summary()}   BGSAVE answered in {answered * 1000:.1f} ms"
-          f"{f', fork {int(fork_usec) / 1000:.1f} ms' if fork_usec else ''}, status {status}", flush=True)
+          f"{f', fork {int(fork_usec) / 1000:.1f} ms' if fork_usec else ''}, status {status}"
+          f"{'; INFO said rdb_bgsave_in_progress:0 before the file was written' if info_said_done_early else ''}",
+          flush=True)
 
 
 def main() -> int:
@@ -132,7 +151,7 @@ def main() -> int:
             server = Server.ours(directory) if kind == "this" else Server.redis(directory)
             try:
                 load_keys(server, args.keys, ttl=False)
-                measure(server, args)
+                measure(server, os.path.join(directory, SNAPSHOT_FILE[kind]), args)
             finally:
                 server.stop()
     return 0
