@@ -7,9 +7,9 @@ Part I, how Redis works, is the core, in the order a request travels: bytes
 arrive on a connection, the parser turns them into a command, the command
 table finds the function that runs it, the function reads and changes the
 keyspace, and the reply goes back the way the request came. The commands come
-after the keyspace they work on; the snapshot and the server's start and stop
-follow, and Pub/Sub, where the server speaks without being asked, ends the
-part. Read it in one sitting.
+after the keyspace they work on; the snapshot, transactions, access control
+and the server's start and stop follow, and Pub/Sub, where the server speaks
+without being asked, ends the part. Read it in one sitting.
 
     1. The event loop and a connection   one thread serves every client
     2. RESP                               requests in, replies out
@@ -17,8 +17,10 @@ part. Read it in one sitting.
     4. The keyspace                       databases, values, lazy and active expiry
     5. The core commands                  PING, SET, GET, EXPIRE, INCR, KEYS...
     6. The snapshot                       saved atomically, loaded strictly
-    7. Startup and shutdown               in Redis's order
-    8. Pub/Sub                            messages nobody asked for, pushed
+    7. Transactions                       MULTI, EXEC, and WATCH without locks
+    8. Access control                     passwords, protected mode, idle clients
+    9. Startup and shutdown               in Redis's order
+   10. Pub/Sub                            messages nobody asked for, pushed
 
 Part II, the fine print, is what makes this server Redis to the letter, and
 fast: a first reading can skip it, and each appendix says what it adds.
@@ -42,6 +44,8 @@ import collections
 import contextlib
 import functools
 import gc
+import hashlib
+import hmac
 import itertools
 import json
 import logging
@@ -115,8 +119,14 @@ class Client:
         self.library: dict[bytes, bytes] = {}  # CLIENT SETINFO lib-name / lib-ver
         self.close_after_reply = False
         self.created = time.monotonic()
-        self.connection: ClientConnection | None = None  # set by the connection: messages pushed to it go there
-        # Pub/Sub (chapter 8): what the client listens to, and the messages pushed to it while it runs a command.
+        self.transaction: Transaction | None = None  # the commands queued since MULTI (chapter 7)
+        self.watched: dict[tuple[int, bytes], WatchedKey] = {}  # (db index, key) -> what WATCH noted of the key
+        self.watched_key_touched = False  # one of them changed since WATCH: EXEC will fail (CLIENT_DIRTY_CAS)
+        self.authenticated = server.password_digest is None  # with no password, everyone is the default user
+        self.last_interaction = self.created  # when it last sent or was sent bytes: --timeout closes the idle
+        self.last_command = "NULL"  # the name of the last command it ran, for CLIENT LIST
+        self.connection: ClientConnection | None = None  # its connection, whose buffers CLIENT LIST reports
+        # Pub/Sub (chapter 10): what the client listens to, and the messages pushed to it while it runs a command.
         self.channels: dict[bytes, None] = {}  # the channels it subscribed to, in order (a dict as an ordered set)
         self.patterns: dict[bytes, None] = {}  # the patterns it subscribed to
         self.pushed: list[bytes] = []  # messages for it that arrived while it ran a command: they precede its reply
@@ -152,11 +162,13 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        if len(self.server.clients) >= self.server.options.maxclients:  # see Appendix E
-            transport.write(MAX_CLIENTS_REACHED)
-            transport.close()
-            return
         peer = transport.get_extra_info("peername")
+        if len(self.server.clients) >= self.server.options.maxclients:  # see Appendix E
+            self.turn_away(MAX_CLIENTS_REACHED)
+            return
+        if protected_mode_refuses(self.server, peer[0] if isinstance(peer, tuple) else ""):  # chapter 8
+            self.turn_away(PROTECTED_MODE_DENIED)
+            return
         address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.client = self.server.client_connected(address, transport)
         self.client.connection = self
@@ -165,7 +177,14 @@ class ClientConnection(asyncio.Protocol):
             # Send small replies at once instead of waiting to fill a packet (Nagle's algorithm).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    def turn_away(self, error: bytes) -> None:
+        """Tell a client why it may not connect, and close the connection."""
+        self.server.rejected_connections += 1
+        self.transport.write(error)
+        self.transport.close()
+
     def data_received(self, data: bytes) -> None:
+        self.client.last_interaction = time.monotonic()
         # 1. Parse: every complete request in the bytes received so far.
         commands, protocol_error = self.parser.feed(data)
         self.requests += commands  # after any that still wait for the client to read (Appendix E)
@@ -184,7 +203,7 @@ class ClientConnection(asyncio.Protocol):
         client = self.client
         if self.server.stopping:  # after the final save no command may run: its change would not be saved
             self.requests.clear()
-        self.server.running_client = client  # a message it pushes to itself joins its replies in order (chapter 8)
+        self.server.running_client = client  # a message it pushes to itself joins its replies in order (chapter 10)
         try:
             self.execute_requests()
         except ConnectionAborted:  # a browser's request (execute, Appendix E): nothing more is run or sent
@@ -217,6 +236,7 @@ class ClientConnection(asyncio.Protocol):
     def write_replies(self) -> None:
         """Hand queued replies to the socket while it takes them; close the connection if the client is done."""
         closing = self.client.close_after_reply
+        self.client.last_interaction = time.monotonic()
         while self.replies.size and (closing or not self.transport_full):
             self.transport.write(self.replies.take())
         if closing:
@@ -241,7 +261,7 @@ class WriteAtOnce:
         connection.write_replies()
 
     def queue_push(self, connection: ClientConnection) -> None:
-        """Send a message pushed to a client that sent nothing (chapter 8): here, at once too."""
+        """Send a message pushed to a client that sent nothing (chapter 10): here, at once too."""
         connection.write_replies()
 
     def flush(self) -> None:
@@ -440,6 +460,8 @@ EMPTY_BULK = b"$0\r\n\r\n"
 EMPTY_ARRAY = b"*0\r\n"
 RESP2_NULL = b"$-1\r\n"  # RESP2 has no null type: it uses a bulk string of length -1
 RESP3_NULL = b"_\r\n"
+RESP2_NULL_ARRAY = b"*-1\r\n"  # what EXEC answers when a WATCHed key changed; RESP3 has its one null
+QUEUED = b"+QUEUED\r\n"
 
 
 def simple_string(text: str) -> bytes:
@@ -563,28 +585,35 @@ def container(name: str) -> None:
 def execute(client: Client, args: list[bytes]) -> bytes:
     """Look the command (or subcommand) up, check its arity, run it, and return its reply.
 
+    Between MULTI and EXEC, a command that passes the checks is queued instead (chapter 7).
     The reply starts with any message the command pushed to its own client
-    (chapter 8), and is dropped under CLIENT REPLY OFF or SKIP (Appendix C).
+    (chapter 10), and is dropped under CLIENT REPLY OFF or SKIP (Appendix C).
     """
     entry = COMMANDS.get(args[0].lower())
+    client.last_command = "NULL" if entry is None else entry.name
     if entry is None:
         if args[0].lower() in HTTP_REQUEST_WORDS:  # a web page's request: see Appendix E
             client.server.security_warning_log.warning(SECURITY_WARNING)
             raise ConnectionAborted
-        return refused(client, unknown_command_error(args))
+        return refuse(client, unknown_command_error(args))
     if entry.subcommands and len(args) > 1:
         sub = entry.subcommands.get(args[1].lower())
         if sub is None:
-            return refused(client, error_reply(
-                f"ERR unknown subcommand '{c_string(args[1])[:128]}'. Try {entry.name.upper()} HELP."))
+            client.last_command = "NULL"
+            return refuse(client, f"ERR unknown subcommand '{c_string(args[1])[:128]}'. Try {entry.name.upper()} HELP.")
         entry = sub
+        client.last_command = entry.name
     arity = entry.arity
     if (len(args) != arity) if arity > 0 else (len(args) < -arity):
-        return refused(client, error_reply(f"ERR wrong number of arguments for '{entry.name}' command"))
+        return refuse(client, f"ERR wrong number of arguments for '{entry.name}' command")
+    if not client.authenticated and client.server.password_digest is not None and "no_auth" not in entry.flags:
+        return refuse(client, "NOAUTH Authentication required.")  # chapter 8
     if client.channels or client.patterns or client.monitoring:  # a subscriber or a monitor may run only some
         refusal = refuse_in_context(client, entry)
         if refusal is not None:
-            return refused(client, refusal)
+            return refuse(client, refusal)
+    if client.transaction is not None and entry.name not in RUN_INSIDE_MULTI:
+        return silenced(client, queue_command(client, entry, args))
     try:
         reply = entry.handler(client, args)
     except CommandError as error:
@@ -602,9 +631,19 @@ def execute(client: Client, args: list[bytes]) -> bytes:
     return reply
 
 
-def refused(client: Client, error: bytes) -> bytes:
-    """The error for a command that could not run: dropped too under CLIENT REPLY OFF or SKIP."""
-    return outgoing_reply(client, error) if client.reply_mode else error
+def refuse(client: Client, message: str) -> bytes:
+    """The error reply to a request refused before it could run; inside MULTI it dooms the transaction too.
+
+    Under CLIENT REPLY OFF or SKIP it is dropped, like any reply (Appendix C).
+    """
+    if client.transaction is not None:
+        client.transaction.refused = True  # EXEC will run none of it (Redis's flagTransaction)
+    return silenced(client, error_reply(message))
+
+
+def silenced(client: Client, reply: bytes) -> bytes:
+    """The reply of a command that did not run, as the client gets it: nothing under CLIENT REPLY OFF or SKIP."""
+    return outgoing_reply(client, reply) if client.reply_mode else reply
 
 
 def parse_int_arg(value: bytes, message: str = NOT_AN_INTEGER) -> int:
@@ -681,11 +720,12 @@ class Database:
     def __init__(self, index: int, clock: Callable[[], int] = now_ms, pubsub: PubSub | None = None) -> None:
         self.index = index
         self.clock = clock  # now, in Unix ms
-        self.pubsub = pubsub if pubsub is not None else PubSub()  # where its keyspace events go (chapter 8)
+        self.pubsub = pubsub if pubsub is not None else PubSub()  # where its keyspace events go (chapter 10)
         self.changes = 0  # writes that changed this database: INFO's rdb_changes_since_last_save counts them
         self.data: dict[bytes, bytes | bytearray] = {}
         self.expires: dict[bytes, int] = {}
         self.key_list = KeyList()  # the keys in the order they were added, for RANDOMKEY and SCAN (Appendix A)
+        self.watched_keys: dict[bytes, dict[Client, WatchedKey]] = {}  # key -> the clients that WATCH it (chapter 7)
         self.expired_count = 0  # keys this database deleted because their TTL passed
         self.avg_ttl = 0  # running estimate of the average TTL in ms, kept by active expiry
         self._expire_scan: list[bytes] = []  # the keys the active expiry cycle is walking through
@@ -718,6 +758,8 @@ class Database:
         self.changes += 1
         if not keep_ttl and self.expires:
             self.expires.pop(key, None)
+        if self.watched_keys:
+            touch_watched_key(self, key)
 
     def set_many(self, keys_and_values: list[bytes]) -> None:
         """MSET: store key, value, key, value..., forgetting the keys' TTLs."""
@@ -725,7 +767,7 @@ class Database:
         # Not zip(strict=True): MSET checked the count, and any keyword argument makes zip() slower.
         items = iter(keys_and_values)
         pairs = zip(items, items)  # noqa: B905
-        if self.expires or self.pubsub.notify_flags & NOTIFY_NEW:  # TTLs to forget, or events: one at a time
+        if self.expires or self.watched_keys or self.pubsub.notify_flags & NOTIFY_NEW:  # one key at a time
             for key, value in pairs:
                 self.set(key, value)
             return
@@ -755,6 +797,8 @@ class Database:
         """Give an existing key an absolute expire time (a past one makes it expire at its next lookup)."""
         self.expires[key] = when_ms
         self.changes += 1
+        if self.watched_keys:
+            touch_watched_key(self, key)
 
     def expire_or_delete(self, key: bytes, when_ms: int) -> bool:
         """What EXPIRE and GETEX do: set the expire time, or delete the key now if it is not in the future.
@@ -772,9 +816,13 @@ class Database:
         if self.expires.pop(key, None) is None:
             return False
         self.changes += 1
+        if self.watched_keys:
+            touch_watched_key(self, key)
         return True
 
     def flush(self) -> None:
+        if self.watched_keys:
+            touch_all_watched_keys(self, None)
         self.changes += len(self.data)
         self.data.clear()
         self.expires.clear()
@@ -791,6 +839,10 @@ class Database:
         if when_ms is not None:
             self.expires[key] = when_ms
         return True
+
+    def is_expired(self, key: bytes) -> bool:
+        """Whether key is stored but its time has passed: lazy expiry will delete it (Redis's keyIsExpired)."""
+        return key in self.expires and has_expired(self.expires[key], self.clock())
 
     def key_count(self) -> int:
         """DBSIZE: how many keys there are, counting expired ones not deleted yet, as Redis does."""
@@ -861,6 +913,8 @@ class Database:
         del self.data[key]
         self.expires.pop(key, None)
         self.key_list.removed(self.data)
+        if self.watched_keys:
+            touch_watched_key(self, key)
 
     # What Part II's commands need (Appendix A): INFO's count, SWAPDB, and RANDOMKEY and SCAN's KeyList.
 
@@ -873,6 +927,8 @@ class Database:
 
     def swap_contents(self, other: Database) -> None:
         """SWAPDB: exchange keys, expire times and their bookkeeping, but not the index: clients keep "db 0"."""
+        touch_all_watched_keys(self, other)  # WATCHes stay with the database index, as clients do
+        touch_all_watched_keys(other, self)
         self.changes += 1
         self.data, other.data = other.data, self.data
         self.expires, other.expires = other.expires, self.expires
@@ -887,7 +943,7 @@ class Keyspace:
     """All the databases of one server."""
 
     def __init__(self, clock: Callable[[], int] = now_ms, pubsub: PubSub | None = None) -> None:
-        self.pubsub = pubsub if pubsub is not None else PubSub()  # where keyspace events go (chapter 8)
+        self.pubsub = pubsub if pubsub is not None else PubSub()  # where keyspace events go (chapter 10)
         self.databases = [Database(index, clock, self.pubsub) for index in range(DATABASES)]
 
     def active_expire_cycle(self) -> None:
@@ -940,7 +996,7 @@ def ping_command(client: Client, args: list[bytes]) -> bytes:
     return PONG
 
 
-@command("quit", -1, "fast")
+@command("quit", -1, "noscript loading stale fast no_auth allow_busy")
 def quit_command(client: Client, args: list[bytes]) -> bytes:
     client.close_after_reply = True  # the connection writes +OK, then closes
     return OK
@@ -1232,7 +1288,7 @@ def incr_command(client: Client, args: list[bytes]) -> bytes:
 
 # --- Persistence ----------------------------------------------------------------
 
-@command("save", 1, "admin noscript")
+@command("save", 1, "admin noscript no_async_loading no_multi")
 def save_command(client: Client, args: list[bytes]) -> bytes:
     # SAVE blocks every client while it writes the snapshot (chapter 6), as it does in Redis.
     try:
@@ -1243,7 +1299,7 @@ def save_command(client: Client, args: list[bytes]) -> bytes:
     return OK
 
 
-@command("shutdown", -1, "admin noscript")
+@command("shutdown", -1, "admin noscript loading stale no_multi allow_busy")
 def shutdown_command(client: Client, args: list[bytes]) -> bytes:
     options = {arg.upper() for arg in args[1:]}
     if not options <= {b"NOSAVE", b"SAVE"} or len(options) > 1:
@@ -1402,7 +1458,273 @@ def _load_entries(keyspace: Keyspace, document_text: str) -> int:
 
 
 # =============================================================================
-# Chapter 7. Startup and shutdown
+# Chapter 7. Transactions: MULTI, EXEC and WATCH
+# =============================================================================
+#
+# A Redis transaction is a list of commands that run one after the other with
+# nothing in between. MULTI starts it; each command after it is checked (does
+# it exist? the right number of arguments?) and queued, answered +QUEUED; EXEC
+# runs the queue and replies with an array of the replies. On one thread that
+# is all it takes: EXEC runs the whole queue inside one request, and no other
+# client's command can run before it returns. There is no rollback: a command
+# that fails at EXEC time (INCR of a word) puts its error in the array and the
+# others still run. But a command refused while queueing dooms the whole
+# transaction: EXEC then runs nothing and answers EXECABORT.
+#
+# A transaction cannot read a value and decide what to write, because nothing
+# runs until EXEC. WATCH fills that gap with optimistic locking: WATCH a key,
+# read it, compute, then MULTI ... EXEC. If any client changed the key after
+# WATCH, EXEC runs nothing and answers a null, and the client tries again. No
+# lock is held while the client thinks: Redis only remembers, per database,
+# which clients watch which key (watched_keys), and every change to a key (a
+# write, a delete, an expiry, FLUSHDB, SWAPDB) marks its watchers, in
+# Database's methods, through touch_watched_key(). A key that had already
+# expired when it was WATCHed counts as absent: deleting it changes nothing.
+
+
+RUN_INSIDE_MULTI = {"exec", "discard", "multi", "watch", "quit", "reset"}  # run at once, never queued
+
+
+@dataclass(slots=True)
+class Transaction:
+    """The commands one client queued between MULTI and EXEC."""
+
+    commands: list[list[bytes]] = field(default_factory=list)
+    size: int = 0  # bytes of arguments queued: counted against client-query-buffer-limit
+    refused: bool = False  # a command was refused while queueing: EXEC runs nothing (CLIENT_DIRTY_EXEC)
+
+
+@dataclass(slots=True, eq=False)
+class WatchedKey:
+    """One key one client WATCHes."""
+
+    client: Client
+    db: Database
+    key: bytes
+    expired: bool  # it had expired when WATCHed, so it counted as absent: its deletion is no change
+
+
+def queue_command(client: Client, entry: Command, args: list[bytes]) -> bytes:
+    """Queue a command for EXEC, or refuse it (then EXEC will run nothing)."""
+    if "no_multi" in entry.flags:  # SAVE, SHUTDOWN: they must not wait inside a transaction
+        return refuse(client, "ERR Command not allowed inside a transaction")
+    transaction = client.transaction
+    transaction.size += sum(len(arg) for arg in args)
+    if transaction.size > client.server.options.client_query_buffer_limit:  # memory per client stays bounded
+        log.warning("Closing client %d (%s): its transaction reached the query buffer limit", client.id,
+                    client.address)
+        client.close_after_reply = True
+        return b""
+    transaction.commands.append(args)
+    return QUEUED
+
+
+@command("multi", 1, "noscript loading stale fast allow_busy")
+def multi_command(client: Client, args: list[bytes]) -> bytes:
+    if client.transaction is not None:
+        raise CommandError("ERR MULTI calls can not be nested")
+    client.transaction = Transaction()
+    return OK
+
+
+@command("exec", 1, "noscript loading stale skip_slowlog")
+def exec_command(client: Client, args: list[bytes]) -> bytes:
+    transaction = client.transaction
+    if transaction is None:
+        raise CommandError("ERR EXEC without MULTI")
+    # 1. Leave MULTI first, so that the queued commands run instead of queueing again.
+    client.transaction = None
+    touched = client.watched_key_touched or watched_key_expired(client)
+    unwatch_all(client)
+    # 2. A refused command, or a change to a WATCHed key, and nothing runs.
+    if transaction.refused:
+        return error_reply("EXECABORT Transaction discarded because of previous errors.")
+    if touched:
+        return RESP3_NULL if client.protocol == 3 else RESP2_NULL_ARRAY
+    # 3. Run the queue. Each command's error takes its place in the array; the others still run.
+    reply_mode, client.reply_mode = client.reply_mode, REPLY_ON  # CLIENT REPLY silences EXEC's reply as a whole
+    replies = b"".join(execute(client, args) for args in transaction.commands)
+    client.reply_mode = reply_mode
+    client.last_command = "exec"
+    return b"*%d\r\n%s" % (len(transaction.commands), replies)
+
+
+@command("discard", 1, "noscript loading stale fast allow_busy")
+def discard_command(client: Client, args: list[bytes]) -> bytes:
+    if client.transaction is None:
+        raise CommandError("ERR DISCARD without MULTI")
+    client.transaction = None
+    unwatch_all(client)
+    return OK
+
+
+@command("watch", -2, "noscript loading stale fast allow_busy")
+def watch_command(client: Client, args: list[bytes]) -> bytes:
+    keys = args[1:]
+    if client.transaction is not None:
+        raise CommandError("ERR WATCH inside MULTI is not allowed")
+    if client.watched_key_touched:
+        return OK  # EXEC will fail anyway: no need to watch more
+    db = client.db
+    for key in keys:
+        if (db.index, key) not in client.watched:
+            watched = WatchedKey(client, db, key, expired=db.is_expired(key))
+            client.watched[db.index, key] = watched
+            db.watched_keys.setdefault(key, {})[client] = watched
+    return OK
+
+
+@command("unwatch", 1, "noscript loading stale fast allow_busy")
+def unwatch_command(client: Client, args: list[bytes]) -> bytes:
+    unwatch_all(client)
+    return OK
+
+
+def unwatch_all(client: Client) -> None:
+    """Forget every key the client WATCHes, and that one of them changed."""
+    for watched in client.watched.values():
+        watchers = watched.db.watched_keys[watched.key]
+        del watchers[client]
+        if not watchers:
+            del watched.db.watched_keys[watched.key]
+    client.watched = {}
+    client.watched_key_touched = False
+
+
+def touch_watched_key(db: Database, key: bytes) -> None:
+    """key changed in db: the EXEC of every client that WATCHes it will fail (Redis's touchWatchedKey)."""
+    for watched in list(db.watched_keys.get(key, {}).values()):
+        if watched.expired and not db.is_stored(key):
+            watched.expired = False  # an expired key is gone at last: it was absent, it still is
+            continue
+        unwatch_all(watched.client)  # no need to keep watching: EXEC will fail
+        watched.client.watched_key_touched = True
+
+
+def touch_all_watched_keys(emptied: Database, replaced_with: Database | None) -> None:
+    """FLUSHDB (replaced_with None) or SWAPDB is about to empty a database: touch the WATCHed keys that change.
+
+    A WATCHed key changes if it is there now, or if the database that takes
+    this one's place has it. Expired keys count as absent, as in Redis's
+    touchAllWatchedKeysInDb().
+    """
+    for key, watchers in list(emptied.watched_keys.items()):
+        in_emptied = emptied.is_stored(key)
+        in_replacement = replaced_with is not None and replaced_with.is_stored(key)
+        if not (in_emptied or in_replacement):
+            continue
+        for watched in list(watchers.values()):
+            if watched.expired:
+                if not in_replacement:
+                    watched.expired = False  # the expired key is deleted: no change
+                    continue
+                if replaced_with.is_expired(key):
+                    continue  # an expired key replaced by another: still absent
+            elif not in_emptied and replaced_with.is_expired(key):
+                watched.expired = True  # no key replaced by an expired one: still absent
+                continue
+            watched.client.watched_key_touched = True
+
+
+def watched_key_expired(client: Client) -> bool:
+    """Whether a key that was there at WATCH has expired since, though nothing deleted it yet."""
+    return any(not watched.expired and watched.db.is_expired(watched.key) for watched in client.watched.values())
+
+
+# =============================================================================
+# Chapter 8. Access control: passwords, protected mode, idle clients
+# =============================================================================
+#
+# Whoever reaches the port can run any command, FLUSHALL included, so Redis
+# guards the door twice. Protected mode, on by default: while there is no
+# password, only clients on this machine (127.0.0.1 and ::1) are served, and
+# anyone else gets one -DENIED line saying what to do, then is disconnected.
+# And a password (requirepass): a new connection may only AUTH, HELLO ... AUTH,
+# QUIT or RESET until it has given it; every other command gets -NOAUTH. Since
+# Redis 6 these are ACL users; requirepass is the password of "default", the
+# user every connection starts as, and the only user this server has.
+#
+# A password check must not leak the password through its timing: a comparison
+# that stops at the first differing byte answers sooner the fewer leading bytes
+# are right, which lets an attacker guess a byte at a time. Like Redis, this
+# server compares SHA-256 digests in time that does not depend on where they
+# differ (hmac.compare_digest). Passwords are never logged, and CLIENT LIST
+# shows only the name of the last command.
+#
+# The last guard is against clients that connect and go quiet: each holds a
+# file descriptor and its buffers. With --timeout N, the server's cron closes
+# any client idle for more than N seconds, as Redis's clientsCron does.
+
+
+WRONGPASS = "WRONGPASS invalid username-password pair or user is disabled."
+
+
+def password_digest(password: str) -> bytes | None:
+    """What the server keeps of a password: its SHA-256 digest, or None for no password ("")."""
+    return hashlib.sha256(password.encode("utf-8", "surrogateescape")).digest() if password else None
+
+
+def authenticate(client: Client, username: bytes, password: bytes) -> None:
+    """Log the client in as username, or fail with WRONGPASS (Redis's ACLAuthenticateUser, for one user)."""
+    expected = client.server.password_digest
+    # With no password, "default" accepts any (Redis's nopass). Either way, compare in constant time.
+    if username != b"default" or not (expected is None or hmac.compare_digest(hashlib.sha256(password).digest(),
+                                                                              expected)):
+        raise CommandError(WRONGPASS)
+    client.authenticated = True
+
+
+@command("auth", -2, "noscript loading stale fast no_auth allow_busy")
+def auth_command(client: Client, args: list[bytes]) -> bytes:
+    # AUTH password, or AUTH username password (Redis 6+).
+    if len(args) > 3:
+        raise CommandError(SYNTAX_ERROR)
+    if len(args) == 2:
+        if client.server.password_digest is None:
+            raise CommandError("ERR AUTH <password> called without any password configured for the default user. "
+                               "Are you sure your configuration is correct?")
+        username, password = b"default", args[1]
+    else:
+        username, password = args[1], args[2]
+    authenticate(client, username, password)
+    return OK
+
+
+def protected_mode_refuses(server: Server, host: str) -> bool:
+    """Whether protected mode turns this client away: no password, and not on this machine."""
+    return server.options.protected_mode == "yes" and server.password_digest is None and host not in LOCAL_HOSTS
+
+
+LOCAL_HOSTS = ("127.0.0.1", "::1")  # Redis's islocalClient(): all of 127/8 is loopback, but only these count
+
+
+def warn_if_exposed(server: Server) -> None:
+    """At startup: say so when clients from other machines can connect and no password is set."""
+    exposed = [sock.getsockname()[0] for sock in server.listener.sockets if sock.getsockname()[0] not in LOCAL_HOSTS]
+    if not exposed or server.password_digest is not None:
+        return
+    if server.options.protected_mode == "yes":
+        log.warning("WARNING: listening on %s with no password: protected mode turns away every client that is not "
+                    "on this machine. Set --requirepass to serve them.", ", ".join(exposed))
+    else:
+        log.warning("WARNING: listening on %s with no password and protected mode off: anyone who can reach this "
+                    "port can read and change every key. Set --requirepass.", ", ".join(exposed))
+
+
+def close_idle_clients(server: Server) -> None:
+    """Close the clients idle for longer than --timeout seconds (0: never), from the server's cron."""
+    timeout = server.options.timeout
+    if not timeout:
+        return
+    now = time.monotonic()
+    for client in server.clients:
+        if now - client.last_interaction > timeout and not client.transport.is_closing():
+            log.info("Closing idle client %d (%s)", client.id, client.address)
+            client.transport.close()
+
+
+# =============================================================================
+# Chapter 9. Startup and shutdown
 # =============================================================================
 #
 # Startup happens in Redis's order: read the configuration, make sure the
@@ -1431,7 +1753,7 @@ class Server:
 
     def __init__(self, options: argparse.Namespace) -> None:
         self.options = options
-        self.pubsub = PubSub()  # channels, patterns and who listens to them (chapter 8)
+        self.pubsub = PubSub()  # channels, patterns and who listens to them (chapter 10)
         self.keyspace = Keyspace(pubsub=self.pubsub)
         self.running_client: Client | None = None  # the client whose requests are running, if any
         self.monitors: list[Client] = []  # the clients that sent MONITOR (Appendix C)
@@ -1445,6 +1767,8 @@ class Server:
         self.changes_at_last_save = 0  # keyspace.changes() when the last snapshot was saved or loaded
         self.commands_processed = 0
         self.connections_received = 0
+        self.rejected_connections = 0  # turned away: over maxclients, or by protected mode
+        self.password_digest = password_digest(options.requirepass)  # the default user's; None: no password
         self.listener: asyncio.Server | None = None  # serve() opens it
         self.exit_code: asyncio.Future[int] | None = None  # set by shutdown() once the server may exit
         self.stopping = False  # shutdown() has saved (or was told not to): no command may run any more
@@ -1467,6 +1791,7 @@ class Server:
 
     def client_disconnected(self, client: Client) -> None:
         self.clients.remove(client)
+        unwatch_all(client)
         stop_listening(client)
 
     def database(self, index_arg: bytes) -> Database:
@@ -1542,6 +1867,7 @@ class Server:
     def schedule_active_expiry(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.active_expiry_enabled:
             self.keyspace.active_expire_cycle()
+        close_idle_clients(self)
         loop.call_later(1 / CONFIG_DEFAULT_HZ, self.schedule_active_expiry, loop)
 
 
@@ -1557,6 +1883,12 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
                         help="addresses to listen on (default 127.0.0.1; use 0.0.0.0 to listen on every interface)")
     parser.add_argument("--dir", default=".", help="directory of the snapshot file (default: current directory)")
     parser.add_argument("--dbfilename", default="dump.json", help="snapshot file name (default dump.json)")
+    parser.add_argument("--requirepass", default="", metavar="PASSWORD",
+                        help="the password every client must give (AUTH) before any other command (default: none)")
+    parser.add_argument("--protected-mode", choices=["yes", "no"], default="yes",
+                        help="while there is no password, serve only clients on this machine (default yes)")
+    parser.add_argument("--timeout", type=int, default=0, metavar="SECONDS",
+                        help="close a client idle for this long (default 0: never)")
     parser.add_argument("--loglevel", choices=list(LOG_LEVELS), default="notice", help="log verbosity (default notice)")
     parser.add_argument("--enable-debug-command", choices=["no", "yes", "local"], default="local",
                         help="who may use DEBUG, which can block the server: local connections only by default")
@@ -1604,6 +1936,7 @@ async def serve(server: Server, ready: Callable[[], None] = lambda: None) -> int
     log.info("Educational Redis Clone %s (Redis %s compatible), pid %d, ready to accept connections on %s, "
              "persisting to %s", SERVER_VERSION, REDIS_VERSION, os.getpid(), addresses,
              os.path.abspath(server.dump_path))
+    warn_if_exposed(server)
     ready()
 
     exit_code = await server.exit_code
@@ -1646,7 +1979,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # =============================================================================
-# Chapter 8. Pub/Sub: messages nobody asked for
+# Chapter 10. Pub/Sub: messages nobody asked for
 # =============================================================================
 #
 # Everything so far is request and reply: a client asks, the server answers,
@@ -1842,13 +2175,13 @@ SUBSCRIBED_MODE_COMMANDS = {"ping", "subscribe", "ssubscribe", "unsubscribe", "s
                             "punsubscribe", "quit", "reset"}
 
 
-def refuse_in_context(client: Client, entry: Command) -> bytes | None:
-    """The error for a command this client may not run in its mode (subscribed, or MONITOR), or None."""
+def refuse_in_context(client: Client, entry: Command) -> str | None:
+    """Why this client may not run the command in its mode (subscribed, or MONITOR), or None if it may."""
     if client.monitoring and {"write", "readonly", "may_replicate"} & set(entry.flags):
-        return error_reply("ERR Replica can't interact with the keyspace")  # a monitor counts as a replica
+        return "ERR Replica can't interact with the keyspace"  # a monitor counts as a replica
     if client.protocol == 2 and (client.channels or client.patterns) and entry.name not in SUBSCRIBED_MODE_COMMANDS:
-        return error_reply(f"ERR Can't execute '{entry.name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT "
-                           "/ RESET are allowed in this context")
+        return (f"ERR Can't execute '{entry.name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET "
+                "are allowed in this context")
     return None
 
 
@@ -2529,7 +2862,22 @@ def _is_hex(text: bytes) -> bool:
 
 # --- Error messages -------------------------------------------------------------
 
-def unknown_command_error(args: list[bytes]) -> bytes:
+# What protected mode (chapter 8) tells a client from another machine, word for word, typos included.
+PROTECTED_MODE_DENIED = (
+    b"-DENIED Redis is running in protected mode because protected mode is enabled and no password is set for the "
+    b"default user. In this mode connections are only accepted from the loopback interface. If you want to connect "
+    b"from external computers to Redis you may adopt one of the following solutions: 1) Just disable protected mode "
+    b"sending the command 'CONFIG SET protected-mode no' from the loopback interface by connecting to Redis from the "
+    b"same host the server is running, however MAKE SURE Redis is not publicly accessible from internet if you do so. "
+    b"Use CONFIG REWRITE to make this change permanent. 2) Alternatively you can just disable the protected mode by "
+    b"editing the Redis configuration file, and setting the protected mode option to 'no', and then restarting the "
+    b"server. 3) If you started the server manually just for testing, restart it with the '--protected-mode no' "
+    b"option. 4) Setup a an authentication password for the default user. NOTE: You only need to do one of the above "
+    b"things in order for the server to start accepting connections from the outside.\r\n"
+)
+
+
+def unknown_command_error(args: list[bytes]) -> str:
     # Redis quotes the arguments as C strings (up to a NUL byte), ~128 chars in all.
     quoted = ""
     for arg in args[1:]:
@@ -2537,7 +2885,7 @@ def unknown_command_error(args: list[bytes]) -> bytes:
             break
         quoted += "'" + c_string(arg)[: 128 - len(quoted)] + "' "
     name = c_string(args[0])[:128]
-    return error_reply(f"ERR unknown command '{name}', with args beginning with: {quoted}")
+    return f"ERR unknown command '{name}', with args beginning with: {quoted}"
 
 
 def text(value: bytes) -> str:
@@ -2985,7 +3333,23 @@ def map_reply(client: Client, pairs: list[tuple[bytes, bytes]]) -> bytes:
                             body)
 
 
-@command("hello", -1, "fast")
+@command("reset", 1, "noscript loading stale fast no_auth allow_busy")
+def reset_command(client: Client, args: list[bytes]) -> bytes:
+    # Back to the state of a new connection, as Redis's clearClientConnectionState(): out of MULTI,
+    # nothing WATCHed, database 0, RESP2, no name, no subscriptions, replies on.
+    client.transaction = None
+    unwatch_all(client)
+    client.db = client.server.keyspace.databases[0]
+    client.set_protocol(2)
+    client.name = b""
+    client.authenticated = client.server.password_digest is None
+    stop_listening(client)  # no channel, no pattern, no MONITOR (chapter 10)
+    if client.reply_mode != REPLY_SKIP:  # CLIENT REPLY OFF ends; a SKIP still skips this reply
+        client.reply_mode = REPLY_ON
+    return simple_string("RESET")
+
+
+@command("hello", -1, "noscript loading stale fast no_auth allow_busy")
 def hello_command(client: Client, args: list[bytes]) -> bytes:
     protocol = client.protocol
     if len(args) > 1:
@@ -2999,15 +3363,18 @@ def hello_command(client: Client, args: list[bytes]) -> bytes:
     while i < len(args):
         option = args[i].upper()
         if option == b"AUTH" and i + 2 < len(args):
-            # No users or passwords exist yet: everyone is the "default" user.
-            if args[i + 1] != b"default":
-                raise CommandError("WRONGPASS invalid username-password pair or user is disabled.")
+            username, password = args[i + 1], args[i + 2]
+            authenticate(client, username, password)
             i += 3
         elif option == b"SETNAME" and i + 1 < len(args):
             name = check_client_name(args[i + 1])
             i += 2
         else:
             raise CommandError(f"ERR Syntax error in HELLO option '{c_string(args[i])}'")
+    if not client.authenticated and client.server.password_digest is not None:
+        raise CommandError("NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+                           "HELLO AUTH <user> <pass> option can be used to authenticate the client and select "
+                           "the RESP protocol version at the same time")
     if name is not None:
         client.name = name
     client.set_protocol(protocol)
@@ -3066,18 +3433,25 @@ def text_reply(client: Client, text: bytes) -> bytes:
 
 def client_list_line(client: Client) -> bytes:
     """One line of CLIENT LIST and CLIENT INFO, with Redis 7.0's fields (0 for those this server does not track)."""
-    age = int(time.monotonic() - client.created)
+    now = time.monotonic()
+    connection = client.connection
+    query_buffer = connection.parser.pending_size if connection else 0  # received, not parsed into a command yet
+    output = connection.replies.size + client.transport.get_write_buffer_size() if connection else 0  # unsent
+    transaction = client.transaction
+    queued, queued_size = (-1, 0) if transaction is None else (len(transaction.commands), transaction.size)
     return (f"id={client.id} addr={client.address} laddr={client.server.address} fd=0 name={text(client.name)} "
-            f"age={age} idle=0 flags={client_flags(client)} db={client.db.index} sub={len(client.channels)} "
-            f"psub={len(client.patterns)} ssub=0 multi=-1 qbuf=0 qbuf-free=0 "
-            f"argv-mem=0 multi-mem=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default "
-            f"redir=-1 resp={client.protocol} lib-name={text(client.library.get(b'lib-name', b''))} "
+            f"age={int(now - client.created)} idle={int(now - client.last_interaction)} flags={client_flags(client)} "
+            f"db={client.db.index} sub={len(client.channels)} psub={len(client.patterns)} ssub=0 multi={queued} "
+            f"qbuf={query_buffer} qbuf-free=0 argv-mem=0 multi-mem={queued_size} "
+            f"obl=0 oll=0 omem={output} tot-mem={query_buffer + output} events=r cmd={client.last_command} "
+            f"user=default redir=-1 resp={client.protocol} lib-name={text(client.library.get(b'lib-name', b''))} "
             f"lib-ver={text(client.library.get(b'lib-ver', b''))}").encode()
 
 
 def client_flags(client: Client) -> str:
-    """CLIENT LIST's flags: O for a monitor, P for a subscriber, N for neither."""
-    return ("O" if client.monitoring else "") + ("P" if client.channels or client.patterns else "") or "N"
+    """CLIENT LIST's flags, in Redis's order: O a monitor, P a subscriber, x inside MULTI; N for none of them."""
+    flags = ("O" if client.monitoring else "") + ("P" if client.channels or client.patterns else "")
+    return flags + ("x" if client.transaction is not None else "") or "N"
 
 
 @command("client|info", 2, "")
@@ -3322,6 +3696,14 @@ PUBSUB_HELP = [
 ]
 
 
+container("acl")
+
+
+@command("acl|whoami", 2, "noscript loading stale")
+def acl_whoami_command(client: Client, args: list[bytes]) -> bytes:
+    return bulk(b"default")  # the one user this server has (chapter 8)
+
+
 # --- INFO and CONFIG ------------------------------------------------------------
 
 def info_text(server: Server, sections: set[str]) -> str:
@@ -3357,6 +3739,7 @@ def info_text(server: Server, sections: set[str]) -> str:
         "stats": {
             "total_connections_received": str(server.connections_received),
             "total_commands_processed": str(server.commands_processed),
+            "rejected_connections": str(server.rejected_connections),
             "expired_keys": str(server.keyspace.expired_count()),
         },
         "replication": {"role": "master", "connected_slaves": "0"},
@@ -3550,7 +3933,10 @@ class CommandDocs:
 
 
 COMMAND_DOCS: dict[str, CommandDocs] = {
+    "acl": CommandDocs("server", "6.0.0", "A container for Access List Control commands "),
+    "acl|whoami": CommandDocs("server", "6.0.0", "Return the name of the user associated to the current connection"),
     "append": CommandDocs("string", "2.0.0", "Append a value to a key", "key value", keys=(1, 1, 1)),
+    "auth": CommandDocs("connection", "1.0.0", "Authenticate to the server", "[username] password"),
     "client": CommandDocs("connection", "2.4.0", "A container for client connection commands"),
     "client|getname": CommandDocs("connection", "2.6.9", "Get the current connection name"),
     "client|id": CommandDocs("connection", "5.0.0", "Returns the client ID for the current connection"),
@@ -3588,7 +3974,9 @@ COMMAND_DOCS: dict[str, CommandDocs] = {
     "decrby": CommandDocs("string", "1.0.0", "Decrement the integer value of a key by the given number",
         "key decrement", keys=(1, 1, 1)),
     "del": CommandDocs("keyspace", "1.0.0", "Delete a key", "key [key ...]", keys=(1, -1, 1)),
+    "discard": CommandDocs("transactions", "2.0.0", "Discard all commands issued after MULTI"),
     "echo": CommandDocs("connection", "1.0.0", "Echo the given string", "message"),
+    "exec": CommandDocs("transactions", "1.2.0", "Execute all commands issued after MULTI"),
     "exists": CommandDocs("keyspace", "1.0.0", "Determine if a key exists", "key [key ...]", keys=(1, -1, 1)),
     "expire": CommandDocs("keyspace", "1.0.0", "Set a key's time to live in seconds",
         "key seconds [NX|XX|GT|LT]", keys=(1, 1, 1)),
@@ -3624,6 +4012,7 @@ COMMAND_DOCS: dict[str, CommandDocs] = {
         "key value [key value ...]", keys=(1, -1, 2)),
     "msetnx": CommandDocs("string", "1.0.1", "Set multiple keys to multiple values, only if none of the keys exist",
         "key value [key value ...]", keys=(1, -1, 2)),
+    "multi": CommandDocs("transactions", "1.2.0", "Mark the start of a transaction block"),
     "object": CommandDocs("keyspace", "2.2.3", "A container for object introspection commands"),
     "object|encoding": CommandDocs("keyspace", "1.0.0", "Inspect the internal encoding of a Redis object",
         "key", keys=(2, 2, 1)),
@@ -3658,6 +4047,7 @@ COMMAND_DOCS: dict[str, CommandDocs] = {
     "rename": CommandDocs("keyspace", "1.0.0", "Rename a key", "key newkey", keys=(1, 2, 1)),
     "renamenx": CommandDocs("keyspace", "1.0.0", "Rename a key, only if the new key does not exist",
         "key newkey", keys=(1, 2, 1)),
+    "reset": CommandDocs("connection", "6.2.0", "Reset the connection"),
     "save": CommandDocs("server", "1.0.0", "Synchronously save the dataset to disk"),
     "scan": CommandDocs("keyspace", "2.8.0", "Incrementally iterate the keys space",
         "cursor [MATCH pattern] [COUNT count] [TYPE type]"),
@@ -3688,6 +4078,9 @@ COMMAND_DOCS: dict[str, CommandDocs] = {
     "unsubscribe": CommandDocs("pubsub", "2.0.0", "Stop listening for messages posted to the given channels",
         "[channel [channel ...]]"),
     "unlink": CommandDocs("keyspace", "4.0.0", "Delete a key asynchronously in another thread",
+        "key [key ...]", keys=(1, -1, 1)),
+    "unwatch": CommandDocs("transactions", "2.2.0", "Forget about all watched keys"),
+    "watch": CommandDocs("transactions", "2.2.0", "Watch the given keys to determine execution of the MULTI/EXEC block",
         "key [key ...]", keys=(1, -1, 1)),
 }
 
@@ -3832,7 +4225,7 @@ class BeforeSleepSelector(selectors.DefaultSelector):
             self.flush()
 
     def queue_push(self, connection: ClientConnection) -> None:
-        """A message pushed to a client (chapter 8): always written before the loop sleeps, with the others.
+        """A message pushed to a client (chapter 10): always written before the loop sleeps, with the others.
 
         The client that published is still running its requests, so there is
         always something to batch with; one PUBLISH pipeline of a thousand

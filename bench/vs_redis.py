@@ -3,6 +3,7 @@
     python bench/vs_redis.py              # about three minutes
     python bench/vs_redis.py -n 200000    # more requests per test, steadier figures
     /usr/bin/python3 bench/vs_redis.py    # the servers run under the script's interpreter: here Debian's optimised one
+    python bench/vs_redis.py --persistence    # only SET with the append-only file off, everysec, always
 
 The servers run pinned to one core and redis-benchmark to another (taskset, where
 available), with persistence off in Redis. The tests run interleaved, A B A B, for
@@ -13,6 +14,10 @@ server can do, joins the same rounds of the one-client and pipelined PING, SET
 and GET tests, to show how much of the gap to Redis asyncio itself accounts
 for. Then memory per key, snapshot save and load times, and startup time. The
 last line is the geometric mean of the throughput ratios this/redis.
+
+--persistence runs only the persistence tradeoff instead: SET at -c 50 -P 16 and
+-c 50 against this server and redis-server with the append-only file off, fsynced
+every second and fsynced before every reply, their files on the disk.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import csv
 import io
 import os
 import platform
+import re
 import shutil
 import socket
 import statistics
@@ -45,6 +51,16 @@ CONFIGS = [
 # The tests bench/bare_asyncio.py also runs: the commands it knows, where asyncio's ceiling matters most.
 BARE_TESTS, BARE_LABELS = {"ping_mbulk", "set", "get"}, {PIPELINED, "-c 1"}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# --persistence: SET with the append-only file off, fsynced every second, fsynced before every reply.
+AOF_MODES = [("no AOF", ["--appendonly", "no"]), ("everysec", ["--appendonly", "yes", "--appendfsync", "everysec"]),
+             ("always", ["--appendonly", "yes", "--appendfsync", "always"])]
+AOF_CONFIGS = [(PIPELINED, ["-c", "50", "-P", "16"], 4.0), (UNPIPELINED, ["-c", "50"], 1.0)]
+THIS_SERVER_HELP = subprocess.run([sys.executable, str(ROOT / "server.py"), "--help"],
+                                  capture_output=True, text=True, timeout=60).stdout
+# The append-only file and the save rules come with issue 13 (branches `aof` and `bgsave`). Until this
+# server has them, its AOF rows read n/a; once it has save rules they are turned off, as they are in Redis.
+THIS_HAS_AOF = re.search(r"--appendonly\b", THIS_SERVER_HELP) is not None
+THIS_NO_SAVE_RULES = ["--save", ""] if re.search(r"--save\b", THIS_SERVER_HELP) else []
 
 
 def pinned(core: str, command: list[str]) -> list[str]:
@@ -80,16 +96,16 @@ class Server:
         wait_for_pong(port)
 
     @classmethod
-    def ours(cls, directory: str, port: int | None = None) -> Server:
+    def ours(cls, directory: str, port: int | None = None, flags: list[str] = ()) -> Server:
         port = port or free_port()
         return cls("this", [sys.executable, str(ROOT / "server.py"), "--port", str(port), "--dir", directory,
-                            "--loglevel", "warning"], port)
+                            "--loglevel", "warning", *THIS_NO_SAVE_RULES, *flags], port)
 
     @classmethod
-    def redis(cls, directory: str) -> Server:
+    def redis(cls, directory: str, flags: list[str] = ()) -> Server:
         port = free_port()
         return cls("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", directory], port)
+                             "--appendonly", "no", "--dir", directory, *flags], port)
 
     @classmethod
     def bare(cls) -> Server:
@@ -243,6 +259,69 @@ def persistence(args: argparse.Namespace) -> None:
     print(f"  startup to first PONG, no snapshot: {statistics.median(startups) * 1000:.0f} ms (median of 5)")
 
 
+def filesystem_of(directory: str) -> str:
+    """The type of the filesystem holding directory, from /proc/mounts (the longest mount point above it)."""
+    path, best, kind = os.path.realpath(directory), "", "unknown"
+    try:
+        for line in Path("/proc/mounts").read_text().splitlines():
+            _, mount_point, fs_type = line.split()[:3]
+            inside = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
+            if inside and len(mount_point) >= len(best):
+                best, kind = mount_point, fs_type
+    except OSError:
+        pass
+    return kind
+
+
+def persistence_tradeoff(args: argparse.Namespace) -> None:
+    """SET throughput with the AOF off, everysec and always, this server beside redis-server, same flags."""
+    with tempfile.TemporaryDirectory(dir=args.dir) as directory:
+        fs_type = filesystem_of(directory)
+        print(f"Persistence tradeoff: redis-benchmark -t set; both servers keep their files in {directory} "
+              f"({fs_type}{', in memory: fsync costs nothing there' if fs_type == 'tmpfs' else ', on the disk'})")
+        servers: dict[tuple[str, str], Server] = {}
+        try:
+            for mode, flags in AOF_MODES:
+                for kind in ("this", "redis"):
+                    home = os.path.join(directory, f"{kind}-{mode.replace(' ', '-')}")
+                    os.mkdir(home)
+                    if kind == "redis":
+                        servers[kind, mode] = Server.redis(home, flags)
+                    elif THIS_HAS_AOF or mode == "no AOF":
+                        servers[kind, mode] = Server.ours(home, flags=flags if THIS_HAS_AOF else [])
+            rps: dict[tuple[str, str, str], float] = {}  # (kind, mode, label) -> median requests/s
+            print(f"{'test':<20}{'appendonly':<12}{'this req/s':>12}{'redis req/s':>13}{'this/redis':>12}")
+            for label, flags, share in AOF_CONFIGS:
+                results: dict[tuple[str, str], list[float]] = {key: [] for key in servers}
+                for _ in range(args.rounds):
+                    for key, server in servers.items():  # interleaved, every mode and server in each round
+                        results[key].append(run_benchmark(server, flags, "set", int(args.requests * share))["rps"])
+                for mode, _ in AOF_MODES:
+                    for kind in ("this", "redis"):
+                        if (kind, mode) in results:
+                            rps[kind, mode, label] = statistics.median(results[kind, mode])
+                    this, theirs = rps.get(("this", mode, label)), rps["redis", mode, label]
+                    print(f"{'SET ' + label:<20}{mode:<12}{f'{this:,.0f}' if this else 'n/a':>12}{theirs:>13,.0f}"
+                          f"{f'{this / theirs:.2f}' if this else 'n/a':>12}", flush=True)
+        finally:
+            for server in servers.values():
+                server.stop()
+
+    def ratio(numerator: float | None, denominator: float | None) -> str:
+        return f"{numerator / denominator:.2f}" if numerator and denominator else "n/a"
+
+    labels = [label for label, _, _ in AOF_CONFIGS]
+    print("\nthis everysec / this no AOF (target >= 0.8): "
+          + "   ".join(f"{label} {ratio(rps.get(('this', 'everysec', label)), rps.get(('this', 'no AOF', label)))}"
+                       for label in labels))
+    print("this always / redis always (target >= 0.8):  "
+          + "   ".join(f"{label} {ratio(rps.get(('this', 'always', label)), rps[('redis', 'always', label)])}"
+                       for label in labels))
+    print("redis everysec / redis no AOF, for scale:    "
+          + "   ".join(f"{label} {ratio(rps[('redis', 'everysec', label)], rps[('redis', 'no AOF', label)])}"
+                       for label in labels))
+
+
 def describe_machine() -> str:
     model = "unknown CPU"
     try:
@@ -265,6 +344,11 @@ def main() -> int:
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "memory", "persistence"])
     parser.add_argument("--only", nargs="*", default=[], metavar="WORD",
                         help='run only the throughput tests whose name contains a word: --only mset "-P 16"')
+    parser.add_argument("--persistence", action="store_true",
+                        help="run only the persistence tradeoff: SET with appendonly off, everysec and always")
+    parser.add_argument("--dir", default=None,
+                        help="where --persistence makes its temporary directory (default: the system's, "
+                             "which should be on a disk, not tmpfs)")
     args = parser.parse_args()
     for tool in ("redis-server", "redis-benchmark"):
         if shutil.which(tool) is None:
@@ -273,6 +357,9 @@ def main() -> int:
     print(describe_machine())
     print(f"servers pinned to core {SERVER_CORE}, redis-benchmark to core {CLIENT_CORE}; "
           f"median of {args.rounds} interleaved rounds\n")
+    if args.persistence:
+        persistence_tradeoff(args)
+        return 0
     ratios = []
     if "throughput" not in args.skip:
         with tempfile.TemporaryDirectory() as directory:
