@@ -131,6 +131,7 @@ class Client:
         self.patterns: dict[bytes, None] = {}  # the patterns it subscribed to
         self.pushed: list[bytes] = []  # messages for it that arrived while it ran a command: they precede its reply
         self.monitoring = False  # MONITOR: every command run is streamed to it (Appendix C)
+        self.running_transaction = False  # EXEC is running its queue (chapter 7)
         self.reply_mode = REPLY_ON  # CLIENT REPLY ON, OFF or SKIP (Appendix C)
         self.soft_limit_since = 0.0  # when its output first went over the soft limit, 0 if under it (Appendix E)
 
@@ -605,13 +606,13 @@ def execute(client: Client, args: list[bytes]) -> bytes:
         client.last_command = entry.name
     arity = entry.arity
     if (len(args) != arity) if arity > 0 else (len(args) < -arity):
-        return refuse(client, f"ERR wrong number of arguments for '{entry.name}' command")
+        return refuse(client, f"ERR wrong number of arguments for '{entry.name}' command", entry)
     if not client.authenticated and client.server.password_digest is not None and "no_auth" not in entry.flags:
-        return refuse(client, "NOAUTH Authentication required.")  # chapter 8
-    if client.channels or client.patterns or client.monitoring:  # a subscriber or a monitor may run only some
-        refusal = refuse_in_context(client, entry)
+        return refuse(client, "NOAUTH Authentication required.", entry)  # chapter 8
+    if (client.channels or client.patterns or client.monitoring) and not client.running_transaction:
+        refusal = refuse_in_context(client, entry)  # a subscriber or a monitor may run only some (chapter 10)
         if refusal is not None:
-            return refuse(client, refusal)
+            return refuse(client, refusal, entry)
     if client.transaction is not None and entry.name not in RUN_INSIDE_MULTI:
         return silenced(client, queue_command(client, entry, args))
     try:
@@ -631,12 +632,17 @@ def execute(client: Client, args: list[bytes]) -> bytes:
     return reply
 
 
-def refuse(client: Client, message: str) -> bytes:
+def refuse(client: Client, message: str, entry: Command | None = None) -> bytes:
     """The error reply to a request refused before it could run; inside MULTI it dooms the transaction too.
 
-    Under CLIENT REPLY OFF or SKIP it is dropped, like any reply (Appendix C).
+    A refused EXEC ends the transaction, saying why (Redis's execCommandAbort()).
+    Under CLIENT REPLY OFF or SKIP the error is dropped, like any reply (Appendix C).
     """
-    if client.transaction is not None:
+    if entry is not None and entry.name == "exec":
+        client.transaction = None
+        unwatch_all(client)
+        message = "EXECABORT Transaction discarded because of: " + message.removeprefix("ERR ")
+    elif client.transaction is not None:
         client.transaction.refused = True  # EXEC will run none of it (Redis's flagTransaction)
     return silenced(client, error_reply(message))
 
@@ -1542,9 +1548,13 @@ def exec_command(client: Client, args: list[bytes]) -> bytes:
     if touched:
         return RESP3_NULL if client.protocol == 3 else RESP2_NULL_ARRAY
     # 3. Run the queue. Each command's error takes its place in the array; the others still run.
-    reply_mode, client.reply_mode = client.reply_mode, REPLY_ON  # CLIENT REPLY silences EXEC's reply as a whole
-    replies = b"".join(execute(client, args) for args in transaction.commands)
-    client.reply_mode = reply_mode
+    # CLIENT REPLY silences EXEC's reply as a whole, and a command that was checked when it was
+    # queued is not refused now because the transaction subscribed (chapter 10).
+    reply_mode, client.reply_mode, client.running_transaction = client.reply_mode, REPLY_ON, True
+    try:
+        replies = b"".join(execute(client, args) for args in transaction.commands)
+    finally:
+        client.reply_mode, client.running_transaction = reply_mode, False
     client.last_command = "exec"
     return b"*%d\r\n%s" % (len(transaction.commands), replies)
 

@@ -86,6 +86,21 @@ SCRIPTS: dict[str, list[Step]] = {
         ("p", 1, "PUBLISH", "", "empty"), ("s", 1), ("p", 1, "PUBSUB", "NUMSUB", ""), ("p", 1, "PUBLISH", "zz", "\0"),
         ("s", 1), ("s", 1, "PING"),
     ],
+    "transactions and subscribed mode": [
+        ("c", 1, "EXEC", "x"), ("c", 1, "MULTI"), ("c", 1, "EXEC", "x"), ("c", 1, "EXEC"), ("c", 1, "SUBSCRIBE", "s"),
+        ("c", 1, "EXEC"), ("c", 1, "MULTI"), ("c", 1, "UNSUBSCRIBE"), ("c", 1, "MULTI"), ("c", 1, "SUBSCRIBE", "q"),
+        # The message to itself sits inside EXEC's array, before PUBLISH's reply, as in Redis: so the array's
+        # three items end before SET's +OK, which reads as a fourth reply.
+        ("c", 1, "PUBLISH", "q", "to myself"), ("c", 1, "SET", "k", "v"), ("c", 2, "EXEC"), ("c", 1, "EXEC"),
+        ("c", 1, "RESET"), ("c", 1, "PUBSUB", "NUMSUB", "q"),
+        ("c", 0, "CLIENT", "REPLY", "OFF"), ("c", 0, "MULTI"), ("c", 0, "SET", "k", "v"), ("c", 0, "EXEC"),
+        ("c", 1, "CLIENT", "REPLY", "ON"), ("c", 0, "CLIENT", "REPLY", "SKIP"), ("c", 0, "RESET"),
+        ("c", 1, "PING", "x"),
+        ("c", -1, "HELLO", "3"), ("c", 1, "SUBSCRIBE", "r"), ("c", 1, "CONFIG", "SET", "notify-keyspace-events", "KA"),
+        ("c", 1, "PSUBSCRIBE", "__keyspace@0__:*"), ("c", 1, "MULTI"), ("c", 1, "SET", "k", "2"),
+        ("c", 1, "PUBLISH", "r", "m"), ("c", 1, "EXEC"), ("c", 1, "RESET"),
+        ("c", 1, "PING"), ("c", 1, "CONFIG", "SET", "notify-keyspace-events", ""),
+    ],
     "client reply": [
         ("c", 1, "CLIENT", "REPLY"), ("c", 1, "CLIENT", "REPLY", "maybe"), ("c", 1, "CLIENT", "REPLY", "ON"),
         ("c", 0, "CLIENT", "REPLY", "SKIP"), ("c", 0, "SET", "k", "skipped"), ("c", 1, "GET", "k"),
@@ -268,6 +283,25 @@ def test_monitor_shows_what_redis_shows(server, real_redis, tmp_path):
     theirs = monitor_lines(real_redis.port, MONITORED)
     assert ours == theirs
     assert (b"0", b'"SET" "k" "v"') in ours
+
+
+def test_reset_ends_monitor_and_subscriptions(server):
+    monitor, other = RawConnection(server.port), RawConnection(server.port)
+    try:
+        monitor.call("MONITOR")
+        monitor.call("SUBSCRIBE", "c")  # a monitor may subscribe too
+        assert monitor.read_reply().endswith(b'"SUBSCRIBE" "c"\r\n')  # its own command, after the reply
+        assert monitor.call("RESET") == b"+RESET\r\n"
+        other.call("SET", "k", "v")
+        assert other.call("PUBLISH", "c", "m") == b":0\r\n"
+        assert monitor.call("PING") == b"+PONG\r\n"  # no monitor line before it, and none after
+        other.call("ECHO", "x")
+        monitor.sock.settimeout(0.1)
+        with pytest.raises((TimeoutError, socket.timeout)):
+            monitor.read_reply()
+    finally:
+        monitor.close()
+        other.close()
 
 
 def test_client_kill_by_id_address_and_type(server):
