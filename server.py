@@ -1728,6 +1728,8 @@ def close_idle_clients(server: Server) -> None:
         return
     now = time.monotonic()
     for client in server.clients:
+        if client.channels or client.patterns or client.monitoring:
+            continue  # it waits for the server to speak, not the other way round: Redis spares it too (chapter 10)
         if now - client.last_interaction > timeout and not client.transport.is_closing():
             log.info("Closing idle client %d (%s)", client.id, client.address)
             client.transport.close()

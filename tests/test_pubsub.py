@@ -578,3 +578,17 @@ def test_client_py_subscribe_and_monitor_print_what_arrives(server):
     finally:
         subscriber.terminate(force=True)
         monitor.terminate(force=True)
+
+
+def test_an_idle_subscriber_is_not_closed_by_timeout(start_server):
+    process = start_server("--timeout", "1")
+    subscriber, idle = RawConnection(process.port), RawConnection(process.port)
+    subscriber.call("SUBSCRIBE", "quiet")
+    idle.call("PING")
+    idle.sock.settimeout(0.05)
+    assert wait_until(idle.is_closed_by_server, timeout=10)  # the plain idle client goes after a second
+    publisher = RawConnection(process.port)
+    assert publisher.call("PUBLISH", "quiet", "still here?") == b":1\r\n"
+    assert cli.parse_reply(subscriber.read_reply())[0] == [b"message", b"quiet", b"still here?"]
+    for connection in (subscriber, idle, publisher):
+        connection.close()
