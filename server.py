@@ -3753,6 +3753,9 @@ def info_text(server: Server, sections: set[str]) -> str:
             "total_commands_processed": str(server.commands_processed),
             "rejected_connections": str(server.rejected_connections),
             "expired_keys": str(server.keyspace.expired_count()),
+            "pubsub_channels": str(len(server.pubsub.channels)),  # channels with a subscriber
+            "pubsub_patterns": str(len(server.pubsub.patterns)),
+            "pubsubshard_channels": "0",
         },
         "replication": {"role": "master", "connected_slaves": "0"},
         "cluster": {"cluster_enabled": "0"},

@@ -592,3 +592,14 @@ def test_an_idle_subscriber_is_not_closed_by_timeout(start_server):
     assert cli.parse_reply(subscriber.read_reply())[0] == [b"message", b"quiet", b"still here?"]
     for connection in (subscriber, idle, publisher):
         connection.close()
+
+
+def test_info_counts_channels_and_patterns(r, server):
+    subscriber = RawConnection(server.port)
+    subscriber.call("SUBSCRIBE", "a", "b")
+    subscriber.call("PSUBSCRIBE", "p*")
+    try:
+        stats = r.info("stats")
+        assert (stats["pubsub_channels"], stats["pubsub_patterns"], stats["pubsubshard_channels"]) == (2, 1, 0)
+    finally:
+        subscriber.close()
