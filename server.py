@@ -2915,18 +2915,29 @@ def c_string(value: bytes) -> str:
 def repr_bytes(value: bytes) -> bytes:
     """Bytes in double quotes, escaped as C would write them: how MONITOR (and redis-cli) show an argument.
 
-    >>> repr_bytes(b'say "hi"\\n\\x00\\xff')
-    b'"say \\\\"hi\\\\"\\\\n\\\\x00\\\\xff"'
+    A backslash or a quote is escaped, the five control bytes C has names for
+    are \\n, \\r, \\t, \\a and \\b, printable ASCII stays itself, and any other byte
+    becomes \\xHH, as Redis's sdscatrepr() writes them.
+
+    >>> print(repr_bytes(b'say "hi"\\n\\x07\\x00\\xff').decode())
+    "say \\"hi\\"\\n\\a\\x00\\xff"
     """
-    return b'"%s"' % b"".join([REPR_ESCAPES[byte] for byte in value])
+    # Python's unicode_escape codec writes all of that but \a, \b and \", in C: each byte read as
+    # the character of the same number (latin-1) comes out as Redis writes it. A MB at a time, so a
+    # large value costs its escaped copy, and not several more on the way.
+    pieces = [b'"']
+    for start in range(0, len(value), REPR_CHUNK):
+        escaped = value[start : start + REPR_CHUNK].decode("latin-1").encode("unicode_escape")
+        pieces.append(C_ESCAPES.sub(lambda match: C_NAMED_ESCAPES.get(match[0], match[0]), escaped))
+    pieces.append(b'"')
+    return b"".join(pieces)
 
 
-# What each byte becomes: a backslash or quote escaped, the five control bytes C has names for (\\n...),
-# printable ASCII as itself, any other byte as \xHH.
-REPR_NAMED = {ord("\\"): b"\\\\", ord('"'): b'\\"', ord("\n"): b"\\n", ord("\r"): b"\\r", ord("\t"): b"\\t",
-              ord("\a"): b"\\a", ord("\b"): b"\\b"}
-REPR_ESCAPES = [REPR_NAMED.get(byte) or (bytes([byte]) if 0x20 <= byte < 0x7F else b"\\x%02x" % byte)
-                for byte in range(256)]
+REPR_CHUNK = 1024 * 1024
+# In unicode_escape's output: an escaped backslash (skipped over whole, so that \\x07 is a backslash
+# and "x07"), the two control bytes C names but Python does not, and the quote Python leaves bare.
+C_ESCAPES = re.compile(rb'\\\\|\\x0[78]|"')
+C_NAMED_ESCAPES = {b"\\x07": b"\\a", b"\\x08": b"\\b", b'"': b'\\"'}
 
 
 # --- Settings in Redis's notation ---------------------------------------------
