@@ -1770,6 +1770,8 @@ class Server:
         self.running_client: Client | None = None  # the client whose requests are running, if any
         self.monitors: list[Client] = []  # the clients that sent MONITOR (Appendix C)
         self.output_limits = dict(CLIENT_OUTPUT_BUFFER_LIMITS)  # client-output-buffer-limit (Appendix E)
+        for name, setting in CONFIG_SETTERS.items():  # --notify-keyspace-events, --client-output-buffer-limit
+            setting.apply(self, setting.read(getattr(options, name.replace("-", "_")).encode()))
         self.clients: list[Client] = []
         self.client_ids = itertools.count(1)
         self.port = options.port
@@ -1919,9 +1921,19 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
                              "(default 10000)")
     parser.add_argument("--tcp-backlog", type=int, default=CONFIG_DEFAULT_TCP_BACKLOG, metavar="N",
                         help="connections the kernel queues until the server accepts them (default 511)")
+    parser.add_argument("--notify-keyspace-events", default="", metavar="CLASSES",
+                        help="keyspace events to publish, in Redis's letters, such as KEA (default: none)")
+    parser.add_argument("--client-output-buffer-limit", default="", metavar="LIMITS",
+                        help="disconnect a subscriber over these limits of unsent output (default: "
+                             "'pubsub 32mb 8mb 60': 32 MB, or 8 MB for 60 seconds)")
     options = parser.parse_args(argv)
     if options.maxclients < 1:
         parser.error("--maxclients must be at least 1")
+    for name in CONFIG_SETTERS:  # read as CONFIG SET reads them
+        try:
+            CONFIG_SETTERS[name].read(getattr(options, name.replace("-", "_")).encode())
+        except ConfigValueError as error:
+            parser.error(f"--{name}: {error}")
     return options
 
 
@@ -3850,25 +3862,38 @@ def config_resetstat_command(client: Client, args: list[bytes]) -> bytes:
     reset_stats(client.server)
     return OK
 
-# CONFIG SET: a table of the settings that may change at runtime. Each setter
-# checks a value and returns what applies it, so that CONFIG SET applies all
-# of its settings or, if one is wrong, none (as Redis 7 does).
-ConfigSetter = Callable[["Server", bytes], Callable[[], None]]
+# CONFIG SET: a table of the settings that may change at runtime, each with
+# how its text is read and checked and how a value takes effect. CONFIG SET
+# reads every value before it applies any, so that it changes all of its
+# settings or, if one is wrong, none (as Redis 7 does). The same table reads
+# the settings given on the command line (--notify-keyspace-events...).
 
 
 class ConfigValueError(Exception):
     """A value CONFIG SET cannot take; the message says why, as Redis's setters do."""
 
 
-def set_notify_keyspace_events(server: Server, value: bytes) -> Callable[[], None]:
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """A setting CONFIG SET may change."""
+
+    read: Callable[[bytes], object]  # the value, checked; raises ConfigValueError
+    apply: Callable[[Server, object], None]  # makes a value read by read() take effect
+
+
+def read_notify_keyspace_events(value: bytes) -> int:
     flags = parse_keyspace_events(value)
     if flags is None:
         raise ConfigValueError("Invalid event class character. Use 'Ag$lshzxeKEtmdn'.")
-    return lambda: setattr(server.pubsub, "notify_flags", flags)
+    return flags
 
 
-def set_client_output_buffer_limit(server: Server, value: bytes) -> Callable[[], None]:
-    # Groups of four: <class> <hard limit> <soft limit> <soft seconds>; only the classes named change.
+def apply_notify_keyspace_events(server: Server, flags: int) -> None:
+    server.pubsub.notify_flags = flags
+
+
+def read_client_output_buffer_limit(value: bytes) -> dict[str, tuple[int, int, int]]:
+    """Groups of four, <class> <hard limit> <soft limit> <soft seconds>: the classes named, and their limits."""
     words = value.split()
     if len(words) % 4:
         raise ConfigValueError("Wrong number of arguments in buffer limit configuration.")
@@ -3881,12 +3906,16 @@ def set_client_output_buffer_limit(server: Server, value: bytes) -> Callable[[],
         if hard is None or soft is None or seconds is None or seconds < 0:
             raise ConfigValueError("Error in hard, soft or soft_seconds setting in buffer limit configuration.")
         limits["slave" if name == b"replica" else name.decode()] = (hard, soft, seconds)
-    return lambda: server.output_limits.update(limits)
+    return limits
 
 
-CONFIG_SETTERS: dict[str, ConfigSetter] = {
-    "notify-keyspace-events": set_notify_keyspace_events,
-    "client-output-buffer-limit": set_client_output_buffer_limit,
+def apply_client_output_buffer_limit(server: Server, limits: dict[str, tuple[int, int, int]]) -> None:
+    server.output_limits.update(limits)  # the classes not named keep their limits
+
+
+CONFIG_SETTERS: dict[str, Setting] = {
+    "notify-keyspace-events": Setting(read_notify_keyspace_events, apply_notify_keyspace_events),
+    "client-output-buffer-limit": Setting(read_client_output_buffer_limit, apply_client_output_buffer_limit),
 }
 
 
@@ -3905,11 +3934,11 @@ def config_set_command(client: Client, args: list[bytes]) -> bytes:
             raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{name}') - duplicate parameter")
         names.add(name)
         try:
-            changes.append(CONFIG_SETTERS[name](client.server, value))
+            changes.append((CONFIG_SETTERS[name], CONFIG_SETTERS[name].read(value)))
         except ConfigValueError as error:
             raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{name}') - {error}") from None
-    for change in changes:
-        change()
+    for setting, new_value in changes:
+        setting.apply(client.server, new_value)
     return OK
 
 

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -19,7 +20,7 @@ import time
 import pytest
 import redis
 import redis.asyncio
-from conftest import RawConnection, Responsiveness, wait_until
+from conftest import ROOT, RawConnection, Responsiveness, wait_until
 
 import client as cli
 
@@ -608,3 +609,16 @@ def test_info_counts_channels_and_patterns(r, server):
         assert (stats["pubsub_channels"], stats["pubsub_patterns"], stats["pubsubshard_channels"]) == (2, 1, 0)
     finally:
         subscriber.close()
+
+
+def test_settings_from_the_command_line(start_server, tmp_path):
+    process = start_server("--notify-keyspace-events", "KEA", "--client-output-buffer-limit", "pubsub 1mb 512kb 5")
+    r = redis.Redis(port=process.port)
+    assert r.config_get("notify-keyspace-events") == {"notify-keyspace-events": "AKE"}
+    assert r.config_get("client-output-buffer-limit") == {
+        "client-output-buffer-limit": "normal 0 0 0 slave 268435456 67108864 60 pubsub 1048576 524288 5"}
+    r.close()
+    result = subprocess.run([sys.executable, str(ROOT / "server.py"), "--notify-keyspace-events", "KQ"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "--notify-keyspace-events: Invalid event class character. Use 'Ag$lshzxeKEtmdn'." in result.stderr
