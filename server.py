@@ -3658,14 +3658,25 @@ def feed_monitors(client: Client, entry: Command, args: list[bytes]) -> bytes:
 
 
 def redacted_arguments(entry: Command, args: list[bytes]) -> list[bytes]:
-    """The arguments MONITOR may show: passwords (AUTH's arguments, HELLO's AUTH pair) become "(redacted)"."""
-    if entry.name == "auth":
+    """The arguments MONITOR may show: the passwords AUTH and HELLO read become "(redacted)".
+
+    As in Redis, only those the command got as far as reading: not the
+    arguments of an AUTH with too many, nor any after HELLO's first mistake.
+    """
+    if entry.name == "auth" and len(args) <= 3:
         return args[:1] + [b"(redacted)"] * (len(args) - 1)
-    if entry.name == "hello":
+    if entry.name == "hello" and len(args) > 1 and args[1] in (b"2", b"3"):
         args = list(args)
-        for i in range(2, len(args) - 2):
-            if args[i].lower() == b"auth":
+        i = 2
+        while i < len(args):
+            option, more = args[i].lower(), len(args) - 1 - i
+            if option == b"auth" and more >= 2:
                 args[i + 1] = args[i + 2] = b"(redacted)"
+                i += 3
+            elif option == b"setname" and more >= 1:
+                i += 2
+            else:
+                break
     return args
 
 

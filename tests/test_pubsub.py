@@ -271,8 +271,11 @@ def monitor_lines(port: int, commands: list[list[str]]) -> list[tuple[bytes, byt
 
 MONITORED = [
     ["SET", "k", "v"], ["SET", "q", 'a b"\\\x01\xff\n\t\r\x07\x08 \u00e9'], ["GET", "k"], ["FOO"], ["GET"],
-    ["SELECT", "1"], ["GET", "k"], ["INCR", "k"],
-    ["HELLO", "3", "AUTH", "default", "pw"], ["HELLO", "2"], ["CONFIG", "GET", "port"], ["CLIENT", "LIST"],
+    ["SELECT", "1"], ["GET", "k"], ["INCR", "k"], ["AUTH", "x"], ["AUTH", "a", "b"], ["AUTH", "a", "b", "c"],
+    ["ACL", "WHOAMI"], ["MULTI"], ["SET", "in", "multi"], ["GET", "in"], ["EXEC"], ["MULTI"], ["DISCARD"],
+    ["HELLO", "3", "AUTH", "default", "pw"], ["HELLO", "2"], ["HELLO", "4", "AUTH", "a", "b"],
+    ["HELLO", "3", "SETNAME", "n", "AUTH", "a", "b", "AUTH", "c"], ["HELLO", "3", "FOO", "AUTH", "a", "b"],
+    ["HELLO", "2", "AUTH", "default", "x", "SETNAME", "n"], ["CONFIG", "GET", "port"], ["CLIENT", "LIST"],
     ["CLIENT", "KILL", "ID", "99999"], ["CLIENT", "ID"], ["CLIENT", "SETNAME", "x"], ["SAVE"], ["PING"],
     ["SET", "k", "v", "EX", "100"], ["PUBLISH", "c", "m"], ["SUBSCRIBE", "c"], ["GET", "x"], ["UNSUBSCRIBE"],
     ["SELECT", "0"], ["MONITOR"],
