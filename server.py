@@ -2125,16 +2125,11 @@ class PubSub:
         receivers = 0
         subscribers = self.channels.get(channel)
         if subscribers:
-            # One encoding for every subscriber of each protocol: only the first byte differs.
-            body = b"$7\r\nmessage\r\n%s%s" % (bulk(channel), bulk(message))
-            for client in subscribers:
-                push(client, (b">3\r\n" if client.protocol == 3 else b"*3\r\n") + body)
+            push_to_all(subscribers, [b"message", channel, message])
             receivers += len(subscribers)
         for pattern, matches in self.pattern_matchers.items():
             if matches(channel):
-                body = b"$8\r\npmessage\r\n%s%s%s" % (bulk(pattern), bulk(channel), bulk(message))
-                for client in self.patterns[pattern]:
-                    push(client, (b">4\r\n" if client.protocol == 3 else b"*4\r\n") + body)
+                push_to_all(self.patterns[pattern], [b"pmessage", pattern, channel, message])
                 receivers += len(self.patterns[pattern])
         return receivers
 
@@ -2181,6 +2176,21 @@ def stop_listening(client: Client) -> None:
     if client.monitoring:
         client.monitoring = False
         client.server.monitors.remove(client)
+
+
+def push_to_all(subscribers: dict[Client, None], items: list[bytes]) -> None:
+    """Push one message, an array of bulk strings, to each subscriber.
+
+    It is encoded once per protocol (only the first byte differs), and every
+    subscriber's queue holds the same bytes object, as Redis shares one: a
+    large message sent to many subscribers costs its size once, not once each.
+    """
+    body = b"".join(bulk(item) for item in items)
+    frames: dict[int, bytes] = {}
+    for client in subscribers:
+        if client.protocol not in frames:
+            frames[client.protocol] = push_header(client, len(items)) + body
+        push(client, frames[client.protocol])
 
 
 def push_header(client: Client, length: int) -> bytes:

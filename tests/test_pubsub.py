@@ -507,6 +507,25 @@ def test_a_subscriber_that_never_reads_is_disconnected_and_memory_stays_bounded(
     stuck.close()
 
 
+def test_a_large_message_to_many_subscribers_is_held_once(start_server):
+    process = start_server()
+    before = process.memory()
+    subscribers = []
+    for _ in range(50):
+        subscriber = socket.create_connection(("127.0.0.1", process.port))
+        subscriber.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        subscriber.sendall(cli.encode_request([b"SUBSCRIBE", b"feed"]))
+        subscribers.append(subscriber)
+    publisher = RawConnection(process.port)
+    assert wait_until(lambda: publisher.call("PUBSUB", "NUMSUB", "feed").endswith(b":50\r\n"))
+    for _ in range(20):  # 1 GB of messages waiting, 20 MB for each subscriber: under its limit
+        assert publisher.call("PUBLISH", "feed", b"x" * 1_000_000) == b":50\r\n"
+    assert process.memory() - before < 200 * 1024 * 1024
+    publisher.close()
+    for subscriber in subscribers:
+        subscriber.close()
+
+
 def test_the_soft_limit_disconnects_after_its_seconds(start_server):
     process = start_server()
     control = RawConnection(process.port)
