@@ -756,6 +756,8 @@ class Database:
 
     def set(self, key: bytes, value: bytes | bytearray, keep_ttl: bool = False) -> None:
         """Store value under key. A new value forgets the old TTL unless keep_ttl (SET ... KEEPTTL)."""
+        if self.expires and key in self.expires and has_expired(self.expires[key], self.clock()):
+            self._expire(key)  # lazy expiry: the expired key goes first ("expired"), the value is a new key
         if key not in self.data:
             self.key_list.append(key)
             if self.pubsub.notify_flags & NOTIFY_NEW:

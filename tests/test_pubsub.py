@@ -219,6 +219,25 @@ def test_same_keyspace_events_as_redis(both, reset_settings, flags):
         assert ours_step == theirs_step
 
 
+def test_set_over_an_expired_key_makes_a_new_key(both, reset_settings):
+    events = []
+    for connection in both:
+        subscriber = RawConnection(connection.sock.getpeername()[1])
+        connection.call("CONFIG", "SET", "notify-keyspace-events", "Exn")
+        subscriber.call("PSUBSCRIBE", "__keyevent@0__:*")
+        subscriber.call("SUBSCRIBE", "end")
+        connection.call("SET", "k", "v", "PX", "1")
+        time.sleep(0.01)  # expired: deleted by the next look at it, or by active expiry before that
+        connection.call("SET", "k", "v2")
+        connection.call("PUBLISH", "end", "")
+        messages = []
+        while (message := cli.parse_reply(subscriber.read_reply())[0])[0] == b"pmessage":
+            messages.append(message[2])
+        events.append(messages)
+        subscriber.close()
+    assert events[0] == events[1] == [b"__keyevent@0__:" + event for event in (b"new", b"expired", b"new")]
+
+
 def test_expired_events_from_lazy_and_active_expiry(r, server):
     r.config_set("notify-keyspace-events", "Ex")
     pubsub = r.pubsub()
