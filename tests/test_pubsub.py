@@ -663,3 +663,15 @@ def test_settings_from_the_command_line(start_server, tmp_path):
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "--notify-keyspace-events: Invalid event class character. Use 'Ag$lshzxeKEtmdn'." in result.stderr
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_command_streams_send_the_same_events_as_redis(both, reset_settings, seed):
+    """test_against_redis.py's random streams, with every class of keyspace event on: the same events, in order."""
+    from test_against_redis import Generator
+
+    generator = Generator(seed)
+    commands = [generator.command() for _ in range(500)]
+    results = [event_messages(connection.sock.getpeername()[1], commands, "KEAn") for connection in both]
+    for ours, theirs in zip(*results, strict=True):
+        assert ours[2] == theirs[2], f"seed {seed}: events of {ours[0]!r}"
