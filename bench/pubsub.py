@@ -80,6 +80,7 @@ def main() -> int:
     print(f"PUBLISH of {PAYLOAD_BYTES} bytes by redis-benchmark -c 50; median of {args.rounds} interleaved rounds\n")
     print(f"{'subscribers':<12}{'flags':<10}{'this PUBLISH/s':>15}{'redis PUBLISH/s':>16}{'ratio':>7}"
           f"{'this msgs/s':>13}{'CPU us/msg this/redis':>24}")
+    lost_any = False
     with tempfile.TemporaryDirectory() as directory:
         servers = [Server.ours(directory), Server.redis(directory)]
         try:
@@ -106,12 +107,14 @@ def main() -> int:
                     lost = sum(expected - s.received for s in subscribers[server.name])
                     if lost:
                         print(f"  {server.name}: {lost} messages missing", file=sys.stderr)
+                        lost_any = True
                     for subscriber in subscribers[server.name]:
                         subscriber.close()
         finally:
             for server in servers:
                 server.stop()
-    return 0
+    print("every subscriber received every message" if not lost_any else "messages were lost")
+    return 1 if lost_any else 0
 
 
 if __name__ == "__main__":

@@ -675,3 +675,14 @@ def test_random_command_streams_send_the_same_events_as_redis(both, reset_settin
     results = [event_messages(connection.sock.getpeername()[1], commands, "KEAn") for connection in both]
     for ours, theirs in zip(*results, strict=True):
         assert ours[2] == theirs[2], f"seed {seed}: events of {ours[0]!r}"
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None or shutil.which("redis-benchmark") is None,
+                    reason="redis-server and redis-benchmark are not installed")
+def test_the_pubsub_benchmark_runs():
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "pubsub.py"), "-n", "2000", "--rounds", "1",
+                             "--subscribers", "2"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert ["2", "-c", "50"] in [row[:3] for row in rows] and ["2", "-P", "16"] in [row[:3] for row in rows]
+    assert "every subscriber received every message" in result.stdout
