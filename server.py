@@ -4333,10 +4333,11 @@ class BeforeSleepSelector(selectors.DefaultSelector):
 # A first reading can skip this appendix: it adds the protections that keep
 # one client from hurting the others. Its unsent replies are bounded
 # (PausingConnection, ReplyBuffer), and a subscriber that does not read its
-# messages is disconnected (client-output-buffer-limit); a web page that points a browser at
-# the server is turned away (POST and Host:); the number of clients fits the
-# file descriptors the process may open (maxclients); and failures that can
-# repeat as fast as a client or the OS likes are logged at most once a minute.
+# messages is disconnected (client-output-buffer-limit); a web page that
+# points a browser at the server is turned away (POST and Host:); the number
+# of clients fits the file descriptors the process may open (maxclients); and
+# failures that can repeat as fast as a client or the OS likes are logged at
+# most once a minute.
 #
 # Each connection holds a file descriptor, and the OS caps how many a process
 # may have open ("ulimit -n", often 1024). Past the cap, accept() fails and new
