@@ -635,6 +635,9 @@ def execute(client: Client, args: list[bytes]) -> bytes:
     arity = entry.arity
     if (len(args) != arity) if arity > 0 else (len(args) < -arity):
         return error_reply(f"ERR wrong number of arguments for '{entry.name}' command")
+    disk_error = client.server.disk_error  # a failed background save stops writes, and PING (chapter 7)
+    if disk_error is not None and ("write" in entry.flags or entry.name == "ping"):
+        return error_reply(disk_error)
     try:
         return entry.handler(client, args)
     except CommandError as error:
@@ -1061,7 +1064,16 @@ def flushdb_command(client: Client, args: list[bytes]) -> bytes:
 @command("flushall", -1, "write")
 def flushall_command(client: Client, args: list[bytes]) -> bytes:
     parse_flush_mode(args)
-    client.server.keyspace.flush()
+    server = client.server
+    server.keyspace.flush()
+    # As in Redis, a background save in progress is stopped (it would write the old data back), and
+    # with save rules on, the empty dataset is saved at once: a restart cannot bring the keys back.
+    server.child.kill(only="rdb")
+    if server.options.save:
+        try:
+            server.save()
+        except OSError as error:  # FLUSHALL itself has succeeded
+            log.warning("Failed saving the snapshot after FLUSHALL: %s", error)
     return OK
 
 
@@ -1321,10 +1333,17 @@ def save_command(client: Client, args: list[bytes]) -> bytes:
 
 @command("shutdown", -1, "admin noscript")
 def shutdown_command(client: Client, args: list[bytes]) -> bytes:
+    # SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]. Without save rules, only SAVE saves. FORCE exits even if
+    # the save fails. NOW skips the wait for replicas to catch up, and ABORT cancels that wait: with no
+    # replicas here there is never a wait, so NOW changes nothing and ABORT finds no shutdown to cancel.
     options = {arg.upper() for arg in args[1:]}
-    if not options <= {b"NOSAVE", b"SAVE"} or len(options) > 1:
+    if (not options <= {b"NOSAVE", b"SAVE", b"NOW", b"FORCE", b"ABORT"} or {b"NOSAVE", b"SAVE"} <= options
+            or (b"ABORT" in options and len(options) > 1)):
         raise CommandError(SYNTAX_ERROR)
-    if not client.server.shutdown(save=b"NOSAVE" not in options):
+    if b"ABORT" in options:
+        raise CommandError("ERR No shutdown in progress.")
+    save = True if b"SAVE" in options else False if b"NOSAVE" in options else None
+    if not client.server.shutdown(save, force=b"FORCE" in options):
         raise CommandError("ERR Errors trying to SHUTDOWN. Check logs.")  # the save failed: still serving
     client.close_after_reply = True  # run nothing more: a write now would miss the final snapshot
     return b""  # like Redis, the connection just closes
@@ -1505,9 +1524,28 @@ def _load_entries(keyspace: Keyspace, document_text: str) -> int:
 # The child must do its one job and vanish. It never runs the event loop
 # (its sockets are the parent's clients), and it leaves with os._exit(), not
 # sys.exit(): exit handlers, and buffers flushed twice, belong to the parent.
-# It closes its copy of the listening socket, so that a restart can listen on
-# the port even while an old child finishes. Where fork() does not exist, the
-# job runs in the foreground, and every client waits, as with SAVE.
+# It first closes every file it inherited but stdin, stdout and stderr: a
+# socket stays open while any process holds it, so a client the parent
+# disconnects would otherwise wait for the child to finish to see it closed,
+# and a restarted server could not listen on the port. Where fork() does not
+# exist, the job runs in the foreground, and every client waits, as with SAVE.
+#
+# When to save? Redis's answer is a list of save rules, "save <seconds>
+# <changes>": take a snapshot when at least <changes> writes have been made
+# and more than <seconds> have passed since the last save. The default,
+# "3600 1 300 100 60 10000", saves within an hour after any change, within
+# five minutes after 100, and within a minute after 10,000: the busier the
+# data, the less of it a crash can cost. The cron checks the rules ten times
+# a second (Server.save_if_due). A background save that fails is retried no
+# sooner than CONFIG_BGSAVE_RETRY_DELAY seconds later, not ten times a second.
+# --save "" turns the rules off: then the server saves only on SAVE, BGSAVE
+# and, if asked, SHUTDOWN SAVE.
+#
+# A failed background save (a full disk, a folder gone) is a silent danger:
+# clients go on writing data that will never reach the disk. So Redis, with
+# save rules on and stop-writes-on-bgsave-error yes (the default), refuses
+# every write command, and PING, with a -MISCONF error until a save succeeds;
+# reads go on. Whoever runs the server notices at once, not after a crash.
 
 
 class ChildStopped(BaseException):
@@ -1531,7 +1569,6 @@ class BackgroundChild:
         self.pid = 0
         self.started = 0.0  # time.time() of the fork
         self.on_done: Callable[[bool], None] = lambda success: None
-        self.listening_fds: list[int] = []  # serve() fills it: the child closes them
 
     def start(self, kind: str, work: Callable[[], None], on_done: Callable[[bool], None]) -> None:
         """Run work() in a forked child; on_done(success) runs in the parent once it exits. Raises OSError."""
@@ -1561,13 +1598,16 @@ class BackgroundChild:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole process group; the parent
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)  # decides, and kills this child when it exits
                 signal.signal(signal.SIGUSR1, stop_child)  # kill(): unwind, so that work() removes its temporary files
-            for fd in self.listening_fds:
-                os.close(fd)
+            os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the clients' sockets too: see the chapter's opening
+            for handler in logging.getLogger().handlers:
+                handler.setFormatter(log_formatter("C"))
             gc.disable()  # the collector would write to every container's header: copy-on-write for nothing
             work()
             exit_code = 0
         except ChildStopped:
             pass
+        except OSError as error:  # the disk is full, the folder is gone...: the error says it all
+            log.warning("Background job failed: %s", error)
         except BaseException:
             log.exception("Background job failed in the child process")
         finally:
@@ -1587,19 +1627,27 @@ class BackgroundChild:
         self.kind = None
         on_done(exit_code == 0)
 
-    def kill(self) -> None:
-        """End the running child, if any, and wait for it: its work is abandoned, and on_done is not called.
+    def kill(self, only: str | None = None) -> None:
+        """End the running child (of that kind only, if given) and wait for it: on_done is not called.
 
         The child removes its temporary files on its way out (ChildStopped
         unwinds through work()), so the caller has nothing to clean up.
         """
-        if self.kind is None:
+        if self.kind is None or only not in (None, self.kind):
             return
         log.warning("There is a child %s process (pid %d). Killing it!", self.kind, self.pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGUSR1)  # Redis's signal for "stop, this is no error"
         os.waitpid(self.pid, 0)
         self.kind = None
+
+
+CONFIG_BGSAVE_RETRY_DELAY = 5  # seconds between the save rules' tries after a failed background save
+MISCONF_RDB = (
+    "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk. "
+    "Commands that may modify the data set are disabled, because this instance is configured to report errors "
+    "during writes if RDB snapshotting fails (stop-writes-on-bgsave-error option). Please check the Redis logs "
+    "for details about the RDB error.")
 
 
 @command("bgsave", -1, "admin noscript")
@@ -1645,7 +1693,13 @@ def bgsave_command(client: Client, args: list[bytes]) -> bytes:
 
 
 SHUTDOWN_FLUSH_TIMEOUT = 2.0  # seconds to let replies in flight reach their clients
+LOG_FORMAT = "%(process)d:{role} %(asctime)s.%(msecs)03d * %(message)s"  # Redis's: pid, role, time, message
 LOG_LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "notice": logging.INFO, "warning": logging.WARNING}
+
+
+def log_formatter(role: str) -> logging.Formatter:
+    """Log lines as Redis writes them; role is M for the server, C for a child process (chapter 7)."""
+    return logging.Formatter(LOG_FORMAT.format(role=role), datefmt="%d %b %Y %H:%M:%S")
 
 
 class Server:
@@ -1663,10 +1717,12 @@ class Server:
         self.changes_at_last_save = 0  # keyspace.changes() when the last snapshot was saved or loaded
         self.child = BackgroundChild()  # the BGSAVE (or BGREWRITEAOF) child process, when one runs
         self.last_bgsave_ok = True  # did the last background save succeed? (INFO's rdb_last_bgsave_status)
-        self.last_bgsave_try = 0.0  # time.time() of the last BGSAVE's fork
+        self.last_bgsave_try = 0  # Unix time of the last BGSAVE's fork
+        self.disk_error: str | None = None  # why write commands are refused (MISCONF), if they are: check_disk()
         self.last_bgsave_seconds = -1  # how long the last background save took
         self.bgsave_scheduled = False  # BGSAVE SCHEDULE: start one as soon as no child runs
         self.rdb_saves = 0  # SAVE and BGSAVE runs since startup (INFO's rdb_saves)
+        self.keys_loaded = 0  # from the snapshot, at startup
         self.commands_processed = 0
         self.connections_received = 0
         self.listener: asyncio.Server | None = None  # serve() opens it
@@ -1721,6 +1777,16 @@ class Server:
         self.changes_at_last_save = changes
         self.last_save = int(time.time())
         self.last_bgsave_ok = True  # as in Redis, a good SAVE also ends the MISCONF refusal of writes
+        self.check_disk()
+
+    def check_disk(self) -> None:
+        """Set disk_error, which execute() answers write commands with (Redis's writeCommandsDeniedByDiskError).
+
+        Call it after anything it depends on changes: the last background
+        save's outcome, the save rules, stop-writes-on-bgsave-error.
+        """
+        refuse = not self.last_bgsave_ok and self.options.save and self.options.stop_writes_on_bgsave_error == "yes"
+        self.disk_error = MISCONF_RDB if refuse else None
 
     def background_save(self) -> None:
         """Redis's rdbSaveBackground: fork a child that writes the snapshot; the cron hears how it went.
@@ -1728,18 +1794,19 @@ class Server:
         Raises OSError if the fork fails. The caller checks that no child runs.
         """
         self.rdb_saves += 1
-        self.last_bgsave_try = time.time()
-        on_done = functools.partial(self.background_save_done, self.keyspace.changes(), time.time())
+        self.last_bgsave_try = int(time.time())
+        on_done = functools.partial(self.background_save_done, self.keyspace.changes(), self.last_bgsave_try)
         try:
             self.child.start("rdb", self.write_snapshot, on_done)
         except OSError as error:
             self.last_bgsave_ok = False
+            self.check_disk()
             log.warning("Can't save in background: fork: %s", error.strerror or error)
             raise
         if self.child.kind == "rdb":  # else there is no fork(), and the save has already run
             log.info("Background saving started by pid %d", self.child.pid)
 
-    def background_save_done(self, changes: int, started: float, success: bool) -> None:
+    def background_save_done(self, changes: int, started: int, success: bool) -> None:
         """The BGSAVE child has exited (Redis's backgroundSaveDoneHandler)."""
         if success:
             log.info("Background saving terminated with success")
@@ -1747,7 +1814,22 @@ class Server:
         else:
             log.warning("Background saving error")
             self.last_bgsave_ok = False
-        self.last_bgsave_seconds = int(time.time() - started)
+            self.check_disk()
+        self.last_bgsave_seconds = int(time.time()) - started
+
+    def may_try_bgsave(self, now: int) -> bool:
+        """After a failed background save, the next try waits CONFIG_BGSAVE_RETRY_DELAY seconds."""
+        return self.last_bgsave_ok or now - self.last_bgsave_try > CONFIG_BGSAVE_RETRY_DELAY
+
+    def save_if_due(self, now: int) -> None:
+        """Start a background save if a save rule says so (Redis's serverCron; chapter 7 explains the rules)."""
+        changes = self.keyspace.changes() - self.changes_at_last_save
+        for seconds, enough_changes in self.options.save:
+            if changes >= enough_changes and now - self.last_save > seconds and self.may_try_bgsave(now):
+                log.info("%d changes in %d seconds. Saving...", enough_changes, seconds)
+                with contextlib.suppress(OSError):  # logged, and tried again after the retry delay
+                    self.background_save()
+                return
 
     def load(self) -> None:
         """Load the snapshot if there is one. A snapshot that fails to load raises DumpError."""
@@ -1756,25 +1838,29 @@ class Server:
             return
         started = time.perf_counter()
         count = load_snapshot(self.keyspace, self.dump_path)
+        self.keys_loaded = count
         self.changes_at_last_save = self.keyspace.changes()  # loading is no change to save
         log.info("DB loaded from disk: %d keys in %.3f seconds (%s)", count, time.perf_counter() - started,
                  self.dump_path)
 
-    def shutdown(self, save: bool, force: bool = False) -> bool:
+    def shutdown(self, save: bool | None = None, force: bool = False) -> bool:
         """Save the final snapshot, then stop serving; if the save fails, log why and return False, still serving.
 
-        Redis's prepareForShutdown(), in its order: the save comes first, while
-        everything still runs, so a failed save leaves the server as it was.
-        After a good save, every connection is closed before this returns: no
-        command can run after the save, so none can be lost. force (a second
-        signal) exits even if the save fails again, with exit code 1.
+        Redis's prepareForShutdown(), in its order: a background save is
+        stopped, then the final save comes, while everything still runs, so a
+        failed save leaves the server as it was. After a good save, every
+        connection is closed before this returns: no command can run after the
+        save, so none can be lost. save: True saves (SHUTDOWN SAVE), False
+        does not (NOSAVE), None saves if there are save rules (plain SHUTDOWN,
+        SIGTERM). force (SHUTDOWN FORCE, a second signal) exits even if the
+        save fails, with exit code 1.
         """
         if self.exit_code.done():
             return True  # already on the way out
         log.warning("User requested shutdown...")
-        self.child.kill()  # a background save would race the final one, and is not needed after it
+        self.child.kill()  # its snapshot would race the final one, and would be older
         exit_code = 0
-        if save:
+        if save or (save is None and self.options.save):
             log.info("Saving the final snapshot before exiting.")
             try:
                 self.save()
@@ -1784,7 +1870,7 @@ class Server:
                     log.warning("Error trying to save the DB, can't exit.")
                     log.warning("Errors trying to shut down the server. Check the logs for more information.")
                     return False
-                log.warning("Exiting anyway, on a second signal: every change since the last successful save is lost.")
+                log.warning("Exiting anyway: every change since the last successful save is lost.")
                 exit_code = 1
         log.info("No new connections; closing %d client(s)", len(self.clients))
         self.stopping = True
@@ -1797,20 +1883,23 @@ class Server:
 
     def signal_received(self, name: str) -> None:
         log.warning("Received %s scheduling shutdown...", name)
-        if not self.shutdown(save=True, force=self.signal_shutdown_failed):
+        if not self.shutdown(force=self.signal_shutdown_failed):
             self.signal_shutdown_failed = True
 
     def cron(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Redis's serverCron, CONFIG_DEFAULT_HZ times a second: active expiry, and the background child."""
+        """Redis's serverCron, CONFIG_DEFAULT_HZ times a second: active expiry, the background child, save rules."""
+        loop.call_later(1 / CONFIG_DEFAULT_HZ, self.cron, loop)  # first, so that no error below can stop the cron
         if self.active_expiry_enabled:
             self.keyspace.active_expire_cycle()
+        now = int(time.time())
         if self.child.kind is not None:
             self.child.poll()
-        elif self.bgsave_scheduled:
-            self.bgsave_scheduled = False
-            with contextlib.suppress(OSError):  # logged; BGSAVE SCHEDULE has long been answered
+        else:
+            self.save_if_due(now)
+        if self.bgsave_scheduled and self.child.kind is None and self.may_try_bgsave(now):
+            with contextlib.suppress(OSError):  # logged; BGSAVE SCHEDULE was answered long ago
                 self.background_save()
-        loop.call_later(1 / CONFIG_DEFAULT_HZ, self.cron, loop)
+                self.bgsave_scheduled = False
 
 
 def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -1825,6 +1914,11 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
                         help="addresses to listen on (default 127.0.0.1; use 0.0.0.0 to listen on every interface)")
     parser.add_argument("--dir", default=".", help="directory of the snapshot file (default: current directory)")
     parser.add_argument("--dbfilename", default="dump.json", help="snapshot file name (default dump.json)")
+    parser.add_argument("--save", nargs="+", default=["3600 1 300 100 60 10000"], metavar="SECONDS CHANGES",
+                        help='save rules: a background save after CHANGES writes and SECONDS seconds, '
+                             'pairs as in Redis (default "3600 1 300 100 60 10000"; "" for none)')
+    parser.add_argument("--stop-writes-on-bgsave-error", choices=["yes", "no"], default="yes",
+                        help="refuse writes with -MISCONF while the last background save failed (default yes)")
     parser.add_argument("--loglevel", choices=list(LOG_LEVELS), default="notice", help="log verbosity (default notice)")
     parser.add_argument("--enable-debug-command", choices=["no", "yes", "local"], default="local",
                         help="who may use DEBUG, which can block the server: local connections only by default")
@@ -1843,6 +1937,10 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     options = parser.parse_args(argv)
     if options.maxclients < 1:
         parser.error("--maxclients must be at least 1")
+    try:
+        options.save = parse_save_rules(" ".join(options.save).encode())  # --save 60 1, or --save "60 1"
+    except ConfigError as error:
+        parser.error(f"--save: {error}")
     return options
 
 
@@ -1863,7 +1961,6 @@ async def serve(server: Server, ready: Callable[[], None] = lambda: None) -> int
     if threading.current_thread() is threading.main_thread():  # only there can a process handle signals
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, server.signal_received, signal.Signals(signum).name)
-    server.child.listening_fds = [sock.fileno() for sock in server.listener.sockets]
     loop.call_later(1 / CONFIG_DEFAULT_HZ, server.cron, loop)
     addresses = ", ".join(f"{sock.getsockname()[0]}:{sock.getsockname()[1]}" for sock in server.listener.sockets)
     log.info("Educational Redis Clone %s (Redis %s compatible), pid %d, ready to accept connections on %s, "
@@ -1889,8 +1986,8 @@ def new_event_loop(server: Server) -> asyncio.AbstractEventLoop:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
-    logging.basicConfig(level=LOG_LEVELS[options.loglevel], stream=sys.stdout,
-                        format=f"{os.getpid()}:M %(asctime)s.%(msecs)03d * %(message)s", datefmt="%d %b %Y %H:%M:%S")
+    logging.basicConfig(level=LOG_LEVELS[options.loglevel], stream=sys.stdout)
+    logging.getLogger().handlers[0].setFormatter(log_formatter("M"))
     options.maxclients = adjust_open_files_limit(options.maxclients)
     if options.maxclients < 1:
         return 1
@@ -2974,13 +3071,7 @@ def info_text(server: Server, sections: set[str]) -> str:
         },
         "clients": {"connected_clients": str(len(server.clients)), "blocked_clients": "0"},
         "memory": {"used_memory": str(memory), "used_memory_rss": str(memory), "maxmemory": "0"},
-        "persistence": {
-            "loading": "0",
-            "rdb_changes_since_last_save": str(server.keyspace.changes() - server.changes_at_last_save),
-            "rdb_bgsave_in_progress": "0",
-            "rdb_last_save_time": str(server.last_save),
-            "aof_enabled": "0",
-        },
+        "persistence": persistence_info(server),
         "stats": {
             "total_connections_received": str(server.connections_received),
             "total_commands_processed": str(server.commands_processed),
@@ -2999,6 +3090,43 @@ def info_text(server: Server, sections: set[str]) -> str:
         f"# {name.capitalize()}\r\n" + "".join(f"{key}:{value}\r\n" for key, value in values.items())
         for name, values in fields.items() if name in sections
     )
+
+
+def persistence_info(server: Server) -> dict[str, str]:
+    """INFO's persistence section, with Redis 7.0's fields in its order (0 or -1 for what is not tracked)."""
+    saving = server.child.kind == "rdb"
+    return {
+        "loading": "0",  # the snapshot is loaded before the server listens: no client ever sees it loading
+        "async_loading": "0",
+        "current_cow_peak": "0",
+        "current_cow_size": "0",
+        "current_cow_size_age": "0",
+        "current_fork_perc": "0.00",
+        "current_save_keys_processed": "0",
+        "current_save_keys_total": "0",
+        "rdb_changes_since_last_save": str(server.keyspace.changes() - server.changes_at_last_save),
+        "rdb_bgsave_in_progress": "1" if saving else "0",
+        "rdb_last_save_time": str(server.last_save),
+        "rdb_last_bgsave_status": "ok" if server.last_bgsave_ok else "err",
+        "rdb_last_bgsave_time_sec": str(server.last_bgsave_seconds),
+        "rdb_current_bgsave_time_sec": str(int(time.time()) - int(server.child.started)) if saving else "-1",
+        "rdb_saves": str(server.rdb_saves),
+        "rdb_last_cow_size": "0",
+        "rdb_last_load_keys_expired": "0",
+        "rdb_last_load_keys_loaded": str(server.keys_loaded),
+        "aof_enabled": "0",
+        "aof_rewrite_in_progress": "0",
+        "aof_rewrite_scheduled": "0",
+        "aof_last_rewrite_time_sec": "-1",
+        "aof_current_rewrite_time_sec": "-1",
+        "aof_last_bgrewrite_status": "ok",
+        "aof_rewrites": "0",
+        "aof_rewrites_consecutive_failures": "0",
+        "aof_last_write_status": "ok",
+        "aof_last_cow_size": "0",
+        "module_fork_in_progress": "0",
+        "module_fork_last_cow_size": "0",
+    }
 
 
 def resident_memory_bytes() -> int:
@@ -3030,7 +3158,8 @@ def config_values(server: Server) -> dict[str, str]:
         "loglevel": server.options.loglevel,
         "databases": str(DATABASES),
         "hz": str(CONFIG_DEFAULT_HZ),
-        "save": "",  # no periodic snapshots: SAVE and shutdown only
+        "save": " ".join(f"{seconds} {changes}" for seconds, changes in server.options.save),
+        "stop-writes-on-bgsave-error": server.options.stop_writes_on_bgsave_error,
         "appendonly": "no",
         "proto-max-bulk-len": str(PROTO_MAX_BULK_LEN),
         "maxmemory": "0",
@@ -3064,6 +3193,114 @@ def config_get_command(client: Client, args: list[bytes]) -> bytes:
 def config_resetstat_command(client: Client, args: list[bytes]) -> bytes:
     reset_stats(client.server)
     return OK
+
+
+# CONFIG SET name value [name value ...] changes settings while the server
+# runs, all of them or none, as Redis 7 does: every name is checked first (an
+# unknown one, one CONFIG SET cannot change, or one given twice fails the
+# whole call, the first such error reported), then every value is read, then
+# they are all set, then each changed setting's apply function makes it take
+# effect. A value that does not read, or an apply function that fails, leaves
+# every setting as it was.
+
+
+class ConfigError(Exception):
+    """Why a setting refuses a value, in Redis's words ("argument must be 'yes' or 'no'")."""
+
+
+@dataclass(frozen=True, slots=True)
+class Parameter:
+    """A setting CONFIG SET can change: where its value lives, how its text is read, and what applies it."""
+
+    attribute: str  # the attribute of server.options that holds the value
+    parse: Callable[[bytes], object]  # the value as server.options holds it; raises ConfigError
+    apply: Callable[[Server], None] | None = None  # runs after a change; a ConfigError from it undoes the call
+
+
+def parse_yes_no(value: bytes) -> str:
+    """A yes/no setting, in any case (Redis's yesnotoi)."""
+    if value.lower() not in (b"yes", b"no"):
+        raise ConfigError("argument must be 'yes' or 'no'")
+    return value.lower().decode()
+
+
+def parse_save_rules(value: bytes) -> list[tuple[int, int]]:
+    """ "3600 1 300 100" as [(3600, 1), (300, 100)], read as Redis 7.0's setConfigSaveOption does.
+
+    Redis splits the text at every single space and reads each piece with
+    strtoll(): so "" is no rules, an empty piece reads as 0 (which a count of
+    changes may be, a number of seconds may not), and a number too large
+    stops at the largest a long long holds. The count of changes is then kept
+    in a C int, which keeps its low 32 bits.
+    """
+    pieces = value.split(b" ") if value else []
+    numbers = [C_STRTOLL.fullmatch(piece) for piece in pieces]
+    if len(pieces) % 2 or None in numbers:
+        raise ConfigError("Invalid save parameters")
+    values = [max(LLONG_MIN, min(LLONG_MAX, int(match[1] or b"0"))) for match in numbers]
+    seconds, changes = values[0::2], values[1::2]
+    if any(value < 1 for value in seconds) or any(value < 0 for value in changes):
+        raise ConfigError("Invalid save parameters")
+    return [(second, (change + 2**31) % 2**32 - 2**31) for second, change in zip(seconds, changes, strict=True)]
+
+
+C_STRTOLL = re.compile(rb"[ \t\n\v\f\r]*([+-]?[0-9]+)?")  # what strtoll() reads: spaces, a sign, digits
+
+SETTABLE_PARAMETERS: dict[str, Parameter] = {
+    "save": Parameter("save", parse_save_rules, apply=Server.check_disk),
+    "stop-writes-on-bgsave-error": Parameter("stop_writes_on_bgsave_error", parse_yes_no, apply=Server.check_disk),
+}
+
+
+@command("config|set", -4, "admin noscript")
+def config_set_command(client: Client, args: list[bytes]) -> bytes:
+    if len(args) % 2:
+        raise CommandError(SYNTAX_ERROR)
+    server = client.server
+    readable = config_values(server)
+    chosen: dict[str, tuple[Parameter, bytes]] = {}
+    for name_arg, value in zip(args[2::2], args[3::2], strict=True):
+        name = text(name_arg).lower()
+        if name not in SETTABLE_PARAMETERS and name not in readable:
+            raise CommandError(f"ERR Unknown option or number of arguments for CONFIG SET - '{c_string(name_arg)}'")
+        if name not in SETTABLE_PARAMETERS:  # CONFIG GET shows it, but this server cannot change it while running
+            raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{c_string(name_arg)}') - "
+                               "can't set immutable config")
+        if name in chosen:
+            raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{c_string(name_arg)}') - "
+                               "duplicate parameter")
+        chosen[name] = (SETTABLE_PARAMETERS[name], value)
+    new_values = {}
+    for name, (parameter, value) in chosen.items():
+        try:
+            new_values[name] = parameter.parse(value)
+        except ConfigError as error:
+            raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{name}') - {error}") from None
+    old_values = {name: getattr(server.options, parameter.attribute) for name, (parameter, _) in chosen.items()}
+    set_parameters(server, {name: parameter for name, (parameter, _) in chosen.items()}, new_values, old_values)
+    return OK
+
+
+def set_parameters(server: Server, parameters: dict[str, Parameter], new_values: dict[str, object],
+                   old_values: dict[str, object]) -> None:
+    """Set the new values and apply them; if an apply function fails, restore and re-apply the old values."""
+    for name, parameter in parameters.items():
+        setattr(server.options, parameter.attribute, new_values[name])
+    applied = []
+    for name, parameter in parameters.items():
+        if parameter.apply is None or parameter.apply in applied:
+            continue  # each apply function runs once, however many of its settings changed
+        try:
+            parameter.apply(server)
+        except ConfigError as error:
+            log.warning("Failed applying new configuration. Possibly related to new %s setting. "
+                        "Restoring previous settings.", name)
+            for other_name, other in parameters.items():
+                setattr(server.options, other.attribute, old_values[other_name])
+            for done in applied:
+                done(server)
+            raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{name}') - {error}") from None
+        applied.append(parameter.apply)
 
 
 # --- COMMAND, and every command's documentation ---------------------------------
@@ -3134,6 +3371,8 @@ COMMAND_DOCS: dict[str, CommandDocs] = {
     "config|get": CommandDocs("server", "1.0.0", "Get the values of configuration parameters",
         "parameter [parameter ...]"),
     "config|resetstat": CommandDocs("server", "1.0.0", "Reset the stats returned by INFO"),
+    "config|set": CommandDocs("server", "2.0.0", "Set configuration parameters to the given values",
+        "parameter value [parameter value ...]"),
     "copy": CommandDocs("keyspace", "6.2.0", "Copy a key",
         "source destination [DB destination-db] [REPLACE]", keys=(1, 2, 1)),
     "dbsize": CommandDocs("server", "1.0.0", "Return the number of keys in the selected database"),
@@ -3212,7 +3451,7 @@ COMMAND_DOCS: dict[str, CommandDocs] = {
     "setrange": CommandDocs("string", "2.2.0", "Overwrite part of a string at key starting at the specified offset",
         "key offset value", keys=(1, 1, 1)),
     "shutdown": CommandDocs("server", "1.0.0", "Synchronously save the dataset to disk and then shut down the server",
-        "[NOSAVE|SAVE]"),
+        "[NOSAVE|SAVE] [NOW] [FORCE] [ABORT]"),
     "strlen": CommandDocs("string", "2.2.0", "Get the length of the value stored in a key", "key", keys=(1, 1, 1)),
     "substr": CommandDocs("string", "1.0.0", "Get a substring of the string stored at a key",
         "key start end", keys=(1, 1, 1)),
