@@ -1569,6 +1569,8 @@ class BackgroundChild:
         self.pid = 0
         self.started = 0.0  # time.time() of the fork
         self.on_done: Callable[[bool], None] = lambda success: None
+        self.forks = 0  # INFO's total_forks
+        self.last_fork_usec = 0  # how long the last fork() blocked the server (INFO's latest_fork_usec)
 
     def start(self, kind: str, work: Callable[[], None], on_done: Callable[[bool], None]) -> None:
         """Run work() in a forked child; on_done(success) runs in the parent once it exits. Raises OSError."""
@@ -1585,9 +1587,12 @@ class BackgroundChild:
             return
         sys.stdout.flush()  # or the child would write the parent's buffered output a second time
         sys.stderr.flush()
+        started = time.perf_counter()
         pid = os.fork()
         if pid == 0:
             self._run_in_child(work)
+        self.last_fork_usec = int((time.perf_counter() - started) * 1_000_000)  # copying the page tables
+        self.forks += 1
         self.kind, self.pid, self.started, self.on_done = kind, pid, time.time(), on_done
 
     def _run_in_child(self, work: Callable[[], None]) -> None:
@@ -3076,6 +3081,8 @@ def info_text(server: Server, sections: set[str]) -> str:
             "total_connections_received": str(server.connections_received),
             "total_commands_processed": str(server.commands_processed),
             "expired_keys": str(server.keyspace.expired_count()),
+            "latest_fork_usec": str(server.child.last_fork_usec),
+            "total_forks": str(server.child.forks),
         },
         "replication": {"role": "master", "connected_slaves": "0"},
         "cluster": {"cluster_enabled": "0"},
@@ -3176,6 +3183,7 @@ def config_values(server: Server) -> dict[str, str]:
 def reset_stats(server: Server) -> None:
     server.commands_processed = 0
     server.connections_received = 0
+    server.child.forks = server.child.last_fork_usec = 0
     for db in server.keyspace.databases:
         db.expired_count = 0
 
