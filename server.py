@@ -7,8 +7,8 @@ Part I, how Redis works, is the core, in the order a request travels: bytes
 arrive on a connection, the parser turns them into a command, the command
 table finds the function that runs it, the function reads and changes the
 keyspace, and the reply goes back the way the request came. The commands come
-after the keyspace they work on, and the snapshot and the server's start and
-stop close the part. Read it in one sitting.
+after the keyspace they work on; the snapshot, saving it in the background,
+and the server's start and stop close the part. Read it in one sitting.
 
     1. The event loop and a connection   one thread serves every client
     2. RESP                               requests in, replies out
@@ -1556,6 +1556,18 @@ def stop_child(signum: int, frame: object) -> None:
     raise ChildStopped
 
 
+def run_job(work: Callable[[], None]) -> bool:
+    """Run a background job's work(); if it fails, log why and return False."""
+    try:
+        work()
+        return True
+    except OSError as error:  # the disk is full, the folder is gone...: the error says it all
+        log.warning("Background job failed: %s", error)
+    except Exception:
+        log.exception("Background job failed")
+    return False
+
+
 class BackgroundChild:
     """The one child process a server may run at a time, for BGSAVE or BGREWRITEAOF (Redis's server.child_pid).
 
@@ -1577,13 +1589,7 @@ class BackgroundChild:
         assert self.kind is None, "one child at a time: check BackgroundChild.kind first"
         if not hasattr(os, "fork"):
             log.warning("No fork() on this system: running the %s job in the foreground; clients wait", kind)
-            try:
-                work()
-            except Exception:
-                log.exception("The %s job failed", kind)
-                on_done(False)
-            else:
-                on_done(True)
+            on_done(run_job(work))
             return
         sys.stdout.flush()  # or the child would write the parent's buffered output a second time
         sys.stderr.flush()
@@ -1607,15 +1613,8 @@ class BackgroundChild:
             for handler in logging.getLogger().handlers:
                 handler.setFormatter(log_formatter("C"))
             gc.disable()  # the collector would write to every container's header: copy-on-write for nothing
-            work()
-            exit_code = 0
-        except ChildStopped:
-            pass
-        except OSError as error:  # the disk is full, the folder is gone...: the error says it all
-            log.warning("Background job failed: %s", error)
-        except BaseException:
-            log.exception("Background job failed in the child process")
-        finally:
+            exit_code = 0 if run_job(work) else 1
+        finally:  # whatever happened, ChildStopped included: nothing of the parent's may run here
             os._exit(exit_code)
 
     def poll(self) -> None:
@@ -1790,7 +1789,8 @@ class Server:
         Call it after anything it depends on changes: the last background
         save's outcome, the save rules, stop-writes-on-bgsave-error.
         """
-        refuse = not self.last_bgsave_ok and self.options.save and self.options.stop_writes_on_bgsave_error == "yes"
+        stop_writes = self.options.stop_writes_on_bgsave_error == "yes"
+        refuse = not self.last_bgsave_ok and bool(self.options.save) and stop_writes
         self.disk_error = MISCONF_RDB if refuse else None
 
     def background_save(self) -> None:
