@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import codecs
 import collections
 import contextlib
@@ -1647,6 +1648,41 @@ class BackgroundChild:
 
 
 CONFIG_BGSAVE_RETRY_DELAY = 5  # seconds between the save rules' tries after a failed background save
+
+
+class SaveRules:
+    """The save rules, (seconds, changes) pairs in the order given, and which one is due (Server.save_if_due).
+
+    The cron asks ten times a second. One CONFIG SET can give a million rules,
+    and a loop over them would take longer than the cron's tick, so the rules
+    are also kept sorted by seconds, each with the rule of fewest changes among
+    it and those before it: a binary search finds the easiest rule old enough.
+
+    >>> rules = SaveRules([(3600, 1), (300, 100), (60, 10000)])
+    >>> rules.due(seconds_since_save=301, changes=150)
+    (300, 100)
+    >>> rules.due(seconds_since_save=301, changes=50) is None
+    True
+    """
+
+    def __init__(self, rules: list[tuple[int, int]]) -> None:
+        self.rules = rules
+        by_seconds = sorted(rules)
+        self.seconds = [seconds for seconds, _ in by_seconds]
+        self.easiest = list(itertools.accumulate(by_seconds, lambda best, rule: rule if rule[1] < best[1] else best))
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)
+
+    def __str__(self) -> str:
+        return " ".join(f"{seconds} {changes}" for seconds, changes in self.rules)
+
+    def due(self, seconds_since_save: int, changes: int) -> tuple[int, int] | None:
+        """A rule that asks for a save now: more seconds than it says have passed, and as many changes been made."""
+        old_enough = bisect.bisect_left(self.seconds, seconds_since_save)  # the rules of fewer seconds than that
+        if old_enough and self.easiest[old_enough - 1][1] <= changes:
+            return self.easiest[old_enough - 1]
+        return None
 MISCONF_RDB = (
     "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk. "
     "Commands that may modify the data set are disabled, because this instance is configured to report errors "
@@ -1828,13 +1864,12 @@ class Server:
 
     def save_if_due(self, now: int) -> None:
         """Start a background save if a save rule says so (Redis's serverCron; chapter 7 explains the rules)."""
-        changes = self.keyspace.changes() - self.changes_at_last_save
-        for seconds, enough_changes in self.options.save:
-            if changes >= enough_changes and now - self.last_save > seconds and self.may_try_bgsave(now):
-                log.info("%d changes in %d seconds. Saving...", enough_changes, seconds)
-                with contextlib.suppress(OSError):  # logged, and tried again after the retry delay
-                    self.background_save()
-                return
+        rule = self.options.save.due(now - self.last_save, self.keyspace.changes() - self.changes_at_last_save)
+        if rule is not None and self.may_try_bgsave(now):
+            seconds, changes = rule
+            log.info("%d changes in %d seconds. Saving...", changes, seconds)
+            with contextlib.suppress(OSError):  # logged, and tried again after the retry delay
+                self.background_save()
 
     def load(self) -> None:
         """Load the snapshot if there is one. A snapshot that fails to load raises DumpError."""
@@ -3165,7 +3200,7 @@ def config_values(server: Server) -> dict[str, str]:
         "loglevel": server.options.loglevel,
         "databases": str(DATABASES),
         "hz": str(CONFIG_DEFAULT_HZ),
-        "save": " ".join(f"{seconds} {changes}" for seconds, changes in server.options.save),
+        "save": str(server.options.save),
         "stop-writes-on-bgsave-error": server.options.stop_writes_on_bgsave_error,
         "appendonly": "no",
         "proto-max-bulk-len": str(PROTO_MAX_BULK_LEN),
@@ -3232,8 +3267,8 @@ def parse_yes_no(value: bytes) -> str:
     return value.lower().decode()
 
 
-def parse_save_rules(value: bytes) -> list[tuple[int, int]]:
-    """ "3600 1 300 100" as [(3600, 1), (300, 100)], read as Redis 7.0's setConfigSaveOption does.
+def parse_save_rules(value: bytes) -> SaveRules:
+    """ "3600 1 300 100" as the rules [(3600, 1), (300, 100)], read as Redis 7.0's setConfigSaveOption does.
 
     Redis splits the text at every single space and reads each piece with
     strtoll(): so "" is no rules, an empty piece reads as 0 (which a count of
@@ -3242,17 +3277,23 @@ def parse_save_rules(value: bytes) -> list[tuple[int, int]]:
     in a C int, which keeps its low 32 bits.
     """
     pieces = value.split(b" ") if value else []
-    numbers = [C_STRTOLL.fullmatch(piece) for piece in pieces]
+    numbers = [int(piece) if piece.isdigit() and len(piece) < 19 else c_strtoll(piece) for piece in pieces]
     if len(pieces) % 2 or None in numbers:
         raise ConfigError("Invalid save parameters")
-    values = [max(LLONG_MIN, min(LLONG_MAX, int(match[1] or b"0"))) for match in numbers]
-    seconds, changes = values[0::2], values[1::2]
-    if any(value < 1 for value in seconds) or any(value < 0 for value in changes):
+    seconds, changes = numbers[0::2], numbers[1::2]
+    if min(seconds, default=1) < 1 or min(changes, default=0) < 0:
         raise ConfigError("Invalid save parameters")
-    return [(second, (change + 2**31) % 2**32 - 2**31) for second, change in zip(seconds, changes, strict=True)]
+    rules = [(second, (change + 2**31) % 2**32 - 2**31) for second, change in zip(seconds, changes, strict=True)]
+    return SaveRules(rules)
 
 
 C_STRTOLL = re.compile(rb"[ \t\n\v\f\r]*([+-]?[0-9]+)?")  # what strtoll() reads: spaces, a sign, digits
+
+
+def c_strtoll(piece: bytes) -> int | None:
+    """A number as C's strtoll() reads it, clamped to a long long; None if anything follows it."""
+    match = C_STRTOLL.fullmatch(piece)
+    return None if match is None else max(LLONG_MIN, min(LLONG_MAX, int(match[1] or b"0")))
 
 SETTABLE_PARAMETERS: dict[str, Parameter] = {
     "save": Parameter("save", parse_save_rules, apply=Server.check_disk),

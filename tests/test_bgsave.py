@@ -315,12 +315,33 @@ def test_bad_save_flags_refuse_to_start(tmp_path, value):
 
 
 def test_save_rules_parse_as_redis_reads_them():
-    assert srv.parse_save_rules(b"") == []
-    assert srv.parse_save_rules(b"3600 1 300 100") == [(3600, 1), (300, 100)]
-    assert srv.parse_save_rules(b"5 ") == [(5, 0)]  # an empty piece reads as 0, which a count may be
-    assert srv.parse_save_rules(b"5 +3") == [(5, 3)]
-    assert srv.parse_save_rules(b"5 4294967297") == [(5, 1)]  # kept in a C int
-    assert srv.parse_save_rules(b"99999999999999999999 1") == [(srv.LLONG_MAX, 1)]
+    assert srv.parse_save_rules(b"").rules == []
+    assert srv.parse_save_rules(b"3600 1 300 100").rules == [(3600, 1), (300, 100)]
+    assert srv.parse_save_rules(b"5 ").rules == [(5, 0)]  # an empty piece reads as 0, which a count may be
+    assert srv.parse_save_rules(b"5 +3").rules == [(5, 3)]
+    assert srv.parse_save_rules(b"5 \t7").rules == [(5, 7)]
+    assert srv.parse_save_rules(b"5 4294967297").rules == [(5, 1)]  # kept in a C int
+    assert srv.parse_save_rules(b"99999999999999999999 1").rules == [(srv.LLONG_MAX, 1)]
+
+
+def test_the_due_save_rule_is_the_one_redis_would_find():
+    rules = srv.parse_save_rules(b"3600 1 300 100 60 10000")
+    assert rules.due(seconds_since_save=60, changes=10**6) is None  # "more than 60 seconds"
+    assert rules.due(seconds_since_save=61, changes=10_000) == (60, 10000)
+    assert rules.due(seconds_since_save=61, changes=9_999) is None
+    assert rules.due(seconds_since_save=301, changes=100) == (300, 100)
+    assert rules.due(seconds_since_save=3601, changes=1) == (3600, 1)
+    assert rules.due(seconds_since_save=10**9, changes=0) is None
+    assert srv.SaveRules([]).due(10**9, 10**9) is None
+
+
+def test_many_save_rules_are_checked_as_one(start_server):
+    process = start_server("--save", "")
+    connection = RawConnection(process.port)
+    connection.call("SET", "k", "v")
+    with Responsiveness(process.port):
+        assert connection.call("CONFIG", "SET", "save", "100 1 " * 200_000 + "1 1") == b"+OK\r\n"
+        assert wait_until(lambda: "1 changes in 1 seconds. Saving..." in process.output(), timeout=10)
 
 
 # --- CONFIG SET -------------------------------------------------------------------
