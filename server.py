@@ -1397,7 +1397,7 @@ def save_snapshot(keyspace: Keyspace, path: str) -> None:
     """Write every key to path atomically: temporary file, fsync, rename."""
     header = json.dumps({"format": DUMP_FORMAT, "version": DUMP_VERSION, "fields": DUMP_FIELDS})
     directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, f"temp-{os.getpid()}.json")
+    temporary = temporary_snapshot_path(path, os.getpid())
     try:
         with open(temporary, "w", encoding="ascii") as file:
             file.write(header[:-1] + ',\n"entries": [\n')
@@ -1421,6 +1421,11 @@ def save_snapshot(keyspace: Keyspace, path: str) -> None:
         pass
     finally:
         os.close(directory_fd)
+
+
+def temporary_snapshot_path(path: str, pid: int) -> str:
+    """Where process pid writes the snapshot before renaming it to path, as Redis's temp-<pid>.rdb."""
+    return os.path.join(os.path.dirname(os.path.abspath(path)), f"temp-{pid}.json")
 
 
 def entry_lines(keyspace: Keyspace) -> Iterator[str]:
@@ -1574,7 +1579,8 @@ class BackgroundChild:
 
     start(kind, work, on_done) forks; the child runs work() and exits 0, or 1
     if work() raised. The parent's cron calls poll(), which notices the exit
-    and calls on_done(success). kill() ends a running child (at shutdown).
+    and calls on_done(success), with kind back to None and pid still the
+    child's. kill() ends a running child (at shutdown).
     """
 
     def __init__(self) -> None:
@@ -1856,6 +1862,8 @@ class Server:
             log.warning("Background saving error")
             self.last_bgsave_ok = False
             self.check_disk()
+            with contextlib.suppress(OSError):  # a child killed by a signal could not remove its unfinished file
+                os.unlink(temporary_snapshot_path(self.dump_path, self.child.pid))
         self.last_bgsave_seconds = int(time.time()) - started
 
     def may_try_bgsave(self, now: int) -> bool:

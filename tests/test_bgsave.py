@@ -36,6 +36,12 @@ def bgsave_finished(connection: RawConnection) -> bool:
     return info_field(connection, "rdb_bgsave_in_progress") == "0"
 
 
+def wait_for_log(process, pattern: str) -> re.Match:
+    """The first match of pattern in the server's log, once the line has arrived."""
+    assert wait_until(lambda: re.search(pattern, process.output()) is not None), pattern
+    return re.search(pattern, process.output())
+
+
 def fill(port: int, keys: int, prefix: str = "key") -> None:
     client = redis.Redis(port=port)
     batch = 10_000
@@ -126,11 +132,9 @@ def test_bgsave_updates_lastsave_info_and_the_file(start_server, tmp_path):
     assert info_field(connection, "rdb_last_bgsave_status") == "ok"
     assert info_field(connection, "rdb_saves") == "1"
     assert info_field(connection, "rdb_last_bgsave_time_sec") == "0"
-    log = process.output()
-    assert re.search(r"Background saving started by pid (\d+)", log)
-    child_pid = re.search(r"Background saving started by pid (\d+)", log)[1]
-    assert f"{child_pid}:C " in log  # the child's own log line, as Redis marks it
-    assert "Background saving terminated with success" in log
+    child_pid = wait_for_log(process, r"Background saving started by pid (\d+)")[1]
+    assert wait_for_log(process, f"{child_pid}:C .* DB saved on disk")  # the child's own line, marked as Redis does
+    assert wait_for_log(process, "Background saving terminated with success")
 
 
 def test_bgsave_writes_the_data_as_it_was_while_writers_go_on_and_pings_are_answered(start_server, tmp_path):
@@ -198,6 +202,18 @@ def test_save_is_refused_while_a_bgsave_runs_and_allowed_after(start_server):
     assert info_field(connection, "rdb_saves") == "2"
 
 
+def test_bgsave_from_a_server_running_in_a_thread(tmp_path):
+    # server.running() serves from a thread of the test's process: the child is a copy of all of it.
+    with srv.running(0, str(tmp_path)) as (host, port):
+        client = redis.Redis(host=host, port=port)
+        client.set("k", "v")
+        assert client.bgsave() is True
+        assert wait_until(lambda: client.info("persistence")["rdb_bgsave_in_progress"] == 0)
+        assert client.info("persistence")["rdb_last_bgsave_status"] == "ok"
+        assert snapshot_entries(tmp_path / "dump.json") == {"k": "v"}
+        client.close()
+
+
 def test_without_fork_bgsave_runs_in_the_foreground(tmp_path, monkeypatch, caplog):
     monkeypatch.delattr(os, "fork")
     with srv.running(0, str(tmp_path)) as (host, port):
@@ -255,13 +271,41 @@ def test_a_bgsave_into_a_removed_folder_gives_misconf_and_a_good_bgsave_clears_i
     assert wait_until(lambda: info_field(connection, "rdb_last_bgsave_status") == "err")
     assert connection.call("SET", "k", "v") == MISCONF
     assert connection.call("GET", "kept") == b"$1\r\n1\r\n"  # reads go on
-    assert "Background saving error" in process.output()
-    assert "No such file or directory" in process.output()
+    assert wait_for_log(process, "Background saving error")
+    assert "No such file or directory" in process.output()  # the child's line, which came first
     directory.mkdir()
     assert connection.call("BGSAVE") == b"+Background saving started\r\n"
     assert wait_until(lambda: info_field(connection, "rdb_last_bgsave_status") == "ok")
     assert connection.call("SET", "k", "v") == b"+OK\r\n"
     assert snapshot_entries(directory / "dump.json") == {"kept": "1"}
+
+
+def test_a_bgsave_child_killed_by_a_signal_is_a_failed_save(start_server, tmp_path):
+    process = start_server()
+    fill(process.port, 200_000)
+    connection = RawConnection(process.port)
+    assert connection.call("BGSAVE") == b"+Background saving started\r\n"
+    child_pid = int(wait_for_log(process, r"Background saving started by pid (\d+)")[1])
+    os.kill(child_pid, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    assert wait_until(lambda: info_field(connection, "rdb_last_bgsave_status") == "err")
+    assert connection.call("SET", "k", "v") == MISCONF
+    assert wait_for_log(process, f"Background rdb child {child_pid} terminated by signal 9")
+    assert not list(tmp_path.glob("temp-*"))  # the server removed what the child left
+
+
+def test_a_failed_fork_is_a_failed_save(tmp_path, monkeypatch):
+    def no_memory() -> int:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(os, "fork", no_memory)
+    with srv.running(0, str(tmp_path)) as (host, port):
+        connection = RawConnection(port)
+        assert connection.call("BGSAVE") == b"-ERR\r\n"  # Redis's bare "-ERR"
+        assert info_field(connection, "rdb_last_bgsave_status") == "err"
+        assert connection.call("SET", "k", "v") == MISCONF
+        assert connection.call("SAVE") == b"+OK\r\n"  # a good save ends it
+        assert connection.call("SET", "k", "v") == b"+OK\r\n"
+        connection.close()
 
 
 # --- Save rules -------------------------------------------------------------------
@@ -274,7 +318,7 @@ def test_a_save_rule_fires_from_the_cron(start_server, tmp_path):
     before = connection.call("LASTSAVE")
     connection.call("SET", "k", "v")
     assert wait_until(lambda: connection.call("LASTSAVE") != before, timeout=10)
-    assert "1 changes in 1 seconds. Saving..." in process.output()
+    assert wait_for_log(process, r"1 changes in 1 seconds\. Saving\.\.\.")
     assert wait_until(lambda: bgsave_finished(connection))
     assert snapshot_entries(tmp_path / "dump.json") == {"k": "v"}
 
@@ -445,7 +489,7 @@ def test_shutdown_kills_a_running_bgsave_child(start_server, tmp_path):
     assert connection.is_closed_by_server()
     assert process.wait() == 0
     log = process.output()
-    child_pid = int(re.search(r"Background saving started by pid (\d+)", log)[1])
+    child_pid = int(wait_for_log(process, r"Background saving started by pid (\d+)")[1])
     assert f"There is a child rdb process (pid {child_pid}). Killing it!" in log
     with pytest.raises(ProcessLookupError):
         os.kill(child_pid, 0)  # gone, and reaped
