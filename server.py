@@ -1937,6 +1937,8 @@ class Server:
 
     def cron(self, loop: asyncio.AbstractEventLoop) -> None:
         """Redis's serverCron, CONFIG_DEFAULT_HZ times a second: active expiry, the background child, save rules."""
+        if self.stopping:
+            return  # shut down: a save rule must not start a child that would outlive the server
         loop.call_later(1 / CONFIG_DEFAULT_HZ, self.cron, loop)  # first, so that no error below can stop the cron
         if self.active_expiry_enabled:
             self.keyspace.active_expire_cycle()
