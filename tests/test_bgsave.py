@@ -301,6 +301,19 @@ def test_a_bgsave_child_killed_by_a_signal_is_a_failed_save(start_server, tmp_pa
     assert not list(tmp_path.glob("temp-*"))  # the server removed what the child left
 
 
+def test_a_bgsave_child_stopped_by_sigterm_removes_its_unfinished_file(start_server, tmp_path):
+    process = start_server()
+    fill(process.port, 200_000)
+    connection = RawConnection(process.port)
+    assert connection.call("BGSAVE") == b"+Background saving started\r\n"
+    child_pid = int(wait_for_log(process, r"Background saving started by pid (\d+)")[1])
+    assert wait_until(lambda: (tmp_path / f"temp-{child_pid}.json").exists())
+    os.kill(child_pid, signal.SIGTERM)
+    assert wait_until(lambda: info_field(connection, "rdb_last_bgsave_status") == "err")
+    assert not (tmp_path / f"temp-{child_pid}.json").exists()
+    assert "Traceback" not in process.output()
+
+
 def test_a_failed_fork_is_a_failed_save(tmp_path, monkeypatch):
     def no_memory() -> int:
         raise OSError(12, "Cannot allocate memory")
