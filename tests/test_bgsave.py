@@ -42,11 +42,11 @@ def wait_for_log(process, pattern: str) -> re.Match:
     return re.search(pattern, process.output())
 
 
-def fill(port: int, keys: int, prefix: str = "key") -> None:
+def fill(port: int, keys: int) -> None:
+    """key:0 = 0, key:1 = 1..., ten thousand to an MSET."""
     client = redis.Redis(port=port)
-    batch = 10_000
-    for start in range(0, keys, batch):
-        client.mset({f"{prefix}:{n}": n for n in range(start, min(start + batch, keys))})
+    for start in range(0, keys, 10_000):
+        client.mset({f"key:{n}": n for n in range(start, min(start + 10_000, keys))})
     client.close()
 
 
