@@ -2980,7 +2980,8 @@ def object_encoding_command(client: Client, args: list[bytes]) -> bytes:
 # the server about itself. HELLO switches a connection to RESP3 and names the
 # server; CLIENT names and lists connections; COMMAND and COMMAND DOCS
 # describe every command (redis-cli's hints and help come from there); INFO
-# reports statistics; CONFIG GET shows the settings under Redis's names.
+# reports statistics; CONFIG GET shows the settings under Redis's names, and
+# CONFIG SET changes those that can change while the server runs.
 
 
 # --- HELLO and CLIENT ----------------------------------------------------------
