@@ -653,7 +653,8 @@ def parse_int_arg(value: bytes, message: str = NOT_AN_INTEGER) -> int:
 
 
 DATABASES = 16  # Redis's default "databases" setting
-CONFIG_DEFAULT_HZ = 10  # how many times a second background jobs (active expiry) run
+CONFIG_DEFAULT_HZ = 10  # default "hz": how many times a second background jobs (active expiry) run
+CONFIG_MIN_HZ, CONFIG_MAX_HZ = 1, 500  # the range hz is kept in
 ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP = 20  # keys sampled per round of the active expiry cycle
 ACTIVE_EXPIRE_CYCLE_ACCEPTABLE_STALE = 10  # % expired in a sample above which the cycle goes on
 ACTIVE_EXPIRE_CYCLE_SLOW_TIME_PERC = 25  # % of each 1/hz period the cycle may use at most
@@ -909,9 +910,9 @@ class Keyspace:
     def __init__(self, clock: Callable[[], int] = now_ms) -> None:
         self.databases = [Database(index, clock) for index in range(DATABASES)]
 
-    def active_expire_cycle(self) -> None:
-        """Delete expired keys no client is reading; runs CONFIG_DEFAULT_HZ times a second."""
-        budget = ACTIVE_EXPIRE_CYCLE_SLOW_TIME_PERC / 100 / CONFIG_DEFAULT_HZ
+    def active_expire_cycle(self, hz: int) -> None:
+        """Delete expired keys no client is reading; runs hz times a second."""
+        budget = ACTIVE_EXPIRE_CYCLE_SLOW_TIME_PERC / 100 / hz
         deadline = time.perf_counter() + budget
         for db in self.databases:
             db.active_expire(deadline)
@@ -2126,12 +2127,12 @@ class Server:
             self.signal_shutdown_failed = True
 
     def cron(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Redis's serverCron, CONFIG_DEFAULT_HZ times a second: active expiry, the background child, save rules."""
+        """Redis's serverCron, hz times a second: active expiry, idle clients, the background child, save rules."""
         if self.stopping:
             return  # shut down: a save rule must not start a child that would outlive the server
-        loop.call_later(1 / CONFIG_DEFAULT_HZ, self.cron, loop)  # first, so that no error below can stop the cron
+        loop.call_later(1 / self.options.hz, self.cron, loop)  # first, so that no error below can stop the cron
         if self.active_expiry_enabled:
-            self.keyspace.active_expire_cycle()
+            self.keyspace.active_expire_cycle(self.options.hz)
         close_idle_clients(self)
         now = int(time.time())
         if self.child.kind is not None:
@@ -2167,6 +2168,9 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
                              'pairs as in Redis (default "3600 1 300 100 60 10000"; "" for none)')
     parser.add_argument("--stop-writes-on-bgsave-error", choices=["yes", "no"], default="yes",
                         help="refuse writes with -MISCONF while the last background save failed (default yes)")
+    parser.add_argument("--hz", type=int, default=CONFIG_DEFAULT_HZ, metavar="N",
+                        help="how many times a second the cron runs: active expiry, idle clients, save rules "
+                             "(default 10; 1 to 500)")
     parser.add_argument("--loglevel", choices=list(LOG_LEVELS), default="notice", help="log verbosity (default notice)")
     parser.add_argument("--enable-debug-command", choices=["no", "yes", "local"], default="local",
                         help="who may use DEBUG, which can block the server: local connections only by default")
@@ -2188,6 +2192,9 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     options = parser.parse_args(argv)
     if options.maxclients < 1:
         parser.error("--maxclients must be at least 1")
+    if options.timeout < 0:
+        parser.error("--timeout must be at least 0")
+    options.hz = min(max(options.hz, CONFIG_MIN_HZ), CONFIG_MAX_HZ)  # as Redis keeps it
     try:
         options.save = parse_save_rules(" ".join(options.save).encode())  # --save 60 1, or --save "60 1"
     except ConfigError as error:
@@ -2213,7 +2220,7 @@ async def serve(server: Server, ready: Callable[[], None] = lambda: None) -> int
     if threading.current_thread() is threading.main_thread():  # only there can a process handle signals
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, server.signal_received, signal.Signals(signum).name)
-    loop.call_later(1 / CONFIG_DEFAULT_HZ, server.cron, loop)
+    loop.call_later(1 / options.hz, server.cron, loop)
     addresses = ", ".join(f"{sock.getsockname()[0]}:{sock.getsockname()[1]}" for sock in server.listener.sockets)
     log.info("Educational Redis Clone %s (Redis %s compatible), pid %d, ready to accept connections on %s, "
              "persisting to %s", SERVER_VERSION, REDIS_VERSION, os.getpid(), addresses,
@@ -3429,7 +3436,7 @@ def info_text(server: Server, sections: set[str]) -> str:
             "tcp_port": str(server.port),
             "uptime_in_seconds": str(uptime),
             "uptime_in_days": str(uptime // 86400),
-            "hz": str(CONFIG_DEFAULT_HZ),
+            "hz": str(server.options.hz),
             "executable": os.path.abspath(__file__),
         },
         "clients": {"connected_clients": str(len(server.clients)), "blocked_clients": "0"},
@@ -3523,7 +3530,7 @@ def config_values(server: Server) -> dict[str, str]:
         "dbfilename": server.options.dbfilename,
         "loglevel": server.options.loglevel,
         "databases": str(DATABASES),
-        "hz": str(CONFIG_DEFAULT_HZ),
+        "hz": str(server.options.hz),
         "save": str(server.options.save),
         "stop-writes-on-bgsave-error": server.options.stop_writes_on_bgsave_error,
         "appendonly": "no",
@@ -3531,7 +3538,9 @@ def config_values(server: Server) -> dict[str, str]:
         "maxmemory": "0",
         "maxclients": str(server.options.maxclients),
         "tcp-backlog": str(server.options.tcp_backlog),
-        "timeout": "0",
+        "timeout": str(server.options.timeout),
+        "requirepass": server.options.requirepass,
+        "protected-mode": server.options.protected_mode,
         "enable-debug-command": server.options.enable_debug_command,
         "client-query-buffer-limit": str(server.options.client_query_buffer_limit),
         "parser-shortcut": server.options.parser_shortcut,  # this server's own settings
@@ -3619,9 +3628,73 @@ def c_strtoll(piece: bytes) -> int | None:
     match = C_STRTOLL.fullmatch(piece)
     return None if match is None else max(LLONG_MIN, min(LLONG_MAX, int(match[1] or b"0")))
 
+def integer_between(low: int, high: int) -> Callable[[bytes], int]:
+    """A reader of integer settings in [low, high], with Redis's errors."""
+
+    def parse(value: bytes) -> int:
+        number = parse_integer(value)
+        if number is None:
+            raise ConfigError("argument couldn't be parsed into an integer")
+        if not low <= number <= high:
+            raise ConfigError(f"argument must be between {low} and {high} inclusive")
+        return number
+
+    return parse
+
+
+def one_of(*choices: str) -> Callable[[bytes], str]:
+    """A reader of settings that take one of a few words (Redis's enum configs)."""
+
+    def parse(value: bytes) -> str:
+        if text(value).lower() not in choices:
+            raise ConfigError(f"argument(s) must be one of the following: {', '.join(choices)}")
+        return text(value).lower()
+
+    return parse
+
+
+def parse_hz(value: bytes) -> int:
+    """hz takes any int, and works within 1 to 500 (Redis's CONFIG_MIN_HZ and CONFIG_MAX_HZ)."""
+    return min(max(integer_between(0, INT_MAX)(value), CONFIG_MIN_HZ), CONFIG_MAX_HZ)
+
+
+def update_password(server: Server) -> None:
+    server.password_digest = password_digest(server.options.requirepass)  # clients logged in stay so, as in Redis
+
+
+def update_maxclients(server: Server) -> None:
+    possible = adjust_open_files_limit(server.options.maxclients)
+    if possible < server.options.maxclients:
+        raise ConfigError(f"The operating system is not able to handle the specified number of clients, "
+                          f"try with {possible}")
+
+
+def update_log_level(server: Server) -> None:
+    logging.getLogger().setLevel(LOG_LEVELS[server.options.loglevel])
+
+
+INT_MAX = 2**31 - 1  # C's int and unsigned int: the ranges of Redis's integer settings
+UINT_MAX = 2**32 - 1
+
 SETTABLE_PARAMETERS: dict[str, Parameter] = {
     "save": Parameter("save", parse_save_rules, apply=Server.check_disk),
     "stop-writes-on-bgsave-error": Parameter("stop_writes_on_bgsave_error", parse_yes_no, apply=Server.check_disk),
+    "requirepass": Parameter("requirepass", text, apply=update_password),
+    "protected-mode": Parameter("protected_mode", parse_yes_no),
+    "timeout": Parameter("timeout", integer_between(0, INT_MAX)),
+    "maxclients": Parameter("maxclients", integer_between(1, UINT_MAX), apply=update_maxclients),
+    "hz": Parameter("hz", parse_hz),
+    "loglevel": Parameter("loglevel", one_of(*LOG_LEVELS), apply=update_log_level),
+}
+
+# Settings CONFIG SET refuses though Redis changes them: dir and dbfilename because Redis 7 protects them
+# by default (a client must not point the snapshot at another file), port and bind because this server
+# listens where it started.
+REFUSED_PARAMETERS = {
+    "dir": "can't set protected config",
+    "dbfilename": "can't set protected config",
+    "port": "this server cannot listen elsewhere while running: restart it with --port",
+    "bind": "this server cannot listen elsewhere while running: restart it with --bind",
 }
 
 
@@ -3637,8 +3710,9 @@ def config_set_command(client: Client, args: list[bytes]) -> bytes:
         if name not in SETTABLE_PARAMETERS and name not in readable:
             raise CommandError(f"ERR Unknown option or number of arguments for CONFIG SET - '{c_string(name_arg)}'")
         if name not in SETTABLE_PARAMETERS:  # CONFIG GET shows it, but this server cannot change it while running
+            reason = REFUSED_PARAMETERS.get(name, "can't set immutable config")
             raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{c_string(name_arg)}') - "
-                               "can't set immutable config")
+                               f"{reason}")
         if name in chosen:
             raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{c_string(name_arg)}') - "
                                "duplicate parameter")

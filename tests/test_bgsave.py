@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import re
 import shutil
 import signal
 import threading
-from dataclasses import dataclass
 
 import pytest
 import redis
-from conftest import RawConnection, RedisServerProcess, Responsiveness, requires_redis_server, wait_until
+from conftest import RawConnection, Responsiveness, requires_redis_server, wait_until
 
 import server as srv
 
@@ -54,37 +52,6 @@ def snapshot_entries(path) -> dict[str, str]:
     document = json.loads(path.read_text())
     return {key: value for _, key, value, _ in document["entries"]}
 
-
-@dataclass
-class Pair:
-    """This server and a real redis-server, started with the same flags, each in a folder of its own."""
-
-    ours: RawConnection
-    theirs: RawConnection
-    ours_dir: pathlib.Path
-    theirs_dir: pathlib.Path
-
-
-@pytest.fixture
-def pair(start_server, tmp_path):
-    """start(*flags) -> Pair; skipped where redis-server is not installed."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    started = []
-
-    def start(*flags: str) -> Pair:
-        ours_dir, theirs_dir = tmp_path / f"ours{len(started)}", tmp_path / f"theirs{len(started)}"
-        ours_dir.mkdir()
-        theirs_dir.mkdir()
-        ours = start_server(*flags, directory=ours_dir)
-        theirs = RedisServerProcess(theirs_dir, *flags)
-        started.append(theirs)
-        return Pair(RawConnection(ours.port), RawConnection(theirs.port), ours_dir, theirs_dir)
-
-    yield start
-    for process in started:
-        process.process.kill()
-        process.process.wait()
 
 
 def same_replies(ours: RawConnection, theirs: RawConnection, *commands: list[str]) -> None:
