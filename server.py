@@ -726,7 +726,7 @@ class Database:
         self.changes += 1
         if not keep_ttl and self.expires:
             self.expires.pop(key, None)
-        if self.watched_keys:
+        if key in self.watched_keys:  # some client WATCHes it (chapter 8)
             touch_watched_key(self, key)
 
     def set_many(self, keys_and_values: list[bytes]) -> None:
@@ -765,7 +765,7 @@ class Database:
         """Give an existing key an absolute expire time (a past one makes it expire at its next lookup)."""
         self.expires[key] = when_ms
         self.changes += 1
-        if self.watched_keys:
+        if key in self.watched_keys:  # some client WATCHes it (chapter 8)
             touch_watched_key(self, key)
 
     def expire_or_delete(self, key: bytes, when_ms: int) -> None:
@@ -783,7 +783,7 @@ class Database:
         if self.expires.pop(key, None) is None:
             return False
         self.changes += 1
-        if self.watched_keys:
+        if key in self.watched_keys:  # some client WATCHes it (chapter 8)
             touch_watched_key(self, key)
         return True
 
@@ -878,7 +878,7 @@ class Database:
         del self.data[key]
         self.expires.pop(key, None)
         self.key_list.removed(self.data)
-        if self.watched_keys:
+        if key in self.watched_keys:  # some client WATCHes it (chapter 8)
             touch_watched_key(self, key)
 
     # What Part II's commands need (Appendix A): INFO's count, SWAPDB, and RANDOMKEY and SCAN's KeyList.
@@ -1776,7 +1776,7 @@ def unwatch_all(client: Client) -> None:
 
 def touch_watched_key(db: Database, key: bytes) -> None:
     """key changed in db: the EXEC of every client that WATCHes it will fail (Redis's touchWatchedKey)."""
-    for watched in list(db.watched_keys.get(key, {}).values()):
+    for watched in list(db.watched_keys[key].values()):
         if watched.expired and not db.is_stored(key):
             watched.expired = False  # an expired key is gone at last: it was absent, it still is
             continue
@@ -1895,15 +1895,23 @@ def warn_if_exposed(server: Server) -> None:
 
 
 def close_idle_clients(server: Server) -> None:
-    """Close the clients idle for longer than --timeout seconds (0: never), from the server's cron."""
-    timeout = server.options.timeout
-    if not timeout:
+    """Close the clients idle for longer than --timeout seconds (0: never), from the server's cron.
+
+    Like Redis's clientsCron, each call looks at its share of the clients,
+    so that each is seen about once a second whatever hz is: the cron's work
+    stays in proportion to the clients, not to clients times hz.
+    """
+    timeout, clients = server.options.timeout, server.clients
+    if not timeout or not clients:
         return
     now = time.monotonic()
-    for client in server.clients:
+    share = -(-len(clients) // server.options.hz)  # rounded up
+    start = server.idle_check_position % len(clients)
+    for client in clients[start : start + share]:
         if now - client.last_interaction > timeout and not client.transport.is_closing():
             log.info("Closing idle client %d (%s)", client.id, client.address)
             client.transport.close()
+    server.idle_check_position = start + share
 
 
 # =============================================================================
@@ -1961,6 +1969,7 @@ class Server:
         self.commands_processed = 0
         self.connections_received = 0
         self.rejected_connections = 0  # turned away: over maxclients, or by protected mode
+        self.idle_check_position = 0  # where in the clients list the next look for idle clients starts
         self.password_digest = password_digest(options.requirepass)  # the default user's; None: no password
         self.listener: asyncio.Server | None = None  # serve() opens it
         self.exit_code: asyncio.Future[int] | None = None  # set by shutdown() once the server may exit
