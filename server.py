@@ -7,9 +7,10 @@ Part I, how Redis works, is the core, in the order a request travels: bytes
 arrive on a connection, the parser turns them into a command, the command
 table finds the function that runs it, the function reads and changes the
 keyspace, and the reply goes back the way the request came. The commands come
-after the keyspace they work on; the snapshot, transactions, access control
-and the server's start and stop follow, and Pub/Sub, where the server speaks
-without being asked, ends the part. Read it in one sitting.
+after the keyspace they work on; the snapshot, saving it in the background,
+transactions, access control and the server's start and stop follow, and
+Pub/Sub, where the server speaks without being asked, ends the part. Read it
+in one sitting.
 
     1. The event loop and a connection   one thread serves every client
     2. RESP                               requests in, replies out
@@ -17,10 +18,11 @@ without being asked, ends the part. Read it in one sitting.
     4. The keyspace                       databases, values, lazy and active expiry
     5. The core commands                  PING, SET, GET, EXPIRE, INCR, KEYS...
     6. The snapshot                       saved atomically, loaded strictly
-    7. Transactions                       MULTI, EXEC, and WATCH without locks
-    8. Access control                     passwords, protected mode, idle clients
-    9. Startup and shutdown               in Redis's order
-   10. Pub/Sub                            messages nobody asked for, pushed
+    7. Durability                         snapshots in a forked child, save rules
+    8. Transactions                       MULTI, EXEC, and WATCH without locks
+    9. Access control                     passwords, protected mode, idle clients
+   10. Startup and shutdown               in Redis's order
+   11. Pub/Sub                            messages nobody asked for, pushed
 
 Part II, the fine print, is what makes this server Redis to the letter, and
 fast: a first reading can skip it, and each appendix says what it adds.
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import codecs
 import collections
 import contextlib
@@ -126,12 +129,12 @@ class Client:
         self.last_interaction = self.created  # when it last sent or was sent bytes: --timeout closes the idle
         self.last_command = "NULL"  # the name of the last command it ran, for CLIENT LIST
         self.connection: ClientConnection | None = None  # its connection, whose buffers CLIENT LIST reports
-        # Pub/Sub (chapter 10): what the client listens to, and the messages pushed to it while it runs a command.
+        # Pub/Sub (chapter 11): what the client listens to, and the messages pushed to it while it runs a command.
         self.channels: dict[bytes, None] = {}  # the channels it subscribed to, in order (a dict as an ordered set)
         self.patterns: dict[bytes, None] = {}  # the patterns it subscribed to
         self.pushed: list[bytes] = []  # messages for it that arrived while it ran a command: they precede its reply
         self.monitoring = False  # MONITOR: every command run is streamed to it (Appendix C)
-        self.running_transaction = False  # EXEC is running its queue (chapter 7)
+        self.running_transaction = False  # EXEC is running its queue (chapter 8)
         self.reply_mode = REPLY_ON  # CLIENT REPLY ON, OFF or SKIP (Appendix C)
         self.soft_limit_since = 0.0  # when its output first went over the soft limit, 0 if under it (Appendix E)
 
@@ -204,7 +207,7 @@ class ClientConnection(asyncio.Protocol):
         client = self.client
         if self.server.stopping:  # after the final save no command may run: its change would not be saved
             self.requests.clear()
-        self.server.running_client = client  # a message it pushes to itself joins its replies in order (chapter 10)
+        self.server.running_client = client  # a message it pushes to itself joins its replies in order (chapter 11)
         try:
             self.execute_requests()
         except ConnectionAborted:  # a browser's request (execute, Appendix E): nothing more is run or sent
@@ -262,7 +265,7 @@ class WriteAtOnce:
         connection.write_replies()
 
     def queue_push(self, connection: ClientConnection) -> None:
-        """Send a message pushed to a client that sent nothing (chapter 10): here, at once too."""
+        """Send a message pushed to a client that sent nothing (chapter 11): here, at once too."""
         connection.write_replies()
 
     def flush(self) -> None:
@@ -588,7 +591,7 @@ def execute(client: Client, args: list[bytes]) -> bytes:
 
     Between MULTI and EXEC, a command that passes the checks is queued instead (chapter 7).
     The reply starts with any message the command pushed to its own client
-    (chapter 10), and is dropped under CLIENT REPLY OFF or SKIP (Appendix C).
+    (chapter 11), and is dropped under CLIENT REPLY OFF or SKIP (Appendix C).
     """
     entry = COMMANDS.get(args[0].lower())
     client.last_command = "NULL" if entry is None else entry.name
@@ -608,9 +611,12 @@ def execute(client: Client, args: list[bytes]) -> bytes:
     if (len(args) != arity) if arity > 0 else (len(args) < -arity):
         return refuse(client, f"ERR wrong number of arguments for '{entry.name}' command", entry)
     if not client.authenticated and client.server.password_digest is not None and "no_auth" not in entry.flags:
-        return refuse(client, "NOAUTH Authentication required.", entry)  # chapter 8
+        return refuse(client, "NOAUTH Authentication required.", entry)  # chapter 9
+    disk_error = client.server.disk_error  # a failed background save stops writes, and PING (chapter 7)
+    if disk_error is not None and ("write" in entry.flags or entry.name == "ping"):
+        return refuse(client, disk_error, entry)
     if (client.channels or client.patterns or client.monitoring) and not client.running_transaction:
-        refusal = refuse_in_context(client, entry)  # a subscriber or a monitor may run only some (chapter 10)
+        refusal = refuse_in_context(client, entry)  # a subscriber or a monitor may run only some (chapter 11)
         if refusal is not None:
             return refuse(client, refusal, entry)
     if client.transaction is not None and entry.name not in RUN_INSIDE_MULTI:
@@ -689,7 +695,8 @@ def parse_int_arg(value: bytes, message: str = NOT_AN_INTEGER) -> int:
 
 
 DATABASES = 16  # Redis's default "databases" setting
-CONFIG_DEFAULT_HZ = 10  # how many times a second background jobs (active expiry) run
+CONFIG_DEFAULT_HZ = 10  # default "hz": how many times a second background jobs (active expiry) run
+CONFIG_MIN_HZ, CONFIG_MAX_HZ = 1, 500  # the range hz is kept in
 ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP = 20  # keys sampled per round of the active expiry cycle
 ACTIVE_EXPIRE_CYCLE_ACCEPTABLE_STALE = 10  # % expired in a sample above which the cycle goes on
 ACTIVE_EXPIRE_CYCLE_SLOW_TIME_PERC = 25  # % of each 1/hz period the cycle may use at most
@@ -726,7 +733,7 @@ class Database:
     def __init__(self, index: int, clock: Callable[[], int] = now_ms, pubsub: PubSub | None = None) -> None:
         self.index = index
         self.clock = clock  # now, in Unix ms
-        self.pubsub = pubsub if pubsub is not None else PubSub()  # where its keyspace events go (chapter 10)
+        self.pubsub = pubsub if pubsub is not None else PubSub()  # where its keyspace events go (chapter 11)
         self.changes = 0  # writes that changed this database: INFO's rdb_changes_since_last_save counts them
         self.data: dict[bytes, bytes | bytearray] = {}
         self.expires: dict[bytes, int] = {}
@@ -766,7 +773,7 @@ class Database:
         self.changes += 1
         if not keep_ttl and self.expires:
             self.expires.pop(key, None)
-        if self.watched_keys:
+        if key in self.watched_keys:  # some client WATCHes it (chapter 8)
             touch_watched_key(self, key)
 
     def set_many(self, keys_and_values: list[bytes]) -> None:
@@ -805,7 +812,7 @@ class Database:
         """Give an existing key an absolute expire time (a past one makes it expire at its next lookup)."""
         self.expires[key] = when_ms
         self.changes += 1
-        if self.watched_keys:
+        if key in self.watched_keys:  # some client WATCHes it (chapter 8)
             touch_watched_key(self, key)
 
     def expire_or_delete(self, key: bytes, when_ms: int) -> bool:
@@ -824,7 +831,7 @@ class Database:
         if self.expires.pop(key, None) is None:
             return False
         self.changes += 1
-        if self.watched_keys:
+        if key in self.watched_keys:  # some client WATCHes it (chapter 8)
             touch_watched_key(self, key)
         return True
 
@@ -921,7 +928,7 @@ class Database:
         del self.data[key]
         self.expires.pop(key, None)
         self.key_list.removed(self.data)
-        if self.watched_keys:
+        if key in self.watched_keys:  # some client WATCHes it (chapter 8)
             touch_watched_key(self, key)
 
     # What Part II's commands need (Appendix A): INFO's count, SWAPDB, and RANDOMKEY and SCAN's KeyList.
@@ -951,12 +958,12 @@ class Keyspace:
     """All the databases of one server."""
 
     def __init__(self, clock: Callable[[], int] = now_ms, pubsub: PubSub | None = None) -> None:
-        self.pubsub = pubsub if pubsub is not None else PubSub()  # where keyspace events go (chapter 10)
+        self.pubsub = pubsub if pubsub is not None else PubSub()  # where keyspace events go (chapter 11)
         self.databases = [Database(index, clock, self.pubsub) for index in range(DATABASES)]
 
-    def active_expire_cycle(self) -> None:
-        """Delete expired keys no client is reading; runs CONFIG_DEFAULT_HZ times a second."""
-        budget = ACTIVE_EXPIRE_CYCLE_SLOW_TIME_PERC / 100 / CONFIG_DEFAULT_HZ
+    def active_expire_cycle(self, hz: int) -> None:
+        """Delete expired keys no client is reading; runs hz times a second."""
+        budget = ACTIVE_EXPIRE_CYCLE_SLOW_TIME_PERC / 100 / hz
         deadline = time.perf_counter() + budget
         for db in self.databases:
             db.active_expire(deadline)
@@ -1058,7 +1065,16 @@ def flushdb_command(client: Client, args: list[bytes]) -> bytes:
 @command("flushall", -1, "write")
 def flushall_command(client: Client, args: list[bytes]) -> bytes:
     parse_flush_mode(args)
-    client.server.keyspace.flush()
+    server = client.server
+    server.keyspace.flush()
+    # As in Redis, a background save in progress is stopped (it would write the old data back), and
+    # with save rules on, the empty dataset is saved at once: a restart cannot bring the keys back.
+    server.child.kill(only="rdb")
+    if server.options.save:
+        try:
+            server.save()
+        except OSError as error:  # FLUSHALL itself has succeeded
+            log.warning("Failed saving the snapshot after FLUSHALL: %s", error)
     return OK
 
 
@@ -1299,6 +1315,9 @@ def incr_command(client: Client, args: list[bytes]) -> bytes:
 @command("save", 1, "admin noscript no_async_loading no_multi")
 def save_command(client: Client, args: list[bytes]) -> bytes:
     # SAVE blocks every client while it writes the snapshot (chapter 6), as it does in Redis.
+    if client.server.child.kind == "rdb":  # two writers of one file: BGSAVE's child is already at it
+        raise CommandError("ERR Background save already in progress")
+    client.server.rdb_saves += 1
     try:
         client.server.save()
     except OSError as error:
@@ -1309,10 +1328,17 @@ def save_command(client: Client, args: list[bytes]) -> bytes:
 
 @command("shutdown", -1, "admin noscript loading stale no_multi allow_busy")
 def shutdown_command(client: Client, args: list[bytes]) -> bytes:
+    # SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]. Without save rules, only SAVE saves. FORCE exits even if
+    # the save fails. NOW skips the wait for replicas to catch up, and ABORT cancels that wait: with no
+    # replicas here there is never a wait, so NOW changes nothing and ABORT finds no shutdown to cancel.
     options = {arg.upper() for arg in args[1:]}
-    if not options <= {b"NOSAVE", b"SAVE"} or len(options) > 1:
+    if (not options <= {b"NOSAVE", b"SAVE", b"NOW", b"FORCE", b"ABORT"} or {b"NOSAVE", b"SAVE"} <= options
+            or (b"ABORT" in options and len(options) > 1)):
         raise CommandError(SYNTAX_ERROR)
-    if not client.server.shutdown(save=b"NOSAVE" not in options):
+    if b"ABORT" in options:
+        raise CommandError("ERR No shutdown in progress.")
+    save = True if b"SAVE" in options else False if b"NOSAVE" in options else None
+    if not client.server.shutdown(save, force=b"FORCE" in options):
         raise CommandError("ERR Errors trying to SHUTDOWN. Check logs.")  # the save failed: still serving
     client.close_after_reply = True  # run nothing more: a write now would miss the final snapshot
     return b""  # like Redis, the connection just closes
@@ -1365,7 +1391,7 @@ def save_snapshot(keyspace: Keyspace, path: str) -> None:
     """Write every key to path atomically: temporary file, fsync, rename."""
     header = json.dumps({"format": DUMP_FORMAT, "version": DUMP_VERSION, "fields": DUMP_FIELDS})
     directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, f"temp-{os.getpid()}.json")
+    temporary = temporary_snapshot_path(path, os.getpid())
     try:
         with open(temporary, "w", encoding="ascii") as file:
             file.write(header[:-1] + ',\n"entries": [\n')
@@ -1389,6 +1415,11 @@ def save_snapshot(keyspace: Keyspace, path: str) -> None:
         pass
     finally:
         os.close(directory_fd)
+
+
+def temporary_snapshot_path(path: str, pid: int) -> str:
+    """Where process pid writes the snapshot before renaming it to path, as Redis's temp-<pid>.rdb."""
+    return os.path.join(os.path.dirname(os.path.abspath(path)), f"temp-{pid}.json")
 
 
 def entry_lines(keyspace: Keyspace) -> Iterator[str]:
@@ -1466,7 +1497,225 @@ def _load_entries(keyspace: Keyspace, document_text: str) -> int:
 
 
 # =============================================================================
-# Chapter 7. Transactions: MULTI, EXEC and WATCH
+# Chapter 7. Durability: snapshots in the background
+# =============================================================================
+#
+# SAVE writes the snapshot from the event loop, so every client waits for it:
+# most of a second for a million keys. Redis makes the snapshot without stopping by
+# asking the operating system for a copy of the whole server: fork(). The
+# child process starts with the parent's memory as it was at that instant, the
+# same keys and values, and writes them to the file at leisure, while the
+# parent goes back to its clients at once. The copy costs almost nothing up
+# front: parent and child share every page of memory until one of them writes
+# to it, and only then does the kernel copy that page (copy-on-write). So the
+# snapshot is the data as it was at the fork, however much the parent changes
+# meanwhile, and it costs memory only for the pages that change during it.
+# (Python pays more than C here: reading an object changes its reference
+# count, so the child copies every page it reads, 60% of the server's memory
+# in a save of a million keys. The parent still never waits; the child just
+# needs more memory.)
+#
+# The parent never blocks on the child. Ten times a second its cron (Redis's
+# serverCron, Server.cron in chapter 8) asks the kernel, without waiting,
+# whether the child has exited (waitpid with WNOHANG), and if so whether it
+# exited 0 (success) or not. Only one child runs at a time, as in Redis: two
+# would double the memory copy-on-write can cost. A background rewrite of the
+# append-only file uses the same machinery (BackgroundChild).
+#
+# The child must do its one job and vanish. It never runs the event loop
+# (its sockets are the parent's clients), and it leaves with os._exit(), not
+# sys.exit(): exit handlers, and buffers flushed twice, belong to the parent.
+# It first closes every file it inherited but stdin, stdout and stderr: a
+# socket stays open while any process holds it, so a client the parent
+# disconnects would otherwise wait for the child to finish to see it closed,
+# and a restarted server could not listen on the port. Where fork() does not
+# exist, the job runs in the foreground, and every client waits, as with SAVE.
+#
+# When to save? Redis's answer is a list of save rules, "save <seconds>
+# <changes>": take a snapshot when at least <changes> writes have been made
+# and more than <seconds> have passed since the last save. The default,
+# "3600 1 300 100 60 10000", saves within an hour after any change, within
+# five minutes after 100, and within a minute after 10,000: the busier the
+# data, the less of it a crash can cost. The cron checks the rules ten times
+# a second (Server.save_if_due). A background save that fails is retried no
+# sooner than CONFIG_BGSAVE_RETRY_DELAY seconds later, not ten times a second.
+# --save "" turns the rules off: then the server saves only on SAVE, BGSAVE
+# and, if asked, SHUTDOWN SAVE.
+#
+# A failed background save (a full disk, a folder gone) is a silent danger:
+# clients go on writing data that will never reach the disk. So Redis, with
+# save rules on and stop-writes-on-bgsave-error yes (the default), refuses
+# every write command, and PING, with a -MISCONF error until a save succeeds;
+# reads go on. Whoever runs the server notices at once, not after a crash.
+
+
+class ChildStopped(BaseException):
+    """Raised in a child process by SIGUSR1 (BackgroundChild.kill) or SIGTERM: stop, cleaning up on the way."""
+
+
+def stop_child(signum: int, frame: object) -> None:
+    raise ChildStopped
+
+
+def run_job(work: Callable[[], None]) -> bool:
+    """Run a background job's work(); if it fails, log why and return False."""
+    try:
+        work()
+        return True
+    except OSError as error:  # the disk is full, the folder is gone...: the error says it all
+        log.warning("Background job failed: %s", error)
+    except Exception:
+        log.exception("Background job failed")
+    return False
+
+
+class BackgroundChild:
+    """The one child process a server may run at a time, for BGSAVE or BGREWRITEAOF (Redis's server.child_pid).
+
+    start(kind, work, on_done) forks; the child runs work() and exits 0, or 1
+    if work() raised. The parent's cron calls poll(), which notices the exit
+    and calls on_done(success), with kind back to None and pid still the
+    child's. kill() ends a running child (at shutdown).
+    """
+
+    def __init__(self) -> None:
+        self.kind: str | None = None  # what the running child does ("rdb", "aof"), None while there is none
+        self.pid = 0
+        self.started = 0.0  # time.time() of the fork
+        self.on_done: Callable[[bool], None] = lambda success: None
+        self.forks = 0  # INFO's total_forks
+        self.last_fork_usec = 0  # how long the last fork() blocked the server (INFO's latest_fork_usec)
+
+    def start(self, kind: str, work: Callable[[], None], on_done: Callable[[bool], None]) -> None:
+        """Run work() in a forked child; on_done(success) runs in the parent once it exits. Raises OSError."""
+        assert self.kind is None, "one child at a time: check BackgroundChild.kind first"
+        if not hasattr(os, "fork"):
+            log.warning("No fork() on this system: running the %s job in the foreground; clients wait", kind)
+            on_done(run_job(work))
+            return
+        sys.stdout.flush()  # or the child would write the parent's buffered output a second time
+        sys.stderr.flush()
+        started = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            self._run_in_child(work)
+        self.last_fork_usec = int((time.perf_counter() - started) * 1_000_000)  # copying the page tables
+        self.forks += 1
+        self.kind, self.pid, self.started, self.on_done = kind, pid, time.time(), on_done
+
+    def _run_in_child(self, work: Callable[[], None]) -> None:
+        exit_code = 1
+        try:
+            with contextlib.suppress(ValueError):  # ValueError: only the main thread may; it is, after fork()
+                signal.set_wakeup_fd(-1)  # the parent's event loop reads that pipe: a signal here must not wake it
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole process group: the parent
+                # decides, and stops this child if it exits. SIGUSR1 is kill()'s; SIGTERM, an administrator's.
+                # Either unwinds the child through work(), which removes its temporary files on the way.
+                signal.signal(signal.SIGUSR1, stop_child)
+                signal.signal(signal.SIGTERM, stop_child)
+            os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the clients' sockets too: see the chapter's opening
+            for handler in logging.getLogger().handlers:
+                handler.setFormatter(log_formatter("C"))
+            gc.disable()  # the collector would write to every container's header: copy-on-write for nothing
+            exit_code = 0 if run_job(work) else 1
+        finally:  # whatever happened, ChildStopped included: nothing of the parent's may run here
+            os._exit(exit_code)
+
+    def poll(self) -> None:
+        """Called by the cron: if the child has exited, reap it and call on_done(success)."""
+        if self.kind is None:
+            return
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        if pid == 0:
+            return  # still running
+        exit_code = os.waitstatus_to_exitcode(status)
+        if exit_code < 0:
+            log.warning("Background %s child %d terminated by signal %d", self.kind, self.pid, -exit_code)
+        on_done = self.on_done
+        self.kind = None
+        on_done(exit_code == 0)
+
+    def kill(self, only: str | None = None) -> None:
+        """End the running child (of that kind only, if given) and wait for it: on_done is not called.
+
+        The child removes its temporary files on its way out (ChildStopped
+        unwinds through work()), so the caller has nothing to clean up.
+        """
+        if self.kind is None or only not in (None, self.kind):
+            return
+        log.warning("There is a child %s process (pid %d). Killing it!", self.kind, self.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGUSR1)  # Redis's signal for "stop, this is no error"
+        os.waitpid(self.pid, 0)
+        self.kind = None
+
+
+CONFIG_BGSAVE_RETRY_DELAY = 5  # seconds between the save rules' tries after a failed background save
+
+
+class SaveRules:
+    """The save rules, (seconds, changes) pairs in the order given, and which one is due (Server.save_if_due).
+
+    The cron asks ten times a second. One CONFIG SET can give a million rules,
+    and a loop over them would take longer than the cron's tick, so the rules
+    are also kept sorted by seconds, each with the rule of fewest changes among
+    it and those before it: a binary search finds the easiest rule old enough.
+
+    >>> rules = SaveRules([(3600, 1), (300, 100), (60, 10000)])
+    >>> rules.due(seconds_since_save=301, changes=150)
+    (300, 100)
+    >>> rules.due(seconds_since_save=301, changes=50) is None
+    True
+    """
+
+    def __init__(self, rules: list[tuple[int, int]]) -> None:
+        self.rules = rules
+        by_seconds = sorted(rules)
+        self.seconds = [seconds for seconds, _ in by_seconds]
+        self.easiest = list(itertools.accumulate(by_seconds, lambda best, rule: rule if rule[1] < best[1] else best))
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)
+
+    def __str__(self) -> str:
+        return " ".join(f"{seconds} {changes}" for seconds, changes in self.rules)
+
+    def due(self, seconds_since_save: int, changes: int) -> tuple[int, int] | None:
+        """A rule that asks for a save now: more seconds than it says have passed, and as many changes been made."""
+        old_enough = bisect.bisect_left(self.seconds, seconds_since_save)  # the rules of fewer seconds than that
+        if old_enough and self.easiest[old_enough - 1][1] <= changes:
+            return self.easiest[old_enough - 1]
+        return None
+MISCONF_RDB = (
+    "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk. "
+    "Commands that may modify the data set are disabled, because this instance is configured to report errors "
+    "during writes if RDB snapshotting fails (stop-writes-on-bgsave-error option). Please check the Redis logs "
+    "for details about the RDB error.")
+
+
+@command("bgsave", -1, "admin noscript")
+def bgsave_command(client: Client, args: list[bytes]) -> bytes:
+    # BGSAVE [SCHEDULE]: SCHEDULE waits for another child (an AOF rewrite) to finish instead of failing.
+    if len(args) > 2 or (len(args) == 2 and args[1].lower() != b"schedule"):
+        raise CommandError(SYNTAX_ERROR)
+    server = client.server
+    if server.child.kind == "rdb":
+        raise CommandError("ERR Background save already in progress")
+    if server.child.kind is not None:
+        if len(args) == 1:
+            raise CommandError("ERR Another child process is active (AOF?): can't BGSAVE right now. "
+                               "Use BGSAVE SCHEDULE in order to schedule a BGSAVE whenever possible.")
+        server.bgsave_scheduled = True
+        return simple_string("Background saving scheduled")
+    try:
+        server.background_save()
+    except OSError as error:
+        raise CommandError("ERR") from error
+    return simple_string("Background saving started")
+
+
+# =============================================================================
+# Chapter 8. Transactions: MULTI, EXEC and WATCH
 # =============================================================================
 #
 # A Redis transaction is a list of commands that run one after the other with
@@ -1551,7 +1800,7 @@ def exec_command(client: Client, args: list[bytes]) -> bytes:
         return RESP3_NULL if client.protocol == 3 else RESP2_NULL_ARRAY
     # 3. Run the queue. Each command's error takes its place in the array; the others still run.
     # CLIENT REPLY silences EXEC's reply as a whole, and a command that was checked when it was
-    # queued is not refused now because the transaction subscribed (chapter 10).
+    # queued is not refused now because the transaction subscribed (chapter 11).
     reply_mode, client.reply_mode, client.running_transaction = client.reply_mode, REPLY_ON, True
     try:
         replies = b"".join(execute(client, args) for args in transaction.commands)
@@ -1605,7 +1854,7 @@ def unwatch_all(client: Client) -> None:
 
 def touch_watched_key(db: Database, key: bytes) -> None:
     """key changed in db: the EXEC of every client that WATCHes it will fail (Redis's touchWatchedKey)."""
-    for watched in list(db.watched_keys.get(key, {}).values()):
+    for watched in list(db.watched_keys[key].values()):
         if watched.expired and not db.is_stored(key):
             watched.expired = False  # an expired key is gone at last: it was absent, it still is
             continue
@@ -1644,7 +1893,7 @@ def watched_key_expired(client: Client) -> bool:
 
 
 # =============================================================================
-# Chapter 8. Access control: passwords, protected mode, idle clients
+# Chapter 9. Access control: passwords, protected mode, idle clients
 # =============================================================================
 #
 # Whoever reaches the port can run any command, FLUSHALL included, so Redis
@@ -1724,21 +1973,29 @@ def warn_if_exposed(server: Server) -> None:
 
 
 def close_idle_clients(server: Server) -> None:
-    """Close the clients idle for longer than --timeout seconds (0: never), from the server's cron."""
-    timeout = server.options.timeout
-    if not timeout:
+    """Close the clients idle for longer than --timeout seconds (0: never), from the server's cron.
+
+    Like Redis's clientsCron, each call looks at its share of the clients,
+    so that each is seen about once a second whatever hz is: the cron's work
+    stays in proportion to the clients, not to clients times hz.
+    """
+    timeout, clients = server.options.timeout, server.clients
+    if not timeout or not clients:
         return
     now = time.monotonic()
-    for client in server.clients:
+    share = -(-len(clients) // server.options.hz)  # rounded up
+    start = server.idle_check_position % len(clients)
+    for client in clients[start : start + share]:
         if client.channels or client.patterns or client.monitoring:
-            continue  # it waits for the server to speak, not the other way round: Redis spares it too (chapter 10)
+            continue  # it waits for the server to speak, not the other way round: Redis spares it too (chapter 11)
         if now - client.last_interaction > timeout and not client.transport.is_closing():
             log.info("Closing idle client %d (%s)", client.id, client.address)
             client.transport.close()
+    server.idle_check_position = start + share
 
 
 # =============================================================================
-# Chapter 9. Startup and shutdown
+# Chapter 10. Startup and shutdown
 # =============================================================================
 #
 # Startup happens in Redis's order: read the configuration, make sure the
@@ -1759,7 +2016,13 @@ def close_idle_clients(server: Server) -> None:
 
 
 SHUTDOWN_FLUSH_TIMEOUT = 2.0  # seconds to let replies in flight reach their clients
+LOG_FORMAT = "%(process)d:{role} %(asctime)s.%(msecs)03d * %(message)s"  # Redis's: pid, role, time, message
 LOG_LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "notice": logging.INFO, "warning": logging.WARNING}
+
+
+def log_formatter(role: str) -> logging.Formatter:
+    """Log lines as Redis writes them; role is M for the server, C for a child process (chapter 7)."""
+    return logging.Formatter(LOG_FORMAT.format(role=role), datefmt="%d %b %Y %H:%M:%S")
 
 
 class Server:
@@ -1767,13 +2030,13 @@ class Server:
 
     def __init__(self, options: argparse.Namespace) -> None:
         self.options = options
-        self.pubsub = PubSub()  # channels, patterns and who listens to them (chapter 10)
+        self.pubsub = PubSub()  # channels, patterns and who listens to them (chapter 11)
         self.keyspace = Keyspace(pubsub=self.pubsub)
         self.running_client: Client | None = None  # the client whose requests are running, if any
         self.monitors: list[Client] = []  # the clients that sent MONITOR (Appendix C)
         self.output_limits = dict(CLIENT_OUTPUT_BUFFER_LIMITS)  # client-output-buffer-limit (Appendix E)
-        for name, setting in CONFIG_SETTERS.items():  # --notify-keyspace-events, --client-output-buffer-limit
-            setting.apply(self, setting.read(getattr(options, name.replace("-", "_")).encode()))
+        update_keyspace_events(self)  # --notify-keyspace-events
+        update_output_limits(self)  # --client-output-buffer-limit
         self.clients: list[Client] = []
         self.client_ids = itertools.count(1)
         self.port = options.port
@@ -1781,9 +2044,18 @@ class Server:
         self.start_time = time.time()
         self.last_save = int(self.start_time)
         self.changes_at_last_save = 0  # keyspace.changes() when the last snapshot was saved or loaded
+        self.child = BackgroundChild()  # the BGSAVE (or BGREWRITEAOF) child process, when one runs
+        self.last_bgsave_ok = True  # did the last background save succeed? (INFO's rdb_last_bgsave_status)
+        self.last_bgsave_try = 0  # Unix time of the last BGSAVE's fork
+        self.disk_error: str | None = None  # why write commands are refused (MISCONF), if they are: check_disk()
+        self.last_bgsave_seconds = -1  # how long the last background save took
+        self.bgsave_scheduled = False  # BGSAVE SCHEDULE: start one as soon as no child runs
+        self.rdb_saves = 0  # SAVE and BGSAVE runs since startup (INFO's rdb_saves)
+        self.keys_loaded = 0  # from the snapshot, at startup
         self.commands_processed = 0
         self.connections_received = 0
         self.rejected_connections = 0  # turned away: over maxclients, or by protected mode
+        self.idle_check_position = 0  # where in the clients list the next look for idle clients starts
         self.password_digest = password_digest(options.requirepass)  # the default user's; None: no password
         self.listener: asyncio.Server | None = None  # serve() opens it
         self.exit_code: asyncio.Future[int] | None = None  # set by shutdown() once the server may exit
@@ -1822,13 +2094,78 @@ class Server:
         return self.keyspace.databases[index]
 
     def save(self) -> None:
-        started = time.perf_counter()
+        """Write the snapshot in the foreground, as SAVE and shutdown do: every client waits. Raises OSError."""
         changes = self.keyspace.changes()
+        self.write_snapshot()
+        self.snapshot_saved(changes)
+
+    def write_snapshot(self) -> None:
+        """Write the snapshot and log it: in the server for SAVE, in the child for BGSAVE."""
+        started = time.perf_counter()
         save_snapshot(self.keyspace, self.dump_path)
-        self.changes_at_last_save = changes
-        self.last_save = int(time.time())
         log.info("DB saved on disk: %d keys in %.3f seconds (%s)", self.keyspace.key_count(),
                  time.perf_counter() - started, self.dump_path)
+
+    def snapshot_saved(self, changes: int) -> None:
+        """A snapshot holding the first `changes` changes is on disk: they need no saving any more."""
+        self.changes_at_last_save = changes
+        self.last_save = int(time.time())
+        self.last_bgsave_ok = True  # as in Redis, a good SAVE also ends the MISCONF refusal of writes
+        self.check_disk()
+
+    def check_disk(self) -> None:
+        """Set disk_error, which execute() answers write commands with (Redis's writeCommandsDeniedByDiskError).
+
+        Call it after anything it depends on changes: the last background
+        save's outcome, the save rules, stop-writes-on-bgsave-error.
+        """
+        stop_writes = self.options.stop_writes_on_bgsave_error == "yes"
+        refuse = not self.last_bgsave_ok and bool(self.options.save) and stop_writes
+        self.disk_error = MISCONF_RDB if refuse else None
+
+    def background_save(self) -> None:
+        """Redis's rdbSaveBackground: fork a child that writes the snapshot; the cron hears how it went.
+
+        Raises OSError if the fork fails. The caller checks that no child runs.
+        """
+        self.rdb_saves += 1
+        self.last_bgsave_try = int(time.time())
+        on_done = functools.partial(self.background_save_done, self.keyspace.changes(), self.last_bgsave_try)
+        try:
+            self.child.start("rdb", self.write_snapshot, on_done)
+        except OSError as error:
+            self.last_bgsave_ok = False
+            self.check_disk()
+            log.warning("Can't save in background: fork: %s", error.strerror or error)
+            raise
+        if self.child.kind == "rdb":  # else there is no fork(), and the save has already run
+            log.info("Background saving started by pid %d", self.child.pid)
+
+    def background_save_done(self, changes: int, started: int, success: bool) -> None:
+        """The BGSAVE child has exited (Redis's backgroundSaveDoneHandler)."""
+        if success:
+            log.info("Background saving terminated with success")
+            self.snapshot_saved(changes)  # the changes made since the fork are still unsaved
+        else:
+            log.warning("Background saving error")
+            self.last_bgsave_ok = False
+            self.check_disk()
+            with contextlib.suppress(OSError):  # a child killed by a signal could not remove its unfinished file
+                os.unlink(temporary_snapshot_path(self.dump_path, self.child.pid))
+        self.last_bgsave_seconds = int(time.time()) - started
+
+    def may_try_bgsave(self, now: int) -> bool:
+        """After a failed background save, the next try waits CONFIG_BGSAVE_RETRY_DELAY seconds."""
+        return self.last_bgsave_ok or now - self.last_bgsave_try > CONFIG_BGSAVE_RETRY_DELAY
+
+    def save_if_due(self, now: int) -> None:
+        """Start a background save if a save rule says so (Redis's serverCron; chapter 7 explains the rules)."""
+        rule = self.options.save.due(now - self.last_save, self.keyspace.changes() - self.changes_at_last_save)
+        if rule is not None and self.may_try_bgsave(now):
+            seconds, changes = rule
+            log.info("%d changes in %d seconds. Saving...", changes, seconds)
+            with contextlib.suppress(OSError):  # logged, and tried again after the retry delay
+                self.background_save()
 
     def load(self) -> None:
         """Load the snapshot if there is one. A snapshot that fails to load raises DumpError."""
@@ -1837,24 +2174,29 @@ class Server:
             return
         started = time.perf_counter()
         count = load_snapshot(self.keyspace, self.dump_path)
+        self.keys_loaded = count
         self.changes_at_last_save = self.keyspace.changes()  # loading is no change to save
         log.info("DB loaded from disk: %d keys in %.3f seconds (%s)", count, time.perf_counter() - started,
                  self.dump_path)
 
-    def shutdown(self, save: bool, force: bool = False) -> bool:
+    def shutdown(self, save: bool | None = None, force: bool = False) -> bool:
         """Save the final snapshot, then stop serving; if the save fails, log why and return False, still serving.
 
-        Redis's prepareForShutdown(), in its order: the save comes first, while
-        everything still runs, so a failed save leaves the server as it was.
-        After a good save, every connection is closed before this returns: no
-        command can run after the save, so none can be lost. force (a second
-        signal) exits even if the save fails again, with exit code 1.
+        Redis's prepareForShutdown(), in its order: a background save is
+        stopped, then the final save comes, while everything still runs, so a
+        failed save leaves the server as it was. After a good save, every
+        connection is closed before this returns: no command can run after the
+        save, so none can be lost. save: True saves (SHUTDOWN SAVE), False
+        does not (NOSAVE), None saves if there are save rules (plain SHUTDOWN,
+        SIGTERM). force (SHUTDOWN FORCE, a second signal) exits even if the
+        save fails, with exit code 1.
         """
         if self.exit_code.done():
             return True  # already on the way out
         log.warning("User requested shutdown...")
+        self.child.kill()  # its snapshot would race the final one, and would be older
         exit_code = 0
-        if save:
+        if save or (save is None and self.options.save):
             log.info("Saving the final snapshot before exiting.")
             try:
                 self.save()
@@ -1864,7 +2206,7 @@ class Server:
                     log.warning("Error trying to save the DB, can't exit.")
                     log.warning("Errors trying to shut down the server. Check the logs for more information.")
                     return False
-                log.warning("Exiting anyway, on a second signal: every change since the last successful save is lost.")
+                log.warning("Exiting anyway: every change since the last successful save is lost.")
                 exit_code = 1
         log.info("No new connections; closing %d client(s)", len(self.clients))
         self.stopping = True
@@ -1877,14 +2219,26 @@ class Server:
 
     def signal_received(self, name: str) -> None:
         log.warning("Received %s scheduling shutdown...", name)
-        if not self.shutdown(save=True, force=self.signal_shutdown_failed):
+        if not self.shutdown(force=self.signal_shutdown_failed):
             self.signal_shutdown_failed = True
 
-    def schedule_active_expiry(self, loop: asyncio.AbstractEventLoop) -> None:
+    def cron(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Redis's serverCron, hz times a second: active expiry, idle clients, the background child, save rules."""
+        if self.stopping:
+            return  # shut down: a save rule must not start a child that would outlive the server
+        loop.call_later(1 / self.options.hz, self.cron, loop)  # first, so that no error below can stop the cron
         if self.active_expiry_enabled:
-            self.keyspace.active_expire_cycle()
+            self.keyspace.active_expire_cycle(self.options.hz)
         close_idle_clients(self)
-        loop.call_later(1 / CONFIG_DEFAULT_HZ, self.schedule_active_expiry, loop)
+        now = int(time.time())
+        if self.child.kind is not None:
+            self.child.poll()
+        else:
+            self.save_if_due(now)
+        if self.bgsave_scheduled and self.child.kind is None and self.may_try_bgsave(now):
+            with contextlib.suppress(OSError):  # logged; BGSAVE SCHEDULE was answered long ago
+                self.background_save()
+                self.bgsave_scheduled = False
 
 
 def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -1905,6 +2259,14 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
                         help="while there is no password, serve only clients on this machine (default yes)")
     parser.add_argument("--timeout", type=int, default=0, metavar="SECONDS",
                         help="close a client idle for this long (default 0: never)")
+    parser.add_argument("--save", nargs="+", default=["3600 1 300 100 60 10000"], metavar="SECONDS CHANGES",
+                        help='save rules: a background save after CHANGES writes and SECONDS seconds, '
+                             'pairs as in Redis (default "3600 1 300 100 60 10000"; "" for none)')
+    parser.add_argument("--stop-writes-on-bgsave-error", choices=["yes", "no"], default="yes",
+                        help="refuse writes with -MISCONF while the last background save failed (default yes)")
+    parser.add_argument("--hz", type=int, default=CONFIG_DEFAULT_HZ, metavar="N",
+                        help="how many times a second the cron runs: active expiry, idle clients, save rules "
+                             "(default 10; 1 to 500)")
     parser.add_argument("--loglevel", choices=list(LOG_LEVELS), default="notice", help="log verbosity (default notice)")
     parser.add_argument("--enable-debug-command", choices=["no", "yes", "local"], default="local",
                         help="who may use DEBUG, which can block the server: local connections only by default")
@@ -1931,10 +2293,19 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     options = parser.parse_args(argv)
     if options.maxclients < 1:
         parser.error("--maxclients must be at least 1")
-    for name in CONFIG_SETTERS:  # read as CONFIG SET reads them
+    if options.timeout < 0:
+        parser.error("--timeout must be at least 0")
+    options.hz = min(max(options.hz, CONFIG_MIN_HZ), CONFIG_MAX_HZ)  # as Redis keeps it
+    try:
+        options.save = parse_save_rules(" ".join(options.save).encode())  # --save 60 1, or --save "60 1"
+    except ConfigError as error:
+        parser.error(f"--save: {error}")
+    for name, read in (("notify-keyspace-events", read_notify_keyspace_events),
+                       ("client-output-buffer-limit", read_client_output_buffer_limit)):
+        attribute = name.replace("-", "_")
         try:
-            CONFIG_SETTERS[name].read(getattr(options, name.replace("-", "_")).encode())
-        except ConfigValueError as error:
+            setattr(options, attribute, read(getattr(options, attribute).encode()))
+        except ConfigError as error:
             parser.error(f"--{name}: {error}")
     return options
 
@@ -1957,7 +2328,7 @@ async def serve(server: Server, ready: Callable[[], None] = lambda: None) -> int
     if threading.current_thread() is threading.main_thread():  # only there can a process handle signals
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, server.signal_received, signal.Signals(signum).name)
-    loop.call_later(1 / CONFIG_DEFAULT_HZ, server.schedule_active_expiry, loop)
+    loop.call_later(1 / options.hz, server.cron, loop)
     addresses = ", ".join(f"{sock.getsockname()[0]}:{sock.getsockname()[1]}" for sock in server.listener.sockets)
     log.info("Educational Redis Clone %s (Redis %s compatible), pid %d, ready to accept connections on %s, "
              "persisting to %s", SERVER_VERSION, REDIS_VERSION, os.getpid(), addresses,
@@ -1983,8 +2354,8 @@ def new_event_loop(server: Server) -> asyncio.AbstractEventLoop:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
-    logging.basicConfig(level=LOG_LEVELS[options.loglevel], stream=sys.stdout,
-                        format=f"{os.getpid()}:M %(asctime)s.%(msecs)03d * %(message)s", datefmt="%d %b %Y %H:%M:%S")
+    logging.basicConfig(level=LOG_LEVELS[options.loglevel], stream=sys.stdout)
+    logging.getLogger().handlers[0].setFormatter(log_formatter("M"))
     options.maxclients = adjust_open_files_limit(options.maxclients)
     if options.maxclients < 1:
         return 1
@@ -2005,7 +2376,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # =============================================================================
-# Chapter 10. Pub/Sub: messages nobody asked for
+# Chapter 11. Pub/Sub: messages nobody asked for
 # =============================================================================
 #
 # Everything so far is request and reply: a client asks, the server answers,
@@ -3367,7 +3738,8 @@ def object_encoding_command(client: Client, args: list[bytes]) -> bytes:
 # MONITOR streams every command as it runs; PUBSUB says who listens to what;
 # COMMAND and COMMAND DOCS describe every command (redis-cli's hints and help
 # come from there); INFO reports statistics; CONFIG GET shows the settings
-# under Redis's names, and CONFIG SET changes the few that may change.
+# under Redis's names, and CONFIG SET changes those that can change while the
+# server runs.
 
 
 # --- HELLO and CLIENT ----------------------------------------------------------
@@ -3390,7 +3762,7 @@ def reset_command(client: Client, args: list[bytes]) -> bytes:
     client.set_protocol(2)
     client.name = b""
     client.authenticated = client.server.password_digest is None
-    stop_listening(client)  # no channel, no pattern, no MONITOR (chapter 10)
+    stop_listening(client)  # no channel, no pattern, no MONITOR (chapter 11)
     if client.reply_mode != REPLY_SKIP:  # CLIENT REPLY OFF ends; a SKIP still skips this reply
         client.reply_mode = REPLY_ON
     return simple_string("RESET")
@@ -3782,23 +4154,19 @@ def info_text(server: Server, sections: set[str]) -> str:
             "tcp_port": str(server.port),
             "uptime_in_seconds": str(uptime),
             "uptime_in_days": str(uptime // 86400),
-            "hz": str(CONFIG_DEFAULT_HZ),
+            "hz": str(server.options.hz),
             "executable": os.path.abspath(__file__),
         },
         "clients": {"connected_clients": str(len(server.clients)), "blocked_clients": "0"},
         "memory": {"used_memory": str(memory), "used_memory_rss": str(memory), "maxmemory": "0"},
-        "persistence": {
-            "loading": "0",
-            "rdb_changes_since_last_save": str(server.keyspace.changes() - server.changes_at_last_save),
-            "rdb_bgsave_in_progress": "0",
-            "rdb_last_save_time": str(server.last_save),
-            "aof_enabled": "0",
-        },
+        "persistence": persistence_info(server),
         "stats": {
             "total_connections_received": str(server.connections_received),
             "total_commands_processed": str(server.commands_processed),
             "rejected_connections": str(server.rejected_connections),
             "expired_keys": str(server.keyspace.expired_count()),
+            "latest_fork_usec": str(server.child.last_fork_usec),
+            "total_forks": str(server.child.forks),
             "pubsub_channels": str(len(server.pubsub.channels)),  # channels with a subscriber
             "pubsub_patterns": str(len(server.pubsub.patterns)),
             "pubsubshard_channels": "0",
@@ -3816,6 +4184,43 @@ def info_text(server: Server, sections: set[str]) -> str:
         f"# {name.capitalize()}\r\n" + "".join(f"{key}:{value}\r\n" for key, value in values.items())
         for name, values in fields.items() if name in sections
     )
+
+
+def persistence_info(server: Server) -> dict[str, str]:
+    """INFO's persistence section, with Redis 7.0's fields in its order (0 or -1 for what is not tracked)."""
+    saving = server.child.kind == "rdb"
+    return {
+        "loading": "0",  # the snapshot is loaded before the server listens: no client ever sees it loading
+        "async_loading": "0",
+        "current_cow_peak": "0",
+        "current_cow_size": "0",
+        "current_cow_size_age": "0",
+        "current_fork_perc": "0.00",
+        "current_save_keys_processed": "0",
+        "current_save_keys_total": "0",
+        "rdb_changes_since_last_save": str(server.keyspace.changes() - server.changes_at_last_save),
+        "rdb_bgsave_in_progress": "1" if saving else "0",
+        "rdb_last_save_time": str(server.last_save),
+        "rdb_last_bgsave_status": "ok" if server.last_bgsave_ok else "err",
+        "rdb_last_bgsave_time_sec": str(server.last_bgsave_seconds),
+        "rdb_current_bgsave_time_sec": str(int(time.time()) - int(server.child.started)) if saving else "-1",
+        "rdb_saves": str(server.rdb_saves),
+        "rdb_last_cow_size": "0",
+        "rdb_last_load_keys_expired": "0",
+        "rdb_last_load_keys_loaded": str(server.keys_loaded),
+        "aof_enabled": "0",
+        "aof_rewrite_in_progress": "0",
+        "aof_rewrite_scheduled": "0",
+        "aof_last_rewrite_time_sec": "-1",
+        "aof_current_rewrite_time_sec": "-1",
+        "aof_last_bgrewrite_status": "ok",
+        "aof_rewrites": "0",
+        "aof_rewrites_consecutive_failures": "0",
+        "aof_last_write_status": "ok",
+        "aof_last_cow_size": "0",
+        "module_fork_in_progress": "0",
+        "module_fork_last_cow_size": "0",
+    }
 
 
 def resident_memory_bytes() -> int:
@@ -3846,14 +4251,17 @@ def config_values(server: Server) -> dict[str, str]:
         "dbfilename": server.options.dbfilename,
         "loglevel": server.options.loglevel,
         "databases": str(DATABASES),
-        "hz": str(CONFIG_DEFAULT_HZ),
-        "save": "",  # no periodic snapshots: SAVE and shutdown only
+        "hz": str(server.options.hz),
+        "save": str(server.options.save),
+        "stop-writes-on-bgsave-error": server.options.stop_writes_on_bgsave_error,
         "appendonly": "no",
         "proto-max-bulk-len": str(PROTO_MAX_BULK_LEN),
         "maxmemory": "0",
         "maxclients": str(server.options.maxclients),
         "tcp-backlog": str(server.options.tcp_backlog),
-        "timeout": "0",
+        "timeout": str(server.options.timeout),
+        "requirepass": server.options.requirepass,
+        "protected-mode": server.options.protected_mode,
         "enable-debug-command": server.options.enable_debug_command,
         "client-query-buffer-limit": str(server.options.client_query_buffer_limit),
         "notify-keyspace-events": keyspace_events_text(server.pubsub.notify_flags),
@@ -3867,6 +4275,7 @@ def config_values(server: Server) -> dict[str, str]:
 def reset_stats(server: Server) -> None:
     server.commands_processed = 0
     server.connections_received = 0
+    server.child.forks = server.child.last_fork_usec = 0
     for db in server.keyspace.databases:
         db.expired_count = 0
 
@@ -3885,85 +4294,220 @@ def config_resetstat_command(client: Client, args: list[bytes]) -> bytes:
     reset_stats(client.server)
     return OK
 
-# CONFIG SET: a table of the settings that may change at runtime, each with
-# how its text is read and checked and how a value takes effect. CONFIG SET
-# reads every value before it applies any, so that it changes all of its
-# settings or, if one is wrong, none (as Redis 7 does). The same table reads
-# the settings given on the command line (--notify-keyspace-events...).
+# CONFIG SET name value [name value ...] changes settings while the server
+# runs, all of them or none, as Redis 7 does: every name is checked first (an
+# unknown one, one CONFIG SET cannot change, or one given twice fails the
+# whole call, the first such error reported), then every value is read, then
+# they are all set, then each changed setting's apply function makes it take
+# effect. A value that does not read, or an apply function that fails, leaves
+# every setting as it was.
 
 
-class ConfigValueError(Exception):
-    """A value CONFIG SET cannot take; the message says why, as Redis's setters do."""
+class ConfigError(Exception):
+    """Why a setting refuses a value, in Redis's words ("argument must be 'yes' or 'no'")."""
 
 
 @dataclass(frozen=True, slots=True)
-class Setting:
-    """A setting CONFIG SET may change."""
+class Parameter:
+    """A setting CONFIG SET can change: where its value lives, how its text is read, and what applies it."""
 
-    read: Callable[[bytes], object]  # the value, checked; raises ConfigValueError
-    apply: Callable[[Server, object], None]  # makes a value read by read() take effect
+    attribute: str  # the attribute of server.options that holds the value
+    parse: Callable[[bytes], object]  # the value as server.options holds it; raises ConfigError
+    apply: Callable[[Server], None] | None = None  # runs after a change; a ConfigError from it undoes the call
+
+
+def parse_yes_no(value: bytes) -> str:
+    """A yes/no setting, in any case (Redis's yesnotoi)."""
+    if value.lower() not in (b"yes", b"no"):
+        raise ConfigError("argument must be 'yes' or 'no'")
+    return value.lower().decode()
+
+
+def parse_save_rules(value: bytes) -> SaveRules:
+    """ "3600 1 300 100" as the rules [(3600, 1), (300, 100)], read as Redis 7.0's setConfigSaveOption does.
+
+    Redis splits the text at every single space and reads each piece with
+    strtoll(): so "" is no rules, an empty piece reads as 0 (which a count of
+    changes may be, a number of seconds may not), and a number too large
+    stops at the largest a long long holds. The count of changes is then kept
+    in a C int, which keeps its low 32 bits.
+    """
+    pieces = value.split(b" ") if value else []
+    numbers = [int(piece) if piece.isdigit() and len(piece) < 19 else c_strtoll(piece) for piece in pieces]
+    if len(pieces) % 2 or None in numbers:
+        raise ConfigError("Invalid save parameters")
+    seconds, changes = numbers[0::2], numbers[1::2]
+    if min(seconds, default=1) < 1 or min(changes, default=0) < 0:
+        raise ConfigError("Invalid save parameters")
+    rules = [(second, (change + 2**31) % 2**32 - 2**31) for second, change in zip(seconds, changes, strict=True)]
+    return SaveRules(rules)
+
+
+C_STRTOLL = re.compile(rb"[ \t\n\v\f\r]*([+-]?[0-9]+)?")  # what strtoll() reads: spaces, a sign, digits
+
+
+def c_strtoll(piece: bytes) -> int | None:
+    """A number as C's strtoll() reads it, clamped to a long long; None if anything follows it."""
+    match = C_STRTOLL.fullmatch(piece)
+    return None if match is None else max(LLONG_MIN, min(LLONG_MAX, int(match[1] or b"0")))
+
+def integer_between(low: int, high: int) -> Callable[[bytes], int]:
+    """A reader of integer settings in [low, high], with Redis's errors."""
+
+    def parse(value: bytes) -> int:
+        number = parse_integer(value)
+        if number is None:
+            raise ConfigError("argument couldn't be parsed into an integer")
+        if not low <= number <= high:
+            raise ConfigError(f"argument must be between {low} and {high} inclusive")
+        return number
+
+    return parse
+
+
+def one_of(*choices: str) -> Callable[[bytes], str]:
+    """A reader of settings that take one of a few words (Redis's enum configs)."""
+
+    def parse(value: bytes) -> str:
+        if text(value).lower() not in choices:
+            raise ConfigError(f"argument(s) must be one of the following: {', '.join(choices)}")
+        return text(value).lower()
+
+    return parse
+
+
+def parse_hz(value: bytes) -> int:
+    """hz takes any int, and works within 1 to 500 (Redis's CONFIG_MIN_HZ and CONFIG_MAX_HZ)."""
+    return min(max(integer_between(0, INT_MAX)(value), CONFIG_MIN_HZ), CONFIG_MAX_HZ)
+
+
+def update_password(server: Server) -> None:
+    server.password_digest = password_digest(server.options.requirepass)  # clients logged in stay so, as in Redis
+
+
+def update_maxclients(server: Server) -> None:
+    possible = adjust_open_files_limit(server.options.maxclients)
+    if possible < server.options.maxclients:
+        raise ConfigError(f"The operating system is not able to handle the specified number of clients, "
+                          f"try with {possible}")
+
+
+def update_log_level(server: Server) -> None:
+    logging.getLogger().setLevel(LOG_LEVELS[server.options.loglevel])
 
 
 def read_notify_keyspace_events(value: bytes) -> int:
+    """notify-keyspace-events' letters as NOTIFY_* bits (chapter 11)."""
     flags = parse_keyspace_events(value)
     if flags is None:
-        raise ConfigValueError("Invalid event class character. Use 'Ag$lshzxeKEtmdn'.")
+        raise ConfigError("Invalid event class character. Use 'Ag$lshzxeKEtmdn'.")
     return flags
 
 
-def apply_notify_keyspace_events(server: Server, flags: int) -> None:
-    server.pubsub.notify_flags = flags
+def update_keyspace_events(server: Server) -> None:
+    server.pubsub.notify_flags = server.options.notify_keyspace_events
 
 
 def read_client_output_buffer_limit(value: bytes) -> dict[str, tuple[int, int, int]]:
     """Groups of four, <class> <hard limit> <soft limit> <soft seconds>: the classes named, and their limits."""
     words = value.split()
     if len(words) % 4:
-        raise ConfigValueError("Wrong number of arguments in buffer limit configuration.")
+        raise ConfigError("Wrong number of arguments in buffer limit configuration.")
     limits = {}
     for i in range(0, len(words), 4):
         name = words[i].lower()
         if name not in CLIENT_TYPES or name == b"master":
-            raise ConfigValueError("Invalid client class specified in buffer limit configuration.")
+            raise ConfigError("Invalid client class specified in buffer limit configuration.")
         hard, soft, seconds = parse_memory(words[i + 1]), parse_memory(words[i + 2]), parse_integer(words[i + 3])
         if hard is None or soft is None or seconds is None or seconds < 0:
-            raise ConfigValueError("Error in hard, soft or soft_seconds setting in buffer limit configuration.")
+            raise ConfigError("Error in hard, soft or soft_seconds setting in buffer limit configuration.")
         limits["slave" if name == b"replica" else name.decode()] = (hard, soft, seconds)
     return limits
 
 
-def apply_client_output_buffer_limit(server: Server, limits: dict[str, tuple[int, int, int]]) -> None:
-    server.output_limits.update(limits)  # the classes not named keep their limits
+def update_output_limits(server: Server) -> None:
+    server.output_limits.update(server.options.client_output_buffer_limit)  # the classes not named stay (Appendix E)
 
 
-CONFIG_SETTERS: dict[str, Setting] = {
-    "notify-keyspace-events": Setting(read_notify_keyspace_events, apply_notify_keyspace_events),
-    "client-output-buffer-limit": Setting(read_client_output_buffer_limit, apply_client_output_buffer_limit),
+INT_MAX = 2**31 - 1  # C's int and unsigned int: the ranges of Redis's integer settings
+UINT_MAX = 2**32 - 1
+
+SETTABLE_PARAMETERS: dict[str, Parameter] = {
+    "save": Parameter("save", parse_save_rules, apply=Server.check_disk),
+    "stop-writes-on-bgsave-error": Parameter("stop_writes_on_bgsave_error", parse_yes_no, apply=Server.check_disk),
+    "requirepass": Parameter("requirepass", text, apply=update_password),
+    "protected-mode": Parameter("protected_mode", parse_yes_no),
+    "timeout": Parameter("timeout", integer_between(0, INT_MAX)),
+    "maxclients": Parameter("maxclients", integer_between(1, UINT_MAX), apply=update_maxclients),
+    "hz": Parameter("hz", parse_hz),
+    "loglevel": Parameter("loglevel", one_of(*LOG_LEVELS), apply=update_log_level),
+    "notify-keyspace-events": Parameter("notify_keyspace_events", read_notify_keyspace_events,
+                                        apply=update_keyspace_events),
+    "client-output-buffer-limit": Parameter("client_output_buffer_limit", read_client_output_buffer_limit,
+                                            apply=update_output_limits),
+}
+
+# Settings CONFIG SET refuses though Redis changes them: dir and dbfilename because Redis 7 protects them
+# by default (a client must not point the snapshot at another file), port and bind because this server
+# listens where it started.
+REFUSED_PARAMETERS = {
+    "dir": "can't set protected config",
+    "dbfilename": "can't set protected config",
+    "port": "this server cannot listen elsewhere while running: restart it with --port",
+    "bind": "this server cannot listen elsewhere while running: restart it with --bind",
 }
 
 
-@command("config|set", -4, "admin noscript loading stale")
+@command("config|set", -4, "admin noscript")
 def config_set_command(client: Client, args: list[bytes]) -> bytes:
-    pairs = args[2:]
-    if len(pairs) % 2:
+    if len(args) % 2:
         raise CommandError(SYNTAX_ERROR)
-    changes = []
-    names = set()
-    for i in range(0, len(pairs), 2):
-        name, value = text(pairs[i]).lower(), pairs[i + 1]
-        if name not in CONFIG_SETTERS:
-            raise CommandError(f"ERR Unknown option or number of arguments for CONFIG SET - '{c_string(pairs[i])}'")
-        if name in names:
-            raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{name}') - duplicate parameter")
-        names.add(name)
+    server = client.server
+    readable = config_values(server)
+    chosen: dict[str, tuple[Parameter, bytes]] = {}
+    for name_arg, value in zip(args[2::2], args[3::2], strict=True):
+        name = text(name_arg).lower()
+        if name not in SETTABLE_PARAMETERS and name not in readable:
+            raise CommandError(f"ERR Unknown option or number of arguments for CONFIG SET - '{c_string(name_arg)}'")
+        if name not in SETTABLE_PARAMETERS:  # CONFIG GET shows it, but this server cannot change it while running
+            reason = REFUSED_PARAMETERS.get(name, "can't set immutable config")
+            raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{c_string(name_arg)}') - "
+                               f"{reason}")
+        if name in chosen:
+            raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{c_string(name_arg)}') - "
+                               "duplicate parameter")
+        chosen[name] = (SETTABLE_PARAMETERS[name], value)
+    new_values = {}
+    for name, (parameter, value) in chosen.items():
         try:
-            changes.append((CONFIG_SETTERS[name], CONFIG_SETTERS[name].read(value)))
-        except ConfigValueError as error:
+            new_values[name] = parameter.parse(value)
+        except ConfigError as error:
             raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{name}') - {error}") from None
-    for setting, new_value in changes:
-        setting.apply(client.server, new_value)
+    old_values = {name: getattr(server.options, parameter.attribute) for name, (parameter, _) in chosen.items()}
+    set_parameters(server, {name: parameter for name, (parameter, _) in chosen.items()}, new_values, old_values)
     return OK
 
+
+def set_parameters(server: Server, parameters: dict[str, Parameter], new_values: dict[str, object],
+                   old_values: dict[str, object]) -> None:
+    """Set the new values and apply them; if an apply function fails, restore and re-apply the old values."""
+    for name, parameter in parameters.items():
+        setattr(server.options, parameter.attribute, new_values[name])
+    applied = []
+    for name, parameter in parameters.items():
+        if parameter.apply is None or parameter.apply in applied:
+            continue  # each apply function runs once, however many of its settings changed
+        try:
+            parameter.apply(server)
+        except ConfigError as error:
+            log.warning("Failed applying new configuration. Possibly related to new %s setting. "
+                        "Restoring previous settings.", name)
+            for other_name, other in parameters.items():
+                setattr(server.options, other.attribute, old_values[other_name])
+            for done in applied:
+                done(server)
+            raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{name}') - {error}") from None
+        applied.append(parameter.apply)
 
 
 # --- COMMAND, and every command's documentation ---------------------------------
@@ -4015,6 +4559,7 @@ COMMAND_DOCS: dict[str, CommandDocs] = {
     "acl|whoami": CommandDocs("server", "6.0.0", "Return the name of the user associated to the current connection"),
     "append": CommandDocs("string", "2.0.0", "Append a value to a key", "key value", keys=(1, 1, 1)),
     "auth": CommandDocs("connection", "1.0.0", "Authenticate to the server", "[username] password"),
+    "bgsave": CommandDocs("server", "1.0.0", "Asynchronously save the dataset to disk", "[SCHEDULE]"),
     "client": CommandDocs("connection", "2.4.0", "A container for client connection commands"),
     "client|getname": CommandDocs("connection", "2.6.9", "Get the current connection name"),
     "client|id": CommandDocs("connection", "5.0.0", "Returns the client ID for the current connection"),
@@ -4140,7 +4685,7 @@ COMMAND_DOCS: dict[str, CommandDocs] = {
     "setrange": CommandDocs("string", "2.2.0", "Overwrite part of a string at key starting at the specified offset",
         "key offset value", keys=(1, 1, 1)),
     "shutdown": CommandDocs("server", "1.0.0", "Synchronously save the dataset to disk and then shut down the server",
-        "[NOSAVE|SAVE]"),
+        "[NOSAVE|SAVE] [NOW] [FORCE] [ABORT]"),
     "strlen": CommandDocs("string", "2.2.0", "Get the length of the value stored in a key", "key", keys=(1, 1, 1)),
     "substr": CommandDocs("string", "1.0.0", "Get a substring of the string stored at a key",
         "key start end", keys=(1, 1, 1)),
@@ -4303,7 +4848,7 @@ class BeforeSleepSelector(selectors.DefaultSelector):
             self.flush()
 
     def queue_push(self, connection: ClientConnection) -> None:
-        """A message pushed to a client (chapter 10): always written before the loop sleeps, with the others.
+        """A message pushed to a client (chapter 11): always written before the loop sleeps, with the others.
 
         The client that published is still running its requests, so there is
         always something to batch with; one PUBLISH pipeline of a thousand

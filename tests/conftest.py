@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
 import pytest
 import redis
@@ -100,7 +101,7 @@ def free_port() -> int:
 
 
 class RedisServerProcess:
-    """A real redis-server on a free loopback port, with persistence off."""
+    """A real redis-server on a free loopback port, with persistence off unless extra_args turn it on."""
 
     def __init__(self, directory: pathlib.Path, *extra_args: str) -> None:
         self.port = free_port()
@@ -330,3 +331,35 @@ def pytest_addoption(parser):
     parser.addoption("--ops", type=int, default=4000, help="operations per differential run (test_against_redis.py)")
     parser.addoption("--seed", type=int, action="append", default=None,
                      help="seed of a differential run; repeat for several (default: three fixed seeds)")
+
+
+@dataclass
+class Pair:
+    """This server and a real redis-server, started with the same flags, each in a folder of its own."""
+
+    ours: RawConnection
+    theirs: RawConnection
+    ours_dir: pathlib.Path
+    theirs_dir: pathlib.Path
+
+
+@pytest.fixture
+def pair(start_server, tmp_path):
+    """start(*flags) -> Pair; skipped where redis-server is not installed."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    started = []
+
+    def start(*flags: str) -> Pair:
+        ours_dir, theirs_dir = tmp_path / f"ours{len(started)}", tmp_path / f"theirs{len(started)}"
+        ours_dir.mkdir()
+        theirs_dir.mkdir()
+        ours = start_server(*flags, directory=ours_dir)
+        theirs = RedisServerProcess(theirs_dir, *flags)
+        started.append(theirs)
+        return Pair(RawConnection(ours.port), RawConnection(theirs.port), ours_dir, theirs_dir)
+
+    yield start
+    for process in started:
+        process.process.kill()
+        process.process.wait()
