@@ -631,10 +631,10 @@ def execute(client: Client, args: list[bytes]) -> bytes:
     except Exception:  # a bug must not cost the client its connection, or others theirs
         log.exception("Command %s failed", text(args[0]))
         reply = error_reply(f"ERR internal error while running '{entry.name}'")
-    if client.pushed or client.reply_mode:  # rare: a subscriber in RESP3, or a client that turned replies off
-        reply = outgoing_reply(client, reply)
     if client.server.monitors:  # MONITOR: the command as it ran, to every monitoring client (Appendix C)
         reply += feed_monitors(client, entry, args)
+    if client.pushed or client.reply_mode:  # rare: a subscriber in RESP3, or a client that turned replies off
+        reply = outgoing_reply(client, reply)
     return reply
 
 
@@ -4015,6 +4015,8 @@ def outgoing_reply(client: Client, reply: bytes) -> bytes:
 
 @command("monitor", 1, "admin noscript loading stale")
 def monitor_command(client: Client, args: list[bytes]) -> bytes:
+    if client.running_transaction:  # inside EXEC a client expects one reply per command, not a stream
+        raise CommandError("ERR MONITOR isn't allowed for DENY BLOCKING client")
     if not client.monitoring:  # a second MONITOR changes nothing
         client.monitoring = True
         client.server.monitors.append(client)
@@ -4024,8 +4026,8 @@ def monitor_command(client: Client, args: list[bytes]) -> bytes:
 def feed_monitors(client: Client, entry: Command, args: list[bytes]) -> bytes:
     """Push the command that ran to every monitor; return the line if the client is a monitor itself.
 
-    Its own line follows its reply (execute() adds it there), where the others
-    get theirs through push().
+    Its own line follows its reply (execute() adds it there, and drops both
+    under CLIENT REPLY OFF), where the others get theirs through push().
     """
     if "admin" in entry.flags:  # too dangerous to show, Redis says
         return b""

@@ -327,6 +327,24 @@ def test_reset_ends_monitor_and_subscriptions(server):
         other.close()
 
 
+MONITOR_OWN_LINES = [
+    ("c", 1, "MULTI"), ("c", 1, "MONITOR"), ("c", 1, "EXEC"), ("c", 1, "MONITOR"), ("c", 2, "MULTI"),
+    ("c", 2, "EXEC"), ("c", 0, "CLIENT", "REPLY", "OFF"), ("c", 0, "PING"), ("c", 0, "CLIENT", "REPLY", "SKIP"),
+    ("c", 0, "PING"), ("c", 2, "CLIENT", "REPLY", "ON"), ("c", 1, "CLIENT", "REPLY", "SKIP"), ("c", 0, "PING", "a"),
+    ("c", 2, "PING", "b"), ("c", 1, "RESET"), ("c", 1, "PING"),
+]
+
+
+def test_a_monitors_own_lines_follow_its_replies_as_in_redis(server, real_redis):
+    # MONITOR inside MULTI is refused at EXEC; a monitor's own command shows after its reply, and both are
+    # dropped while its replies are off.
+    def masked(replies: list[bytes]) -> list[bytes]:
+        return [re.sub(rb"\+\d+\.\d+ \[\d+ [0-9.:]+\]", b"[line]", reply) for reply in replies]
+
+    assert masked(run_script(server.port, MONITOR_OWN_LINES)) == masked(run_script(real_redis.port,
+                                                                                    MONITOR_OWN_LINES))
+
+
 def test_client_kill_by_id_address_and_type(server):
     killer, victim, subscriber = RawConnection(server.port), RawConnection(server.port), RawConnection(server.port)
     try:
