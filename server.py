@@ -57,6 +57,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
+from typing import BinaryIO
 
 REDIS_VERSION = "7.0.15"  # the Redis release whose behaviour this server mirrors
 SERVER_VERSION = "0.1.0"  # this project's own version
@@ -118,6 +119,12 @@ class Client:
         self.library: dict[bytes, bytes] = {}  # CLIENT SETINFO lib-name / lib-ver
         self.close_after_reply = False
         self.created = time.monotonic()
+        self.propagated: list[bytes] | None = None  # what the append-only file logs for this command (chapter 8)
+
+    def propagate(self, args: list[bytes]) -> None:
+        """Have the append-only file log args in place of the running command's own (chapter 8)."""
+        if self.server.aof is not None:
+            self.propagated = args
 
     def set_protocol(self, version: int) -> None:
         self.protocol = version
@@ -236,6 +243,9 @@ class ClientConnection(asyncio.Protocol):
 
     def write_replies(self) -> None:
         """Hand queued replies to the socket until it has plenty to send; close the connection if the client is done."""
+        aof = self.server.aof
+        if aof is not None and aof.buffer:  # the log first: a reply must not promise a write the file has not got
+            aof.flush()
         closing = self.client.close_after_reply
         while self.replies.size and (closing or not self.transport_full):
             self.transport.write(self.replies.take())
@@ -593,6 +603,7 @@ class Command:
     arity: int  # N: exactly N arguments, counting the name; -N: at least N
     flags: tuple[str, ...]  # "write", "readonly", "fast"...: COMMAND reports them
     subcommands: dict[bytes, Command] = field(default_factory=dict)
+    writes: bool = False  # flagged "write": what it changes goes to the append-only file (chapter 8)
 
 
 COMMANDS: dict[bytes, Command] = {}
@@ -602,7 +613,7 @@ def command(name: str, arity: int, flags: str) -> Callable[[CommandHandler], Com
     """Register the decorated function in the command table; "parent|sub" registers a subcommand."""
 
     def register(handler: CommandHandler | None) -> CommandHandler | None:
-        entry = Command(name, handler, arity, tuple(flags.split()))
+        entry = Command(name, handler, arity, tuple(flags.split()), writes="write" in flags.split())
         parent, _, sub = name.partition("|")
         if sub:
             COMMANDS[parent.encode()].subcommands[sub.encode()] = entry
@@ -635,6 +646,8 @@ def execute(client: Client, args: list[bytes]) -> bytes:
     if (len(args) != arity) if arity > 0 else (len(args) < -arity):
         return error_reply(f"ERR wrong number of arguments for '{entry.name}' command")
     try:
+        if entry.writes and client.server.aof is not None:
+            return call_and_propagate(client, entry, args)  # the append-only file logs what it changed (chapter 8)
         return entry.handler(client, args)
     except CommandError as error:
         return error_reply(str(error))
@@ -728,6 +741,8 @@ class Database:
         self.avg_ttl = 0  # running estimate of the average TTL in ms, kept by active expiry
         self._expire_scan: list[bytes] = []  # the keys the active expiry cycle is walking through
         self._expire_scan_pos = 0
+        # Told of each key expiry deletes, so that the append-only file logs a DEL (chapter 8).
+        self.on_expired: Callable[[Database, bytes], None] | None = None
 
     def lookup(self, key: bytes) -> bytes | bytearray | None:
         """Return the value of key, deleting it first if it has expired (lazy expiry)."""
@@ -792,16 +807,17 @@ class Database:
         self.expires[key] = when_ms
         self.changes += 1
 
-    def expire_or_delete(self, key: bytes, when_ms: int) -> None:
-        """What EXPIRE and GETEX do: set the expire time, or delete the key now if it is not in the future.
+    def expire_or_delete(self, key: bytes, when_ms: int) -> bool:
+        """What EXPIRE and GETEX do: set the expire time (True), or delete the key now (False) if it is not later.
 
         That is Redis's checkAlreadyExpired(): a time of now already deletes,
         where a stored one would still live through this millisecond.
         """
         if when_ms <= self.clock():
             self.delete(key)
-        else:
-            self.set_expire(key, when_ms)
+            return False
+        self.set_expire(key, when_ms)
+        return True
 
     def remove_expire(self, key: bytes) -> bool:
         if self.expires.pop(key, None) is None:
@@ -888,6 +904,8 @@ class Database:
     def _expire(self, key: bytes) -> None:
         self._remove(key)
         self.expired_count += 1
+        if self.on_expired is not None:
+            self.on_expired(self, key)
 
     def _remove(self, key: bytes) -> None:
         """Take key out of the dicts; its entry in the key list goes stale."""
@@ -1101,7 +1119,11 @@ def expire_generic(client: Client, args: list[bytes], base_ms: int, unit: int) -
         return ZERO
     if b"LT" in options and current is not None and when >= current:
         return ZERO
-    db.expire_or_delete(key, when)  # a time already past deletes the key at once
+    # A time already past deletes the key at once. The log gets an absolute time, valid whenever it is replayed.
+    if db.expire_or_delete(key, when):
+        client.propagate([b"PEXPIREAT", key, b"%d" % when, *args[3:]])
+    else:
+        client.propagate([b"DEL", key])
     return ONE
 
 
@@ -1231,6 +1253,9 @@ def set_command(client: Client, args: list[bytes]) -> bytes:
     db.set(key, value, keep_ttl=b"KEEPTTL" in flags)
     if when is not None:
         db.set_expire(key, when)
+        client.propagate([b"SET", key, value, b"PXAT", b"%d" % when])  # an absolute time for the log
+    elif b"GET" in flags:  # the log needs no GET: replaying it replies to nobody
+        client.propagate(args[:3] + [arg for arg in args[3:] if arg.upper() != b"GET"])
     if b"GET" in flags:
         return bulk(old) if old is not None else client.null
     return OK
@@ -1386,9 +1411,13 @@ def save_snapshot(keyspace: Keyspace, path: str) -> None:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
-    # The rename itself lives in the directory: flush that too, where the OS allows it.
+    fsync_directory(path)
+
+
+def fsync_directory(path: str) -> None:
+    """The rename of a file lives in its directory: flush that too, where the OS allows it."""
     try:
-        directory_fd = os.open(directory, os.O_RDONLY)
+        directory_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
     except OSError:
         return
     try:
@@ -1474,6 +1503,399 @@ def _load_entries(keyspace: Keyspace, document_text: str) -> int:
 
 
 # =============================================================================
+# Chapter 8. The append-only file: every change, logged before the reply
+# =============================================================================
+#
+# A snapshot loses whatever changed since it was made. An append-only file
+# (AOF) loses little or nothing: every command that changed the data is
+# appended to a file, in RESP, before its client hears "OK". After a crash
+# the server replays the file command by command and ends with the data it
+# had. Three questions shape it.
+#
+# What goes in the log? A command, after it ran, and only if it changed the
+# data. The keyspace counts changes (Database.changes, Redis's server.dirty):
+# execute() (chapter 3) hands each write command to call_and_propagate(),
+# which compares the count before and after, as Redis's call() does before
+# it calls propagate() and feedAppendOnlyFile(). A command that changed
+# nothing (SETNX on a taken key, DEL of a missing one) leaves no trace. The
+# log is replayed later, perhaps days later, so what it holds must mean the
+# same then. Most commands are logged as they came; a few name another form
+# with client.propagate(), as Redis's commands rewrite their argv:
+#
+#   EXPIRE k 60, SET k v EX 60   ->  PEXPIREAT k <ms>, SET k v PXAT <ms>:
+#                                    a relative time becomes an absolute one
+#   EXPIRE k -1                  ->  DEL k: a time already past deleted it
+#   INCRBYFLOAT k 0.1            ->  SET k <result> KEEPTTL: no float arithmetic to redo
+#   GETSET, GETDEL, GETEX        ->  SET, DEL, PEXPIREAT or PERSIST
+#
+# A key that expiry deletes, lazily (a lookup finds it expired) or actively
+# (the cycle of chapter 4), is logged as DEL k (Database.on_expired): the
+# replay must not depend on the clock it runs at. When a write command's own
+# lookup deletes an expired key, the DEL and the command are wrapped in
+# MULTI/EXEC, as Redis wraps everything one command propagates. A SELECT goes
+# in whenever a command is for another database than the one before it.
+#
+# When is it on disk? Commands are encoded into a buffer in memory (Redis's
+# aof_buf), and the buffer goes to the file with one write() just before any
+# reply leaves (ClientConnection.write_replies, chapter 1, whichever writer
+# sends it): a client that has its reply knows the operating system has its
+# write, and it survives a crash of this process. Whether it survives a power
+# loss depends on fsync(), which waits until the disk has the bytes, and on
+# how often the server calls it (appendfsync):
+#
+#   always    after every write, before the replies go: nothing acknowledged
+#             is lost. One write and one fsync per pass of the event loop,
+#             shared by the writes of every client served in that pass.
+#   everysec  about once a second, in a thread, so that the event loop never
+#             waits for the disk (Redis's background "bio" thread does the
+#             same): a power loss costs about the last second. The default.
+#   no        never: the OS writes its cache out when it likes.
+#
+# How does it stop growing? A counter incremented a million times is a
+# million commands in the log but one key in memory. Rewriting the log
+# (BGREWRITEAOF, or automatically once it has doubled since the last
+# rewrite) writes the data as it is now: one SET per key, with PXAT if it
+# has a TTL. A forked child writes it (chapter 7's BackgroundChild), while
+# the parent goes on serving and keeps a copy of what it logs meanwhile;
+# when the child is done, the parent appends that copy to the new file,
+# renames it over the old one (atomically, as a snapshot is saved) and logs
+# into the new file from then on.
+#
+# At startup, with appendonly yes and the file present, the data comes from
+# the log, not the snapshot: the log is the more recent of the two. Each
+# command is replayed through the command table, as Redis does with a "fake
+# client", with the clock stopped, so that no key expires halfway through (a
+# later command may still change it, as it did the first time). A crash in
+# the middle of a write leaves the last command cut short: it is dropped
+# with a warning, and the file cut back to the last whole command (Redis's
+# aof-load-truncated yes). Anything else malformed stops the server from
+# starting, naming the offset, and leaves the file as it is:
+# `python server.py --check-aof FILE --fix` cuts it at the first bad command
+# once a person has decided to lose what follows.
+
+
+APPENDFSYNC_POLICIES = ("always", "everysec", "no")
+AOF_FSYNC_INTERVAL = 1.0  # seconds between two fsyncs with appendfsync everysec
+
+
+def call_and_propagate(client: Client, entry: Command, args: list[bytes]) -> bytes:
+    """Run a write command, then log it if it changed the data (Redis's call() and propagate())."""
+    server = client.server
+    aof = server.aof
+    if aof.write_error is not None:  # the disk refused the log: refuse the writes it cannot keep (Appendix F)
+        raise CommandError(f"MISCONF Errors writing to the AOF file: {aof.write_error}")
+    changes = server.keyspace.changes()
+    client.propagated = None
+    aof.pending = []  # keys the command's lookups find expired go here, before the command itself
+    try:
+        return entry.handler(client, args)
+    finally:
+        logged, aof.pending = aof.pending, None
+        if server.keyspace.changes() != changes:
+            logged.append((client.db.index, client.propagated or args))
+        client.propagated = None
+        aof.feed_all(logged)
+
+
+class AppendOnlyFile:
+    """The open log: commands buffered in RESP, written before replies leave, fsynced as appendfsync says."""
+
+    def __init__(self, path: str, fsync_policy: str) -> None:
+        self.path = path
+        self.fsync_policy = fsync_policy  # "always", "everysec" or "no"
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.size = os.fstat(self.fd).st_size  # bytes written to the file (INFO's aof_current_size)
+        self.base_size = self.size  # its size after the last rewrite: automatic rewrites measure growth from it
+        self.buffer = bytearray()  # commands not written yet (Redis's aof_buf)
+        self.selected_db = -1  # the database the log's last SELECT chose (-1: none yet)
+        self.pending: list[tuple[int, list[bytes]]] | None = None  # during a write command: what it logs
+        self.rewrite_buffer: bytearray | None = None  # while a rewrite runs: what is logged meanwhile
+        self.write_error: str | None = None  # why the last write or fsync failed (Appendix F)
+        self.fsynced_size = self.size  # how much of the file the last fsync covered
+        self.last_fsync = time.monotonic()
+        self.fsync_thread: threading.Thread | None = None  # everysec's fsync, while it runs
+
+    def feed(self, db_index: int, args: list[bytes]) -> None:
+        """Add one command to the buffer, after a SELECT if it is for another database than the last one."""
+        command_bytes = bulk_array(args)
+        if db_index != self.selected_db:
+            command_bytes = bulk_array([b"SELECT", b"%d" % db_index]) + command_bytes
+            self.selected_db = db_index
+        self.buffer += command_bytes
+        if self.rewrite_buffer is not None:
+            self.rewrite_buffer += command_bytes
+
+    def feed_all(self, commands: list[tuple[int, list[bytes]]]) -> None:
+        """Add what one command propagated: wrapped in MULTI/EXEC if that is more than one command."""
+        if len(commands) > 1:
+            commands = [(commands[0][0], [b"MULTI"]), *commands, (commands[-1][0], [b"EXEC"])]
+        for db_index, args in commands:
+            self.feed(db_index, args)
+
+    def key_expired(self, db: Database, key: bytes) -> None:
+        """Database.on_expired: log the deletion as a DEL, with the command that found it if one is running."""
+        if self.pending is not None:
+            self.pending.append((db.index, [b"DEL", key]))
+        else:
+            self.feed(db.index, [b"DEL", key])
+
+    def flush(self) -> None:
+        """Write the buffer to the file, then fsync now (always) or soon in a thread (everysec)."""
+        if self.buffer and self.write_buffer() and self.fsync_policy == "always":
+            self.fsync_now()
+        if self.fsync_policy == "everysec" and self.fsynced_size != self.size:
+            self.fsync_in_background()
+
+    def write_buffer(self) -> bool:
+        """Write the whole buffer, or as much as the disk takes; False (and write_error set) if it failed."""
+        written = 0
+        try:
+            with memoryview(self.buffer) as unwritten:
+                while written < len(unwritten):
+                    written += os.write(self.fd, unwritten[written:])
+        except OSError as error:
+            self.write_failed(error)
+            return False
+        finally:
+            del self.buffer[:written]  # what did not go stays, to be written after it
+            self.size += written
+        if self.write_error is not None:
+            log.warning("AOF write error looks solved, Redis can write again.")
+            self.write_error = None
+        return True
+
+    def fsync_now(self) -> None:
+        try:
+            os.fsync(self.fd)
+        except OSError as error:
+            self.write_failed(error)
+            return
+        self.fsynced_size = self.size
+
+    def fsync_in_background(self) -> None:
+        """everysec: start an fsync in a thread if the last one is a second old and done (Redis's bio thread)."""
+        if time.monotonic() - self.last_fsync < AOF_FSYNC_INTERVAL:
+            return
+        if self.fsync_thread is not None and self.fsync_thread.is_alive():
+            return  # the disk is slow: the next one waits, the event loop does not
+        self.last_fsync = time.monotonic()
+        self.fsync_thread = threading.Thread(target=self.fsync_now, name="aof-fsync", daemon=True)
+        self.fsync_thread.start()
+
+    def write_failed(self, error: OSError) -> None:
+        """The disk refused a write or an fsync; what Redis does then is in Appendix F."""
+        if self.write_error is None:
+            log.warning("Error writing to the AOF file %s: %s", self.path, error.strerror or error)
+        if self.fsync_policy == "always":
+            # A reply is about to promise that the write is on disk: Redis prefers to stop.
+            log.warning("Can't recover from AOF write error when the AOF fsync policy is 'always'. Exiting...")
+            sys.stdout.flush()
+            os._exit(1)
+        self.write_error = error.strerror or str(error)
+
+    def close(self) -> None:
+        """Write what is buffered, fsync it and close the file: at shutdown, or when appendonly goes off."""
+        log.info("Calling fsync() on the AOF file.")
+        self.flush()
+        if self.fsync_thread is not None:
+            self.fsync_thread.join()
+        self.fsync_now()
+        os.close(self.fd)
+
+    def start_rewrite(self) -> None:
+        """Keep a copy of what is logged from now on, for the end of the rewritten file."""
+        self.rewrite_buffer = bytearray()
+        self.selected_db = -1  # so that the copy starts with a SELECT of its own
+
+    def finish_rewrite(self, new_path: str) -> None:
+        """The rewritten file is at new_path: append what was logged meanwhile, rename it over the log, log into it."""
+        self.flush()  # the old file gets everything, in case the rest fails
+        with open(new_path, "ab") as new_file:
+            new_file.write(self.rewrite_buffer)
+            new_file.flush()
+            os.fsync(new_file.fileno())
+        new_fd = os.open(new_path, os.O_WRONLY | os.O_APPEND)
+        os.replace(new_path, self.path)  # atomic: the log is the old file or the new one, never half of one
+        fsync_directory(self.path)
+        if self.fsync_thread is not None:
+            self.fsync_thread.join()  # it may be fsyncing the old file's descriptor
+        os.close(self.fd)
+        self.fd, self.rewrite_buffer = new_fd, None
+        self.size = self.base_size = self.fsynced_size = os.fstat(new_fd).st_size
+        self.selected_db = -1  # the new file ends in whatever database its last SELECT chose
+
+
+def aof_rewrite_commands(keyspace: Keyspace) -> Iterator[bytes]:
+    """The data as commands: a SELECT per database that has keys, then a SET per key (with PXAT if it has a TTL)."""
+    now = now_ms()
+    for db in keyspace.databases:
+        if not db.key_count():
+            continue
+        yield bulk_array([b"SELECT", b"%d" % db.index])
+        for key, value, when in db.entries():
+            if when is None:
+                yield bulk_array([b"SET", key, value])
+            elif not has_expired(when, now):  # a key that has expired is left out, as Redis does
+                yield bulk_array([b"SET", key, value, b"PXAT", b"%d" % when])
+
+
+def write_aof_rewrite(keyspace: Keyspace, path: str) -> None:
+    """Write the compact log of the data to path and fsync it (a rewrite's child does this)."""
+    with open(path, "wb") as file:
+        file.writelines(aof_rewrite_commands(keyspace))
+        file.flush()
+        os.fsync(file.fileno())
+
+
+# --- Loading ----------------------------------------------------------------------
+
+AOF_HEADER_MAX = 64  # longest "*N" or "$N" line that can be right, "\r\n" included
+
+
+class AofError(Exception):
+    """The log cannot be replayed: offset is where the first command that cannot be starts."""
+
+    def __init__(self, offset: int, message: str, truncated: bool = False) -> None:
+        super().__init__(message)
+        self.offset = offset
+        self.truncated = truncated  # the file just ends inside that command: a crash cut the last write short
+
+
+def read_aof_commands(file: BinaryIO) -> Iterator[tuple[int, list[bytes]]]:
+    """Each command of a log, with the offset where it starts; AofError at the first one that is not whole and right."""
+    offset = 0
+    while True:
+        start = offset
+        line = file.readline(AOF_HEADER_MAX)
+        if not line:
+            return  # the end, between two commands
+        count = aof_number(line, b"*", start)
+        offset += len(line)
+        args = []
+        for _ in range(count):
+            line = file.readline(AOF_HEADER_MAX)
+            length = aof_number(line, b"$", start)
+            payload = file.read(length + 2)
+            if len(payload) < length + 2:
+                raise AofError(start, "the file ends inside a command", truncated=True)
+            if not payload.endswith(CRLF):
+                raise AofError(start, f"a bulk string of {length} bytes is not followed by \\r\\n")
+            args.append(payload[:-2])
+            offset += len(line) + length + 2
+        yield start, args
+
+
+def aof_number(line: bytes, prefix: bytes, start: int) -> int:
+    """The number of a "*N" or "$N" line, N at least 1 for "*"; AofError for anything else."""
+    if not line.endswith(b"\n"):
+        if len(line) < AOF_HEADER_MAX:
+            raise AofError(start, "the file ends inside a command", truncated=True)
+        raise AofError(start, f"a line starting {line[:16]!r} is too long")
+    number = parse_integer(line[1:-2]) if line.endswith(CRLF) else None
+    if line[:1] != prefix or number is None or number < (1 if prefix == b"*" else 0):
+        raise AofError(start, f"expected a '{prefix.decode()}' line, got {line[:32]!r}")
+    if number > (PROTO_MAX_MULTIBULK_LEN if prefix == b"*" else PROTO_MAX_BULK_LEN):
+        raise AofError(start, f"{line[:32]!r} is out of range")
+    return number
+
+
+def load_append_only_file(server: Server, path: str) -> int:
+    """Replay the log into the keyspace through the command table; return how many commands ran.
+
+    Raises AofError at the first command that is cut short (truncated: the
+    commands before it have run), malformed, unknown, or fails.
+    """
+    client = Client(server, 0, "append-only file", None)  # Redis's fake client: nobody reads its replies
+    transaction: list[tuple[int, list[bytes]]] | None = None  # the commands since a MULTI
+    transaction_start = 0
+    replayed = 0
+    with open(path, "rb") as file, expiry_stopped(server.keyspace):
+        try:
+            for offset, args in read_aof_commands(file):
+                name = args[0].lower()
+                if name == b"multi" and transaction is None:
+                    transaction, transaction_start = [], offset
+                elif name == b"exec" and transaction is not None:
+                    for queued_offset, queued in transaction:  # all at once: no MULTI without its EXEC runs
+                        replay(client, queued_offset, queued)
+                    replayed += len(transaction)
+                    transaction = None
+                elif transaction is not None:
+                    transaction.append((offset, args))
+                else:
+                    replay(client, offset, args)
+                    replayed += 1
+        except AofError as error:
+            if error.truncated and transaction is not None:
+                error.offset = transaction_start  # drop the whole unfinished transaction, as Redis does
+            raise
+    if transaction is not None:
+        raise AofError(transaction_start, "the file ends inside a MULTI/EXEC transaction", truncated=True)
+    return replayed
+
+
+def replay(client: Client, offset: int, args: list[bytes]) -> None:
+    """Run one command of the log; AofError if it is no write command or fails."""
+    entry = COMMANDS.get(args[0].lower())
+    if entry is None or not (entry.writes or entry.name == "select"):
+        raise AofError(offset, f"'{text(args[0])[:64]}' is not a write command this server knows")
+    reply = execute(client, args)
+    if reply.startswith(b"-"):
+        raise AofError(offset, f"{text(args[0])[:64]} failed: {text(reply[1:-2])}")
+
+
+@contextlib.contextmanager
+def expiry_stopped(keyspace: Keyspace) -> Iterator[None]:
+    """No key expires inside the block: Redis's keyIsExpired() says no while loading."""
+    clocks = [db.clock for db in keyspace.databases]
+    for db in keyspace.databases:
+        db.clock = lambda: LLONG_MIN
+    try:
+        yield
+    finally:
+        for db, clock in zip(keyspace.databases, clocks, strict=True):
+            db.clock = clock
+
+
+def check_append_only_file(path: str, fix: bool) -> int:
+    """python server.py --check-aof FILE [--fix]: report the first bad command; with --fix, cut the file there.
+
+    Prints what redis-check-aof prints; returns its exit status.
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as file:
+            good_up_to, error = 0, None
+            try:
+                for _offset, _args in read_aof_commands(file):
+                    good_up_to = file.tell()
+            except AofError as failure:
+                good_up_to, error = failure.offset, failure
+            file.seek(0)
+            lines = file.read(good_up_to).count(b"\n") + 1  # counted from 1, as redis-check-aof does
+    except OSError as error:
+        print(f"Cannot check {path}: {error.strerror}")
+        return 1
+    if error is not None:
+        print(f"0x{error.offset:16x}: {error}")
+    print(f"AOF analyzed: filename={path}, size={size}, ok_up_to={good_up_to}, ok_up_to_line={lines}, "
+          f"diff={size - good_up_to}")
+    if error is None:
+        print(f"AOF {path} is valid")
+        return 0
+    if not fix:
+        print(f"AOF {path} is not valid. Use the --fix option to try fixing it.")
+        return 1
+    print(f"This will shrink the AOF {path} from {size} bytes, with {size - good_up_to} bytes, to {good_up_to} bytes")
+    if input("Continue? [y/N]: ").strip().lower() not in ("y", "yes"):
+        print("Aborting...")
+        return 1
+    os.truncate(path, good_up_to)
+    print(f"Successfully truncated AOF {path}")
+    return 0
+
+
+# =============================================================================
 # Chapter 7. Startup and shutdown
 # =============================================================================
 #
@@ -1522,10 +1944,15 @@ class Server:
         # new_event_loop() replaces it with BeforeSleepSelector, unless --batch-writes no.
         self.writer: WriteAtOnce | BeforeSleepSelector = WriteAtOnce()
         self.active_expiry_enabled = True  # DEBUG SET-ACTIVE-EXPIRE 0 turns it off
+        self.aof: AppendOnlyFile | None = None  # the open log, while appendonly is on (chapter 8)
 
     @property
     def dump_path(self) -> str:
         return os.path.join(self.options.dir, self.options.dbfilename)
+
+    @property
+    def aof_path(self) -> str:
+        return os.path.join(self.options.dir, self.options.appendfilename)
 
     def client_connected(self, address: str, transport: asyncio.Transport) -> Client:
         client = Client(self, next(self.client_ids), address, transport)
@@ -1557,7 +1984,22 @@ class Server:
                  time.perf_counter() - started, self.dump_path)
 
     def load(self) -> None:
-        """Load the snapshot if there is one. A snapshot that fails to load raises DumpError."""
+        """Load the data: from the append-only file if it is on and there, else from the snapshot if there is one.
+
+        A snapshot that fails to load raises DumpError, a log AofError. With
+        appendonly on, the log is open for writing when this returns.
+        """
+        if self.options.appendonly == "yes" and os.path.exists(self.aof_path):
+            self.load_append_only_file()
+        else:
+            self.load_snapshot()
+        if self.options.appendonly == "yes":
+            if not os.path.exists(self.aof_path):
+                log.info("Creating the AOF file %s on server start, with the data loaded", self.aof_path)
+                self.write_full_aof()
+            self.open_aof()
+
+    def load_snapshot(self) -> None:
         if not os.path.exists(self.dump_path):
             log.info("No snapshot at %s: starting with an empty dataset", self.dump_path)
             return
@@ -1566,6 +2008,48 @@ class Server:
         self.changes_at_last_save = self.keyspace.changes()  # loading is no change to save
         log.info("DB loaded from disk: %d keys in %.3f seconds (%s)", count, time.perf_counter() - started,
                  self.dump_path)
+
+    def load_append_only_file(self) -> None:
+        """Replay the log; a last command cut short is dropped and the file cut back to the commands before it."""
+        started = time.perf_counter()
+        path = self.aof_path
+        try:
+            load_append_only_file(self, path)
+        except AofError as error:
+            if not error.truncated:
+                raise
+            log.warning("!!! Warning: short read while loading the AOF file %s!!!", path)
+            log.warning("!!! Truncating the AOF %s at offset %d !!!", path, error.offset)
+            os.truncate(path, error.offset)
+            log.warning("AOF %s loaded anyway because aof-load-truncated is enabled", path)
+        self.changes_at_last_save = self.keyspace.changes()  # replaying is no change to save
+        log.info("DB loaded from append only file: %d keys in %.3f seconds (%s)", self.keyspace.key_count(),
+                 time.perf_counter() - started, path)
+
+    def write_full_aof(self) -> None:
+        """Write the append-only file from the data in memory, atomically: a temporary file, fsync, rename."""
+        temporary = os.path.join(os.path.dirname(os.path.abspath(self.aof_path)), f"temp-rewriteaof-{os.getpid()}.aof")
+        try:
+            write_aof_rewrite(self.keyspace, temporary)
+            os.replace(temporary, self.aof_path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        fsync_directory(self.aof_path)
+
+    def open_aof(self) -> None:
+        """Start logging into the append-only file: every change from now on goes in."""
+        self.aof = AppendOnlyFile(self.aof_path, self.options.appendfsync)
+        for db in self.keyspace.databases:
+            db.on_expired = self.aof.key_expired
+
+    def close_aof(self) -> None:
+        """Stop logging: write and fsync what is buffered, and close the file."""
+        for db in self.keyspace.databases:
+            db.on_expired = None
+        self.aof.close()
+        self.aof = None
 
     def shutdown(self, save: bool, force: bool = False) -> bool:
         """Save the final snapshot, then stop serving; if the save fails, log why and return False, still serving.
@@ -1592,6 +2076,8 @@ class Server:
                     return False
                 log.warning("Exiting anyway, on a second signal: every change since the last successful save is lost.")
                 exit_code = 1
+        if self.aof is not None:
+            self.close_aof()
         log.info("No new connections; closing %d client(s)", len(self.clients))
         self.stopping = True
         self.listener.close()
@@ -1609,6 +2095,8 @@ class Server:
     def schedule_active_expiry(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.active_expiry_enabled:
             self.keyspace.active_expire_cycle()
+        if self.aof is not None:
+            self.aof.flush()  # the DELs of expired keys, and everysec's fsync when no reply has called for it
         loop.call_later(1 / CONFIG_DEFAULT_HZ, self.schedule_active_expiry, loop)
 
 
@@ -1639,6 +2127,16 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
                              "(default 10000)")
     parser.add_argument("--tcp-backlog", type=int, default=CONFIG_DEFAULT_TCP_BACKLOG, metavar="N",
                         help="connections the kernel queues until the server accepts them (default 511)")
+    parser.add_argument("--appendonly", choices=["yes", "no"], default="no",
+                        help="log every change to the append-only file, and load the data from it (default no)")
+    parser.add_argument("--appendfilename", default="appendonly.aof",
+                        help="the append-only file's name, in --dir (default appendonly.aof)")
+    parser.add_argument("--appendfsync", choices=APPENDFSYNC_POLICIES, default="everysec",
+                        help="when the log is flushed to the disk: after every write, every second or when the OS "
+                             "likes (default everysec)")
+    parser.add_argument("--check-aof", metavar="FILE",
+                        help="check an append-only file, report its first bad command, and exit (redis-check-aof)")
+    parser.add_argument("--fix", action="store_true", help="with --check-aof: cut the file there, after asking")
     options = parser.parse_args(argv)
     if options.maxclients < 1:
         parser.error("--maxclients must be at least 1")
@@ -1687,6 +2185,8 @@ def new_event_loop(server: Server) -> asyncio.AbstractEventLoop:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
+    if options.check_aof:
+        return check_append_only_file(options.check_aof, options.fix)
     logging.basicConfig(level=LOG_LEVELS[options.loglevel], stream=sys.stdout,
                         format=f"{os.getpid()}:M %(asctime)s.%(msecs)03d * %(message)s", datefmt="%d %b %Y %H:%M:%S")
     options.maxclients = adjust_open_files_limit(options.maxclients)
@@ -1698,6 +2198,12 @@ def main(argv: list[str] | None = None) -> int:
     except DumpError as error:
         log.error("Cannot load the snapshot %s: %s", os.path.abspath(server.dump_path), error)
         log.error("Refusing to start, so that the file is not overwritten. Fix or move it, then start again.")
+        return 1
+    except AofError as error:
+        log.error("Cannot load the append only file %s: at offset %d, %s", os.path.abspath(server.aof_path),
+                  error.offset, error)
+        log.error("Refusing to start, and leaving the file as it is. Make a backup of it, then check it with "
+                  "'python server.py --check-aof %s' (--fix cuts it at that offset).", server.aof_path)
         return 1
     loop = new_event_loop(server)
     try:
@@ -2050,6 +2556,7 @@ def set_with_expire(client: Client, args: list[bytes], option: bytes) -> bytes:
     when = expire_at_ms(option, args[2], text(args[0]).lower())
     client.db.set(args[1], args[3])
     client.db.set_expire(args[1], when)
+    client.propagate([b"SET", args[1], args[3], b"PXAT", b"%d" % when])
     return OK
 
 
@@ -2067,6 +2574,7 @@ def psetex_command(client: Client, args: list[bytes]) -> bytes:
 def getset_command(client: Client, args: list[bytes]) -> bytes:
     old = client.db.lookup_string(args[1])
     client.db.set(args[1], args[2])
+    client.propagate([b"SET", args[1], args[2]])
     return client.null if old is None else bulk(old)
 
 
@@ -2076,6 +2584,7 @@ def getdel_command(client: Client, args: list[bytes]) -> bytes:
     if value is None:
         return client.null
     client.db.delete(args[1])
+    client.propagate([b"DEL", args[1]])
     return bulk(value)
 
 
@@ -2087,9 +2596,12 @@ def getex_command(client: Client, args: list[bytes]) -> bytes:
     if value is None:
         return client.null
     if expire_option:
-        db.expire_or_delete(args[1], expire_at_ms(expire_option, expire_arg, "getex"))
+        when = expire_at_ms(expire_option, expire_arg, "getex")
+        set_expire = db.expire_or_delete(args[1], when)
+        client.propagate([b"PEXPIREAT", args[1], b"%d" % when] if set_expire else [b"DEL", args[1]])
     elif b"PERSIST" in flags:
         db.remove_expire(args[1])
+        client.propagate([b"PERSIST", args[1]])
     return bulk(value)
 
 
@@ -2118,6 +2630,7 @@ def incrbyfloat_command(client: Client, args: list[bytes]) -> bytes:
         raise CommandError("ERR increment would produce NaN or Infinity")
     formatted = FloatString(format_long_double(result))
     db.set(args[1], formatted, keep_ttl=True)
+    client.propagate([b"SET", args[1], formatted, b"KEEPTTL"])  # replayed, the same digits: no float arithmetic
     return bulk(formatted)
 
 
@@ -2777,7 +3290,7 @@ def info_text(server: Server, sections: set[str]) -> str:
             "rdb_changes_since_last_save": str(server.keyspace.changes() - server.changes_at_last_save),
             "rdb_bgsave_in_progress": "0",
             "rdb_last_save_time": str(server.last_save),
-            "aof_enabled": "0",
+            "aof_enabled": "1" if server.aof is not None else "0",
         },
         "stats": {
             "total_connections_received": str(server.connections_received),
@@ -2829,7 +3342,10 @@ def config_values(server: Server) -> dict[str, str]:
         "databases": str(DATABASES),
         "hz": str(CONFIG_DEFAULT_HZ),
         "save": "",  # no periodic snapshots: SAVE and shutdown only
-        "appendonly": "no",
+        "appendonly": server.options.appendonly,
+        "appendfilename": server.options.appendfilename,
+        "appendfsync": server.options.appendfsync,
+        "aof-load-truncated": "yes",
         "proto-max-bulk-len": str(PROTO_MAX_BULK_LEN),
         "maxmemory": "0",
         "maxclients": str(server.options.maxclients),
