@@ -16,7 +16,9 @@ stop close the part. Read it in one sitting.
     4. The keyspace                       databases, values, lazy and active expiry
     5. The core commands                  PING, SET, GET, EXPIRE, INCR, KEYS...
     6. The snapshot                       saved atomically, loaded strictly
-    7. Startup and shutdown               in Redis's order
+    7. Durability                         snapshots in a forked child, save rules
+    8. The append-only file               every change logged before the reply
+    9. Startup and shutdown               in Redis's order
 
 Part II, the fine print, is what makes this server Redis to the letter, and
 fast: a first reading can skip it, and each appendix says what it adds.
@@ -1332,6 +1334,9 @@ def decrby_command(client: Client, args: list[bytes]) -> bytes:
 @command("save", 1, "admin noscript")
 def save_command(client: Client, args: list[bytes]) -> bytes:
     # SAVE blocks every client while it writes the snapshot (chapter 6), as it does in Redis.
+    if client.server.child.kind == "rdb":  # two writers of one file: BGSAVE's child is already at it
+        raise CommandError("ERR Background save already in progress")
+    client.server.rdb_saves += 1
     try:
         client.server.save()
     except OSError as error:
@@ -1500,6 +1505,152 @@ def _load_entries(keyspace: Keyspace, document_text: str) -> int:
             raise DumpError(f"entry {number} ({str(entry)[:80]}): duplicated key in database {index}")
         loaded += 1
     return loaded
+
+
+# =============================================================================
+# Chapter 7. Durability: snapshots in the background
+# =============================================================================
+#
+# SAVE writes the snapshot from the event loop, so every client waits for it:
+# seconds, for millions of keys. Redis makes the snapshot without stopping by
+# asking the operating system for a copy of the whole server: fork(). The
+# child process starts with the parent's memory as it was at that instant, the
+# same keys and values, and writes them to the file at leisure, while the
+# parent goes back to its clients at once. The copy costs almost nothing up
+# front: parent and child share every page of memory until one of them writes
+# to it, and only then does the kernel copy that page (copy-on-write). So the
+# snapshot is the data as it was at the fork, however much the parent changes
+# meanwhile, and it costs memory only for the pages that change during it.
+# (Python pays more than C here: reading an object changes its reference
+# count, so the child copies every page it reads. The parent still never
+# waits; the child just needs more memory.)
+#
+# The parent never blocks on the child. Ten times a second its cron (Redis's
+# serverCron, Server.cron in chapter 9) asks the kernel, without waiting,
+# whether the child has exited (waitpid with WNOHANG), and if so whether it
+# exited 0 (success) or not. Only one child runs at a time, as in Redis: two
+# would double the memory copy-on-write can cost. A background rewrite of the
+# append-only file uses the same machinery (BackgroundChild).
+#
+# The child must do its one job and vanish. It never runs the event loop
+# (its sockets are the parent's clients), and it leaves with os._exit(), not
+# sys.exit(): exit handlers, and buffers flushed twice, belong to the parent.
+# It closes its copy of the listening socket, so that a restart can listen on
+# the port even while an old child finishes. Where fork() does not exist, the
+# job runs in the foreground, and every client waits, as with SAVE.
+
+
+class ChildStopped(BaseException):
+    """Raised in a child process by the parent's SIGUSR1 (BackgroundChild.kill): stop, cleaning up on the way."""
+
+
+def stop_child(signum: int, frame: object) -> None:
+    raise ChildStopped
+
+
+class BackgroundChild:
+    """The one child process a server may run at a time, for BGSAVE or BGREWRITEAOF (Redis's server.child_pid).
+
+    start(kind, work, on_done) forks; the child runs work() and exits 0, or 1
+    if work() raised. The parent's cron calls poll(), which notices the exit
+    and calls on_done(success). kill() ends a running child (at shutdown).
+    """
+
+    def __init__(self) -> None:
+        self.kind: str | None = None  # what the running child does ("rdb", "aof"), None while there is none
+        self.pid = 0
+        self.started = 0.0  # time.time() of the fork
+        self.on_done: Callable[[bool], None] = lambda success: None
+        self.listening_fds: list[int] = []  # serve() fills it: the child closes them
+
+    def start(self, kind: str, work: Callable[[], None], on_done: Callable[[bool], None]) -> None:
+        """Run work() in a forked child; on_done(success) runs in the parent once it exits. Raises OSError."""
+        assert self.kind is None, "one child at a time: check BackgroundChild.kind first"
+        if not hasattr(os, "fork"):
+            log.warning("No fork() on this system: running the %s job in the foreground; clients wait", kind)
+            try:
+                work()
+            except Exception:
+                log.exception("The %s job failed", kind)
+                on_done(False)
+            else:
+                on_done(True)
+            return
+        sys.stdout.flush()  # or the child would write the parent's buffered output a second time
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            self._run_in_child(work)
+        self.kind, self.pid, self.started, self.on_done = kind, pid, time.time(), on_done
+
+    def _run_in_child(self, work: Callable[[], None]) -> None:
+        exit_code = 1
+        try:
+            with contextlib.suppress(ValueError):  # ValueError: only the main thread may; it is, after fork()
+                signal.set_wakeup_fd(-1)  # the parent's event loop reads that pipe: a signal here must not wake it
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole process group; the parent
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)  # decides, and kills this child when it exits
+                signal.signal(signal.SIGUSR1, stop_child)  # kill(): unwind, so that work() removes its temporary files
+            for fd in self.listening_fds:
+                os.close(fd)
+            gc.disable()  # the collector would write to every container's header: copy-on-write for nothing
+            work()
+            exit_code = 0
+        except ChildStopped:
+            pass
+        except BaseException:
+            log.exception("Background job failed in the child process")
+        finally:
+            os._exit(exit_code)
+
+    def poll(self) -> None:
+        """Called by the cron: if the child has exited, reap it and call on_done(success)."""
+        if self.kind is None:
+            return
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        if pid == 0:
+            return  # still running
+        exit_code = os.waitstatus_to_exitcode(status)
+        if exit_code < 0:
+            log.warning("Background %s child %d terminated by signal %d", self.kind, self.pid, -exit_code)
+        on_done = self.on_done
+        self.kind = None
+        on_done(exit_code == 0)
+
+    def kill(self) -> None:
+        """End the running child, if any, and wait for it: its work is abandoned, and on_done is not called.
+
+        The child removes its temporary files on its way out (ChildStopped
+        unwinds through work()), so the caller has nothing to clean up.
+        """
+        if self.kind is None:
+            return
+        log.warning("There is a child %s process (pid %d). Killing it!", self.kind, self.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGUSR1)  # Redis's signal for "stop, this is no error"
+        os.waitpid(self.pid, 0)
+        self.kind = None
+
+
+@command("bgsave", -1, "admin noscript")
+def bgsave_command(client: Client, args: list[bytes]) -> bytes:
+    # BGSAVE [SCHEDULE]: SCHEDULE waits for another child (an AOF rewrite) to finish instead of failing.
+    if len(args) > 2 or (len(args) == 2 and args[1].lower() != b"schedule"):
+        raise CommandError(SYNTAX_ERROR)
+    server = client.server
+    if server.child.kind == "rdb":
+        raise CommandError("ERR Background save already in progress")
+    if server.child.kind is not None:
+        if len(args) == 1:
+            raise CommandError("ERR Another child process is active (AOF?): can't BGSAVE right now. "
+                               "Use BGSAVE SCHEDULE in order to schedule a BGSAVE whenever possible.")
+        server.bgsave_scheduled = True
+        return simple_string("Background saving scheduled")
+    try:
+        server.background_save()
+    except OSError as error:
+        raise CommandError("ERR") from error
+    return simple_string("Background saving started")
 
 
 # =============================================================================
@@ -1896,7 +2047,7 @@ def check_append_only_file(path: str, fix: bool) -> int:
 
 
 # =============================================================================
-# Chapter 7. Startup and shutdown
+# Chapter 9. Startup and shutdown
 # =============================================================================
 #
 # Startup happens in Redis's order: read the configuration, make sure the
@@ -1933,6 +2084,12 @@ class Server:
         self.start_time = time.time()
         self.last_save = int(self.start_time)
         self.changes_at_last_save = 0  # keyspace.changes() when the last snapshot was saved or loaded
+        self.child = BackgroundChild()  # the BGSAVE (or BGREWRITEAOF) child process, when one runs
+        self.last_bgsave_ok = True  # did the last background save succeed? (INFO's rdb_last_bgsave_status)
+        self.last_bgsave_try = 0.0  # time.time() of the last BGSAVE's fork
+        self.last_bgsave_seconds = -1  # how long the last background save took
+        self.bgsave_scheduled = False  # BGSAVE SCHEDULE: start one as soon as no child runs
+        self.rdb_saves = 0  # SAVE and BGSAVE runs since startup (INFO's rdb_saves)
         self.commands_processed = 0
         self.connections_received = 0
         self.listener: asyncio.Server | None = None  # serve() opens it
@@ -1975,13 +2132,50 @@ class Server:
         return self.keyspace.databases[index]
 
     def save(self) -> None:
-        started = time.perf_counter()
+        """Write the snapshot in the foreground, as SAVE and shutdown do: every client waits. Raises OSError."""
         changes = self.keyspace.changes()
+        self.write_snapshot()
+        self.snapshot_saved(changes)
+
+    def write_snapshot(self) -> None:
+        """Write the snapshot and log it: in the server for SAVE, in the child for BGSAVE."""
+        started = time.perf_counter()
         save_snapshot(self.keyspace, self.dump_path)
-        self.changes_at_last_save = changes
-        self.last_save = int(time.time())
         log.info("DB saved on disk: %d keys in %.3f seconds (%s)", self.keyspace.key_count(),
                  time.perf_counter() - started, self.dump_path)
+
+    def snapshot_saved(self, changes: int) -> None:
+        """A snapshot holding the first `changes` changes is on disk: they need no saving any more."""
+        self.changes_at_last_save = changes
+        self.last_save = int(time.time())
+        self.last_bgsave_ok = True  # as in Redis, a good SAVE also ends the MISCONF refusal of writes
+
+    def background_save(self) -> None:
+        """Redis's rdbSaveBackground: fork a child that writes the snapshot; the cron hears how it went.
+
+        Raises OSError if the fork fails. The caller checks that no child runs.
+        """
+        self.rdb_saves += 1
+        self.last_bgsave_try = time.time()
+        on_done = functools.partial(self.background_save_done, self.keyspace.changes(), time.time())
+        try:
+            self.child.start("rdb", self.write_snapshot, on_done)
+        except OSError as error:
+            self.last_bgsave_ok = False
+            log.warning("Can't save in background: fork: %s", error.strerror or error)
+            raise
+        if self.child.kind == "rdb":  # else there is no fork(), and the save has already run
+            log.info("Background saving started by pid %d", self.child.pid)
+
+    def background_save_done(self, changes: int, started: float, success: bool) -> None:
+        """The BGSAVE child has exited (Redis's backgroundSaveDoneHandler)."""
+        if success:
+            log.info("Background saving terminated with success")
+            self.snapshot_saved(changes)  # the changes made since the fork are still unsaved
+        else:
+            log.warning("Background saving error")
+            self.last_bgsave_ok = False
+        self.last_bgsave_seconds = int(time.time() - started)
 
     def load(self) -> None:
         """Load the data: from the append-only file if it is on and there, else from the snapshot if there is one.
@@ -2063,6 +2257,7 @@ class Server:
         if self.exit_code.done():
             return True  # already on the way out
         log.warning("User requested shutdown...")
+        self.child.kill()  # a background save would race the final one, and is not needed after it
         exit_code = 0
         if save:
             log.info("Saving the final snapshot before exiting.")
@@ -2092,12 +2287,19 @@ class Server:
         if not self.shutdown(save=True, force=self.signal_shutdown_failed):
             self.signal_shutdown_failed = True
 
-    def schedule_active_expiry(self, loop: asyncio.AbstractEventLoop) -> None:
+    def cron(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Redis's serverCron, CONFIG_DEFAULT_HZ times a second: active expiry, and the background child."""
         if self.active_expiry_enabled:
             self.keyspace.active_expire_cycle()
         if self.aof is not None:
             self.aof.flush()  # the DELs of expired keys, and everysec's fsync when no reply has called for it
-        loop.call_later(1 / CONFIG_DEFAULT_HZ, self.schedule_active_expiry, loop)
+        if self.child.kind is not None:
+            self.child.poll()
+        elif self.bgsave_scheduled:
+            self.bgsave_scheduled = False
+            with contextlib.suppress(OSError):  # logged; BGSAVE SCHEDULE has long been answered
+                self.background_save()
+        loop.call_later(1 / CONFIG_DEFAULT_HZ, self.cron, loop)
 
 
 def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -2160,7 +2362,8 @@ async def serve(server: Server, ready: Callable[[], None] = lambda: None) -> int
     if threading.current_thread() is threading.main_thread():  # only there can a process handle signals
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, server.signal_received, signal.Signals(signum).name)
-    loop.call_later(1 / CONFIG_DEFAULT_HZ, server.schedule_active_expiry, loop)
+    server.child.listening_fds = [sock.fileno() for sock in server.listener.sockets]
+    loop.call_later(1 / CONFIG_DEFAULT_HZ, server.cron, loop)
     addresses = ", ".join(f"{sock.getsockname()[0]}:{sock.getsockname()[1]}" for sock in server.listener.sockets)
     log.info("Educational Redis Clone %s (Redis %s compatible), pid %d, ready to accept connections on %s, "
              "persisting to %s", SERVER_VERSION, REDIS_VERSION, os.getpid(), addresses,
@@ -3426,6 +3629,7 @@ class CommandDocs:
 
 COMMAND_DOCS: dict[str, CommandDocs] = {
     "append": CommandDocs("string", "2.0.0", "Append a value to a key", "key value", keys=(1, 1, 1)),
+    "bgsave": CommandDocs("server", "1.0.0", "Asynchronously save the dataset to disk", "[SCHEDULE]"),
     "client": CommandDocs("connection", "2.4.0", "A container for client connection commands"),
     "client|getname": CommandDocs("connection", "2.6.9", "Get the current connection name"),
     "client|id": CommandDocs("connection", "5.0.0", "Returns the client ID for the current connection"),
