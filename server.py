@@ -1751,11 +1751,13 @@ def call_and_propagate(client: Client, entry: Command, args: list[bytes]) -> byt
 class AppendOnlyFile:
     """The open log: commands buffered in RESP, written before replies leave, fsynced as appendfsync says."""
 
-    def __init__(self, path: str, fsync_policy: str) -> None:
+    def __init__(self, path: str, fsync_policy: str, file_ready: bool = True) -> None:
+        """file_ready False: the file is not written yet (appendonly turned on at runtime); a rewrite will write it."""
         self.path = path
         self.fsync_policy = fsync_policy  # "always", "everysec" or "no"
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self.size = os.fstat(self.fd).st_size  # bytes written to the file (INFO's aof_current_size)
+        # None until the first rewrite has written the file: meanwhile commands go to the rewrite's buffer only.
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if file_ready else None
+        self.size = os.fstat(self.fd).st_size if file_ready else 0  # bytes in the file (INFO's aof_current_size)
         self.base_size = self.size  # its size after the last rewrite: automatic rewrites measure growth from it
         self.buffer = bytearray()  # commands not written yet (Redis's aof_buf)
         self.selected_db = -1  # the database the log's last SELECT chose (-1: none yet)
@@ -1772,7 +1774,8 @@ class AppendOnlyFile:
         if db_index != self.selected_db:
             command_bytes = bulk_array([b"SELECT", b"%d" % db_index]) + command_bytes
             self.selected_db = db_index
-        self.buffer += command_bytes
+        if self.fd is not None:
+            self.buffer += command_bytes
         if self.rewrite_buffer is not None:
             self.rewrite_buffer += command_bytes
 
@@ -1846,6 +1849,8 @@ class AppendOnlyFile:
 
     def close(self) -> None:
         """Write what is buffered, fsync it and close the file: at shutdown, or when appendonly goes off."""
+        if self.fd is None:
+            return
         log.info("Calling fsync() on the AOF file.")
         self.flush()
         if self.fsync_thread is not None:
@@ -1860,7 +1865,8 @@ class AppendOnlyFile:
 
     def finish_rewrite(self, new_path: str) -> None:
         """The rewritten file is at new_path: append what was logged meanwhile, rename it over the log, log into it."""
-        self.flush()  # the old file gets everything, in case the rest fails
+        if self.fd is not None:
+            self.flush()  # the old file gets everything, in case the rest fails
         with open(new_path, "ab") as new_file:
             new_file.write(self.rewrite_buffer)
             new_file.flush()
@@ -1870,7 +1876,8 @@ class AppendOnlyFile:
         fsync_directory(self.path)
         if self.fsync_thread is not None:
             self.fsync_thread.join()  # it may be fsyncing the old file's descriptor
-        os.close(self.fd)
+        if self.fd is not None:
+            os.close(self.fd)
         self.fd, self.rewrite_buffer = new_fd, None
         self.size = self.base_size = self.fsynced_size = os.fstat(new_fd).st_size
         self.selected_db = -1  # the new file ends in whatever database its last SELECT chose
@@ -1891,11 +1898,32 @@ def aof_rewrite_commands(keyspace: Keyspace) -> Iterator[bytes]:
 
 
 def write_aof_rewrite(keyspace: Keyspace, path: str) -> None:
-    """Write the compact log of the data to path and fsync it (a rewrite's child does this)."""
-    with open(path, "wb") as file:
-        file.writelines(aof_rewrite_commands(keyspace))
-        file.flush()
-        os.fsync(file.fileno())
+    """Write the compact log of the data to path and fsync it (a rewrite's child does this); remove it if that fails."""
+    try:
+        with open(path, "wb") as file:
+            file.writelines(aof_rewrite_commands(keyspace))
+            file.flush()
+            os.fsync(file.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+
+
+@command("bgrewriteaof", 1, "admin noscript")
+def bgrewriteaof_command(client: Client, args: list[bytes]) -> bytes:
+    server = client.server
+    if server.child.kind == "aof":
+        raise CommandError("ERR Background append only file rewriting already in progress")
+    if server.child.kind is not None:  # a BGSAVE: one child at a time, so the rewrite waits for the cron
+        server.aof_rewrite_scheduled = True
+        return simple_string("Background append only file rewriting scheduled")
+    try:
+        server.background_rewrite_aof()
+    except OSError as error:
+        raise CommandError("ERR Can't execute an AOF background rewriting. "
+                           "Please check the server logs for more information.") from error
+    return simple_string("Background append only file rewriting started")
 
 
 # --- Loading ----------------------------------------------------------------------
@@ -2102,6 +2130,10 @@ class Server:
         self.writer: WriteAtOnce | BeforeSleepSelector = WriteAtOnce()
         self.active_expiry_enabled = True  # DEBUG SET-ACTIVE-EXPIRE 0 turns it off
         self.aof: AppendOnlyFile | None = None  # the open log, while appendonly is on (chapter 8)
+        self.aof_rewrite_scheduled = False  # BGREWRITEAOF while a BGSAVE ran: the cron starts it once that is done
+        self.aof_rewrites = 0
+        self.aof_last_rewrite_ok = True
+        self.aof_last_rewrite_seconds = -1
 
     @property
     def dump_path(self) -> str:
@@ -2232,14 +2264,95 @@ class Server:
             raise
         fsync_directory(self.aof_path)
 
-    def open_aof(self) -> None:
+    def open_aof(self, file_ready: bool = True) -> None:
         """Start logging into the append-only file: every change from now on goes in."""
-        self.aof = AppendOnlyFile(self.aof_path, self.options.appendfsync)
+        self.aof = AppendOnlyFile(self.aof_path, self.options.appendfsync, file_ready)
         for db in self.keyspace.databases:
             db.on_expired = self.aof.key_expired
 
+    def start_aof(self) -> None:
+        """appendonly turned on at runtime (Redis's startAppendOnly): a rewrite writes the file, then it is the log.
+
+        Raises OSError if the rewrite cannot start; appendonly stays off then.
+        """
+        self.open_aof(file_ready=False)
+        if self.child.kind is not None:
+            self.aof_rewrite_scheduled = True
+            return
+        try:
+            self.background_rewrite_aof()
+        except OSError:
+            self.close_aof()
+            raise
+
+    def background_rewrite_aof(self) -> None:
+        """Redis's rewriteAppendOnlyFileBackground: a child writes the compact log, the parent logs on meanwhile.
+
+        Raises OSError if the fork fails. The caller checks that no child runs.
+        """
+        self.aof_rewrite_scheduled = False
+        directory = os.path.dirname(os.path.abspath(self.aof_path))
+        temporary = os.path.join(directory, f"temp-rewriteaof-bg-{os.getpid()}.aof")
+        if self.aof is not None:
+            self.aof.start_rewrite()
+        on_done = functools.partial(self.background_rewrite_done, temporary, time.time())
+        try:
+            self.child.start("aof", functools.partial(write_aof_rewrite, self.keyspace, temporary), on_done)
+        except OSError as error:
+            if self.aof is not None:
+                self.aof.rewrite_buffer = None
+            log.warning("Can't rewrite append only file in background: fork: %s", error.strerror or error)
+            raise
+        if self.child.kind == "aof":  # else there is no fork(), and the rewrite has already run
+            log.info("Background append only file rewriting started by pid %d", self.child.pid)
+
+    def background_rewrite_done(self, temporary: str, started: float, success: bool) -> None:
+        """The rewrite's child has exited (Redis's backgroundRewriteDoneHandler): the new file becomes the log."""
+        self.aof_last_rewrite_seconds = int(time.time() - started)
+        self.aof_rewrites += 1
+        if success:
+            log.info("Background AOF rewrite terminated with success")
+            try:
+                if self.aof is not None:
+                    self.aof.finish_rewrite(temporary)
+                else:  # BGREWRITEAOF with appendonly off writes the file all the same, as Redis does
+                    os.replace(temporary, self.aof_path)
+            except OSError as error:
+                log.warning("Error trying to rename the temporary AOF file %s into %s: %s", temporary,
+                            self.aof_path, error.strerror or error)
+                success = False
+            else:
+                log.info("Background AOF rewrite finished successfully")
+        else:
+            log.warning("Background AOF rewrite terminated with error")
+        self.aof_last_rewrite_ok = success
+        if success:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        if self.aof is not None and self.aof.fd is None:  # it was to write the first log: appendonly stays off
+            log.warning("The append-only file could not be written: appendonly is off again")
+            self.close_aof()
+            self.options.appendonly = "no"
+        elif self.aof is not None:
+            self.aof.rewrite_buffer = None  # the old file goes on as the log
+
+    def aof_rewrite_due(self) -> bool:
+        """Automatic rewrite: the log has grown by auto-aof-rewrite-percentage since the last one, and is big enough."""
+        percentage, aof = self.options.auto_aof_rewrite_percentage, self.aof
+        if not percentage or aof.fd is None or aof.size <= self.options.auto_aof_rewrite_min_size:
+            return False
+        growth = aof.size * 100 // max(aof.base_size, 1) - 100
+        if growth < percentage:
+            return False
+        log.info("Starting automatic rewriting of AOF on %d%% growth", growth)
+        return True
+
     def close_aof(self) -> None:
-        """Stop logging: write and fsync what is buffered, and close the file."""
+        """Stop logging: write and fsync what is buffered, and close the file; a rewrite under way is dropped."""
+        if self.child.kind == "aof":
+            self.child.kill()
+        self.aof_rewrite_scheduled = False
         for db in self.keyspace.databases:
             db.on_expired = None
         self.aof.close()
@@ -2299,7 +2412,19 @@ class Server:
             self.bgsave_scheduled = False
             with contextlib.suppress(OSError):  # logged; BGSAVE SCHEDULE has long been answered
                 self.background_save()
+        elif self.aof_rewrite_scheduled or (self.aof is not None and self.aof_rewrite_due()):
+            with contextlib.suppress(OSError):  # logged
+                self.background_rewrite_aof()
         loop.call_later(1 / CONFIG_DEFAULT_HZ, self.cron, loop)
+
+
+def memory_size(value: str) -> int:
+    """A size as Redis's memtoull() reads it: bytes, or k/kb/m/mb/g/gb (k = 1000, kb = 1024), any case."""
+    match = re.fullmatch(r"(\d+)(k|kb|m|mb|g|gb)?", value.lower())
+    if match is None:
+        raise ValueError(f"not a memory size: {value!r}")
+    units = {None: 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
+    return int(match[1]) * units[match[2]]
 
 
 def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -2336,6 +2461,11 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--appendfsync", choices=APPENDFSYNC_POLICIES, default="everysec",
                         help="when the log is flushed to the disk: after every write, every second or when the OS "
                              "likes (default everysec)")
+    parser.add_argument("--auto-aof-rewrite-percentage", type=int, default=100, metavar="PERCENT",
+                        help="rewrite the log once it has grown by this much since the last rewrite; 0: never "
+                             "(default 100)")
+    parser.add_argument("--auto-aof-rewrite-min-size", type=memory_size, default=64 * 1024 * 1024, metavar="BYTES",
+                        help="but not while it is smaller than this; units such as 64mb are understood (default 64mb)")
     parser.add_argument("--check-aof", metavar="FILE",
                         help="check an append-only file, report its first bad command, and exit (redis-check-aof)")
     parser.add_argument("--fix", action="store_true", help="with --check-aof: cut the file there, after asking")
