@@ -1934,10 +1934,11 @@ AOF_HEADER_MAX = 64  # longest "*N" or "$N" line that can be right, "\r\n" inclu
 class AofError(Exception):
     """The log cannot be replayed: offset is where the first command that cannot be starts."""
 
-    def __init__(self, offset: int, message: str, truncated: bool = False) -> None:
+    def __init__(self, offset: int, message: str, truncated: bool = False, position: int | None = None) -> None:
         super().__init__(message)
         self.offset = offset
         self.truncated = truncated  # the file just ends inside that command: a crash cut the last write short
+        self.position = offset if position is None else position  # where the problem is, in or after that command
 
 
 def read_aof_commands(file: BinaryIO) -> Iterator[tuple[int, list[bytes]]]:
@@ -1948,33 +1949,33 @@ def read_aof_commands(file: BinaryIO) -> Iterator[tuple[int, list[bytes]]]:
         line = file.readline(AOF_HEADER_MAX)
         if not line:
             return  # the end, between two commands
-        count = aof_number(line, b"*", start)
+        count = aof_number(line, b"*", start, offset)
         offset += len(line)
         args = []
         for _ in range(count):
             line = file.readline(AOF_HEADER_MAX)
-            length = aof_number(line, b"$", start)
+            length = aof_number(line, b"$", start, offset)
             payload = file.read(length + 2)
             if len(payload) < length + 2:
-                raise AofError(start, "the file ends inside a command", truncated=True)
+                raise AofError(start, "the file ends inside a command", True, offset + len(line) + len(payload))
             if not payload.endswith(CRLF):
-                raise AofError(start, f"a bulk string of {length} bytes is not followed by \\r\\n")
+                raise AofError(start, f"a bulk string of {length} bytes is not followed by \\r\\n", False, offset)
             args.append(payload[:-2])
             offset += len(line) + length + 2
         yield start, args
 
 
-def aof_number(line: bytes, prefix: bytes, start: int) -> int:
-    """The number of a "*N" or "$N" line, N at least 1 for "*"; AofError for anything else."""
+def aof_number(line: bytes, prefix: bytes, start: int, position: int) -> int:
+    """The number of a "*N" or "$N" line read at position, N at least 1 for "*"; AofError for anything else."""
     if not line.endswith(b"\n"):
         if len(line) < AOF_HEADER_MAX:
-            raise AofError(start, "the file ends inside a command", truncated=True)
-        raise AofError(start, f"a line starting {line[:16]!r} is too long")
+            raise AofError(start, "the file ends inside a command", True, position + len(line))
+        raise AofError(start, f"a line starting {line[:16]!r} is too long", False, position)
     number = parse_integer(line[1:-2]) if line.endswith(CRLF) else None
     if line[:1] != prefix or number is None or number < (1 if prefix == b"*" else 0):
-        raise AofError(start, f"expected a '{prefix.decode()}' line, got {line[:32]!r}")
+        raise AofError(start, f"expected a '{prefix.decode()}' line, got {line[:32]!r}", False, position)
     if number > (PROTO_MAX_MULTIBULK_LEN if prefix == b"*" else PROTO_MAX_BULK_LEN):
-        raise AofError(start, f"{line[:32]!r} is out of range")
+        raise AofError(start, f"{line[:32]!r} is out of range", False, position)
     return number
 
 
@@ -2051,12 +2052,13 @@ def check_append_only_file(path: str, fix: bool) -> int:
             except AofError as failure:
                 good_up_to, error = failure.offset, failure
             file.seek(0)
-            lines = file.read(good_up_to).count(b"\n") + 1  # counted from 1, as redis-check-aof does
+            # The line where reading stopped, counted from 1, as redis-check-aof does.
+            lines = file.read(good_up_to if error is None else error.position).count(b"\n") + 1
     except OSError as error:
         print(f"Cannot check {path}: {error.strerror}")
         return 1
     if error is not None:
-        print(f"0x{error.offset:16x}: {error}")
+        print(f"0x{error.position:16x}: {error}")
     print(f"AOF analyzed: filename={path}, size={size}, ok_up_to={good_up_to}, ok_up_to_line={lines}, "
           f"diff={size - good_up_to}")
     if error is None:
@@ -3623,7 +3625,7 @@ def info_text(server: Server, sections: set[str]) -> str:
             "rdb_changes_since_last_save": str(server.keyspace.changes() - server.changes_at_last_save),
             "rdb_bgsave_in_progress": "0",
             "rdb_last_save_time": str(server.last_save),
-            "aof_enabled": "1" if server.aof is not None else "0",
+            **aof_info(server),
         },
         "stats": {
             "total_connections_received": str(server.connections_received),
@@ -3643,6 +3645,32 @@ def info_text(server: Server, sections: set[str]) -> str:
         f"# {name.capitalize()}\r\n" + "".join(f"{key}:{value}\r\n" for key, value in values.items())
         for name, values in fields.items() if name in sections
     )
+
+
+def aof_info(server: Server) -> dict[str, str]:
+    """INFO persistence's aof_* fields, in Redis 7.0's order (0 for those this server does not track)."""
+    aof, child = server.aof, server.child
+    fields = {
+        "aof_enabled": "1" if aof is not None else "0",
+        "aof_rewrite_in_progress": "1" if child.kind == "aof" else "0",
+        "aof_rewrite_scheduled": "1" if server.aof_rewrite_scheduled else "0",
+        "aof_last_rewrite_time_sec": str(server.aof_last_rewrite_seconds),
+        "aof_current_rewrite_time_sec": str(int(time.time() - child.started)) if child.kind == "aof" else "-1",
+        "aof_last_bgrewrite_status": "ok" if server.aof_last_rewrite_ok else "err",
+        "aof_rewrites": str(server.aof_rewrites),
+        "aof_last_write_status": "ok" if aof is None or aof.write_error is None else "err",
+        "aof_last_cow_size": "0",
+    }
+    if aof is not None:
+        fields.update({
+            "aof_current_size": str(aof.size),
+            "aof_base_size": str(aof.base_size),
+            "aof_pending_rewrite": "1" if server.aof_rewrite_scheduled else "0",
+            "aof_buffer_length": str(len(aof.buffer)),
+            "aof_pending_bio_fsync": "1" if aof.fsync_thread is not None and aof.fsync_thread.is_alive() else "0",
+            "aof_delayed_fsync": "0",
+        })
+    return fields
 
 
 def resident_memory_bytes() -> int:
@@ -3679,6 +3707,8 @@ def config_values(server: Server) -> dict[str, str]:
         "appendfilename": server.options.appendfilename,
         "appendfsync": server.options.appendfsync,
         "aof-load-truncated": "yes",
+        "auto-aof-rewrite-percentage": str(server.options.auto_aof_rewrite_percentage),
+        "auto-aof-rewrite-min-size": str(server.options.auto_aof_rewrite_min_size),
         "proto-max-bulk-len": str(PROTO_MAX_BULK_LEN),
         "maxmemory": "0",
         "maxclients": str(server.options.maxclients),

@@ -100,13 +100,13 @@ def free_port() -> int:
 
 
 class RedisServerProcess:
-    """A real redis-server on a free loopback port, with persistence off."""
+    """A real redis-server on a free loopback port, with persistence off unless extra_args say otherwise."""
 
-    def __init__(self, directory: pathlib.Path) -> None:
+    def __init__(self, directory: pathlib.Path, *extra_args: str) -> None:
         self.port = free_port()
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(directory), "--daemonize", "no", "--loglevel", "warning"],
+             "--dir", str(directory), "--daemonize", "no", "--loglevel", "warning", *extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + START_TIMEOUT
