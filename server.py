@@ -7,8 +7,8 @@ Part I, how Redis works, is the core, in the order a request travels: bytes
 arrive on a connection, the parser turns them into a command, the command
 table finds the function that runs it, the function reads and changes the
 keyspace, and the reply goes back the way the request came. The commands come
-after the keyspace they work on, and the snapshot and the server's start and
-stop close the part. Read it in one sitting.
+after the keyspace they work on; the snapshot, saving it in the background,
+and the server's start and stop close the part. Read it in one sitting.
 
     1. The event loop and a connection   one thread serves every client
     2. RESP                               requests in, replies out
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import codecs
 import collections
 import contextlib
@@ -647,6 +648,9 @@ def execute(client: Client, args: list[bytes]) -> bytes:
     arity = entry.arity
     if (len(args) != arity) if arity > 0 else (len(args) < -arity):
         return error_reply(f"ERR wrong number of arguments for '{entry.name}' command")
+    disk_error = client.server.disk_error  # a failed background save stops writes, and PING (chapter 7)
+    if disk_error is not None and ("write" in entry.flags or entry.name == "ping"):
+        return error_reply(disk_error)
     try:
         if entry.writes and client.server.aof is not None:
             return call_and_propagate(client, entry, args)  # the append-only file logs what it changed (chapter 8)
@@ -1080,7 +1084,16 @@ def flushdb_command(client: Client, args: list[bytes]) -> bytes:
 @command("flushall", -1, "write")
 def flushall_command(client: Client, args: list[bytes]) -> bytes:
     parse_flush_mode(args)
-    client.server.keyspace.flush()
+    server = client.server
+    server.keyspace.flush()
+    # As in Redis, a background save in progress is stopped (it would write the old data back), and
+    # with save rules on, the empty dataset is saved at once: a restart cannot bring the keys back.
+    server.child.kill(only="rdb")
+    if server.options.save:
+        try:
+            server.save()
+        except OSError as error:  # FLUSHALL itself has succeeded
+            log.warning("Failed saving the snapshot after FLUSHALL: %s", error)
     return OK
 
 
@@ -1347,10 +1360,17 @@ def save_command(client: Client, args: list[bytes]) -> bytes:
 
 @command("shutdown", -1, "admin noscript")
 def shutdown_command(client: Client, args: list[bytes]) -> bytes:
+    # SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]. Without save rules, only SAVE saves. FORCE exits even if
+    # the save fails. NOW skips the wait for replicas to catch up, and ABORT cancels that wait: with no
+    # replicas here there is never a wait, so NOW changes nothing and ABORT finds no shutdown to cancel.
     options = {arg.upper() for arg in args[1:]}
-    if not options <= {b"NOSAVE", b"SAVE"} or len(options) > 1:
+    if (not options <= {b"NOSAVE", b"SAVE", b"NOW", b"FORCE", b"ABORT"} or {b"NOSAVE", b"SAVE"} <= options
+            or (b"ABORT" in options and len(options) > 1)):
         raise CommandError(SYNTAX_ERROR)
-    if not client.server.shutdown(save=b"NOSAVE" not in options):
+    if b"ABORT" in options:
+        raise CommandError("ERR No shutdown in progress.")
+    save = True if b"SAVE" in options else False if b"NOSAVE" in options else None
+    if not client.server.shutdown(save, force=b"FORCE" in options):
         raise CommandError("ERR Errors trying to SHUTDOWN. Check logs.")  # the save failed: still serving
     client.close_after_reply = True  # run nothing more: a write now would miss the final snapshot
     return b""  # like Redis, the connection just closes
@@ -1402,8 +1422,7 @@ class DumpError(Exception):
 def save_snapshot(keyspace: Keyspace, path: str) -> None:
     """Write every key to path atomically: temporary file, fsync, rename."""
     header = json.dumps({"format": DUMP_FORMAT, "version": DUMP_VERSION, "fields": DUMP_FIELDS})
-    directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, f"temp-{os.getpid()}.json")
+    temporary = temporary_snapshot_path(path, os.getpid())
     try:
         with open(temporary, "w", encoding="ascii") as file:
             file.write(header[:-1] + ',\n"entries": [\n')
@@ -1431,6 +1450,11 @@ def fsync_directory(path: str) -> None:
         pass
     finally:
         os.close(directory_fd)
+
+
+def temporary_snapshot_path(path: str, pid: int) -> str:
+    """Where process pid writes the snapshot before renaming it to path, as Redis's temp-<pid>.rdb."""
+    return os.path.join(os.path.dirname(os.path.abspath(path)), f"temp-{pid}.json")
 
 
 def entry_lines(keyspace: Keyspace) -> Iterator[str]:
@@ -1512,7 +1536,7 @@ def _load_entries(keyspace: Keyspace, document_text: str) -> int:
 # =============================================================================
 #
 # SAVE writes the snapshot from the event loop, so every client waits for it:
-# seconds, for millions of keys. Redis makes the snapshot without stopping by
+# most of a second for a million keys. Redis makes the snapshot without stopping by
 # asking the operating system for a copy of the whole server: fork(). The
 # child process starts with the parent's memory as it was at that instant, the
 # same keys and values, and writes them to the file at leisure, while the
@@ -1522,8 +1546,9 @@ def _load_entries(keyspace: Keyspace, document_text: str) -> int:
 # snapshot is the data as it was at the fork, however much the parent changes
 # meanwhile, and it costs memory only for the pages that change during it.
 # (Python pays more than C here: reading an object changes its reference
-# count, so the child copies every page it reads. The parent still never
-# waits; the child just needs more memory.)
+# count, so the child copies every page it reads, 60% of the server's memory
+# in a save of a million keys. The parent still never waits; the child just
+# needs more memory.)
 #
 # The parent never blocks on the child. Ten times a second its cron (Redis's
 # serverCron, Server.cron in chapter 9) asks the kernel, without waiting,
@@ -1535,9 +1560,28 @@ def _load_entries(keyspace: Keyspace, document_text: str) -> int:
 # The child must do its one job and vanish. It never runs the event loop
 # (its sockets are the parent's clients), and it leaves with os._exit(), not
 # sys.exit(): exit handlers, and buffers flushed twice, belong to the parent.
-# It closes its copy of the listening socket, so that a restart can listen on
-# the port even while an old child finishes. Where fork() does not exist, the
-# job runs in the foreground, and every client waits, as with SAVE.
+# It first closes every file it inherited but stdin, stdout and stderr: a
+# socket stays open while any process holds it, so a client the parent
+# disconnects would otherwise wait for the child to finish to see it closed,
+# and a restarted server could not listen on the port. Where fork() does not
+# exist, the job runs in the foreground, and every client waits, as with SAVE.
+#
+# When to save? Redis's answer is a list of save rules, "save <seconds>
+# <changes>": take a snapshot when at least <changes> writes have been made
+# and more than <seconds> have passed since the last save. The default,
+# "3600 1 300 100 60 10000", saves within an hour after any change, within
+# five minutes after 100, and within a minute after 10,000: the busier the
+# data, the less of it a crash can cost. The cron checks the rules ten times
+# a second (Server.save_if_due). A background save that fails is retried no
+# sooner than CONFIG_BGSAVE_RETRY_DELAY seconds later, not ten times a second.
+# --save "" turns the rules off: then the server saves only on SAVE, BGSAVE
+# and, if asked, SHUTDOWN SAVE.
+#
+# A failed background save (a full disk, a folder gone) is a silent danger:
+# clients go on writing data that will never reach the disk. So Redis, with
+# save rules on and stop-writes-on-bgsave-error yes (the default), refuses
+# every write command, and PING, with a -MISCONF error until a save succeeds;
+# reads go on. Whoever runs the server notices at once, not after a crash.
 
 
 class ChildStopped(BaseException):
@@ -1548,12 +1592,25 @@ def stop_child(signum: int, frame: object) -> None:
     raise ChildStopped
 
 
+def run_job(work: Callable[[], None]) -> bool:
+    """Run a background job's work(); if it fails, log why and return False."""
+    try:
+        work()
+        return True
+    except OSError as error:  # the disk is full, the folder is gone...: the error says it all
+        log.warning("Background job failed: %s", error)
+    except Exception:
+        log.exception("Background job failed")
+    return False
+
+
 class BackgroundChild:
     """The one child process a server may run at a time, for BGSAVE or BGREWRITEAOF (Redis's server.child_pid).
 
     start(kind, work, on_done) forks; the child runs work() and exits 0, or 1
     if work() raised. The parent's cron calls poll(), which notices the exit
-    and calls on_done(success). kill() ends a running child (at shutdown).
+    and calls on_done(success), with kind back to None and pid still the
+    child's. kill() ends a running child (at shutdown).
     """
 
     def __init__(self) -> None:
@@ -1561,26 +1618,24 @@ class BackgroundChild:
         self.pid = 0
         self.started = 0.0  # time.time() of the fork
         self.on_done: Callable[[bool], None] = lambda success: None
-        self.listening_fds: list[int] = []  # serve() fills it: the child closes them
+        self.forks = 0  # INFO's total_forks
+        self.last_fork_usec = 0  # how long the last fork() blocked the server (INFO's latest_fork_usec)
 
     def start(self, kind: str, work: Callable[[], None], on_done: Callable[[bool], None]) -> None:
         """Run work() in a forked child; on_done(success) runs in the parent once it exits. Raises OSError."""
         assert self.kind is None, "one child at a time: check BackgroundChild.kind first"
         if not hasattr(os, "fork"):
             log.warning("No fork() on this system: running the %s job in the foreground; clients wait", kind)
-            try:
-                work()
-            except Exception:
-                log.exception("The %s job failed", kind)
-                on_done(False)
-            else:
-                on_done(True)
+            on_done(run_job(work))
             return
         sys.stdout.flush()  # or the child would write the parent's buffered output a second time
         sys.stderr.flush()
+        started = time.perf_counter()
         pid = os.fork()
         if pid == 0:
             self._run_in_child(work)
+        self.last_fork_usec = int((time.perf_counter() - started) * 1_000_000)  # copying the page tables
+        self.forks += 1
         self.kind, self.pid, self.started, self.on_done = kind, pid, time.time(), on_done
 
     def _run_in_child(self, work: Callable[[], None]) -> None:
@@ -1591,16 +1646,12 @@ class BackgroundChild:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole process group; the parent
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)  # decides, and kills this child when it exits
                 signal.signal(signal.SIGUSR1, stop_child)  # kill(): unwind, so that work() removes its temporary files
-            for fd in self.listening_fds:
-                os.close(fd)
+            os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the clients' sockets too: see the chapter's opening
+            for handler in logging.getLogger().handlers:
+                handler.setFormatter(log_formatter("C"))
             gc.disable()  # the collector would write to every container's header: copy-on-write for nothing
-            work()
-            exit_code = 0
-        except ChildStopped:
-            pass
-        except BaseException:
-            log.exception("Background job failed in the child process")
-        finally:
+            exit_code = 0 if run_job(work) else 1
+        finally:  # whatever happened, ChildStopped included: nothing of the parent's may run here
             os._exit(exit_code)
 
     def poll(self) -> None:
@@ -1617,19 +1668,62 @@ class BackgroundChild:
         self.kind = None
         on_done(exit_code == 0)
 
-    def kill(self) -> None:
-        """End the running child, if any, and wait for it: its work is abandoned, and on_done is not called.
+    def kill(self, only: str | None = None) -> None:
+        """End the running child (of that kind only, if given) and wait for it: on_done is not called.
 
         The child removes its temporary files on its way out (ChildStopped
         unwinds through work()), so the caller has nothing to clean up.
         """
-        if self.kind is None:
+        if self.kind is None or only not in (None, self.kind):
             return
         log.warning("There is a child %s process (pid %d). Killing it!", self.kind, self.pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGUSR1)  # Redis's signal for "stop, this is no error"
         os.waitpid(self.pid, 0)
         self.kind = None
+
+
+CONFIG_BGSAVE_RETRY_DELAY = 5  # seconds between the save rules' tries after a failed background save
+
+
+class SaveRules:
+    """The save rules, (seconds, changes) pairs in the order given, and which one is due (Server.save_if_due).
+
+    The cron asks ten times a second. One CONFIG SET can give a million rules,
+    and a loop over them would take longer than the cron's tick, so the rules
+    are also kept sorted by seconds, each with the rule of fewest changes among
+    it and those before it: a binary search finds the easiest rule old enough.
+
+    >>> rules = SaveRules([(3600, 1), (300, 100), (60, 10000)])
+    >>> rules.due(seconds_since_save=301, changes=150)
+    (300, 100)
+    >>> rules.due(seconds_since_save=301, changes=50) is None
+    True
+    """
+
+    def __init__(self, rules: list[tuple[int, int]]) -> None:
+        self.rules = rules
+        by_seconds = sorted(rules)
+        self.seconds = [seconds for seconds, _ in by_seconds]
+        self.easiest = list(itertools.accumulate(by_seconds, lambda best, rule: rule if rule[1] < best[1] else best))
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)
+
+    def __str__(self) -> str:
+        return " ".join(f"{seconds} {changes}" for seconds, changes in self.rules)
+
+    def due(self, seconds_since_save: int, changes: int) -> tuple[int, int] | None:
+        """A rule that asks for a save now: more seconds than it says have passed, and as many changes been made."""
+        old_enough = bisect.bisect_left(self.seconds, seconds_since_save)  # the rules of fewer seconds than that
+        if old_enough and self.easiest[old_enough - 1][1] <= changes:
+            return self.easiest[old_enough - 1]
+        return None
+MISCONF_RDB = (
+    "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk. "
+    "Commands that may modify the data set are disabled, because this instance is configured to report errors "
+    "during writes if RDB snapshotting fails (stop-writes-on-bgsave-error option). Please check the Redis logs "
+    "for details about the RDB error.")
 
 
 @command("bgsave", -1, "admin noscript")
@@ -2098,7 +2192,13 @@ def check_append_only_file(path: str, fix: bool) -> int:
 
 
 SHUTDOWN_FLUSH_TIMEOUT = 2.0  # seconds to let replies in flight reach their clients
+LOG_FORMAT = "%(process)d:{role} %(asctime)s.%(msecs)03d * %(message)s"  # Redis's: pid, role, time, message
 LOG_LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "notice": logging.INFO, "warning": logging.WARNING}
+
+
+def log_formatter(role: str) -> logging.Formatter:
+    """Log lines as Redis writes them; role is M for the server, C for a child process (chapter 7)."""
+    return logging.Formatter(LOG_FORMAT.format(role=role), datefmt="%d %b %Y %H:%M:%S")
 
 
 class Server:
@@ -2116,10 +2216,12 @@ class Server:
         self.changes_at_last_save = 0  # keyspace.changes() when the last snapshot was saved or loaded
         self.child = BackgroundChild()  # the BGSAVE (or BGREWRITEAOF) child process, when one runs
         self.last_bgsave_ok = True  # did the last background save succeed? (INFO's rdb_last_bgsave_status)
-        self.last_bgsave_try = 0.0  # time.time() of the last BGSAVE's fork
+        self.last_bgsave_try = 0  # Unix time of the last BGSAVE's fork
+        self.disk_error: str | None = None  # why write commands are refused (MISCONF), if they are: check_disk()
         self.last_bgsave_seconds = -1  # how long the last background save took
         self.bgsave_scheduled = False  # BGSAVE SCHEDULE: start one as soon as no child runs
         self.rdb_saves = 0  # SAVE and BGSAVE runs since startup (INFO's rdb_saves)
+        self.keys_loaded = 0  # from the snapshot, at startup
         self.commands_processed = 0
         self.connections_received = 0
         self.listener: asyncio.Server | None = None  # serve() opens it
@@ -2134,6 +2236,7 @@ class Server:
         self.aof: AppendOnlyFile | None = None  # the open log, while appendonly is on (chapter 8)
         self.aof_rewrite_scheduled = False  # BGREWRITEAOF while a BGSAVE ran: the cron starts it once that is done
         self.aof_rewrites = 0
+        self.aof_rewrite_failures = 0  # in a row
         self.aof_last_rewrite_ok = True
         self.aof_last_rewrite_seconds = -1
 
@@ -2183,6 +2286,17 @@ class Server:
         self.changes_at_last_save = changes
         self.last_save = int(time.time())
         self.last_bgsave_ok = True  # as in Redis, a good SAVE also ends the MISCONF refusal of writes
+        self.check_disk()
+
+    def check_disk(self) -> None:
+        """Set disk_error, which execute() answers write commands with (Redis's writeCommandsDeniedByDiskError).
+
+        Call it after anything it depends on changes: the last background
+        save's outcome, the save rules, stop-writes-on-bgsave-error.
+        """
+        stop_writes = self.options.stop_writes_on_bgsave_error == "yes"
+        refuse = not self.last_bgsave_ok and bool(self.options.save) and stop_writes
+        self.disk_error = MISCONF_RDB if refuse else None
 
     def background_save(self) -> None:
         """Redis's rdbSaveBackground: fork a child that writes the snapshot; the cron hears how it went.
@@ -2190,18 +2304,19 @@ class Server:
         Raises OSError if the fork fails. The caller checks that no child runs.
         """
         self.rdb_saves += 1
-        self.last_bgsave_try = time.time()
-        on_done = functools.partial(self.background_save_done, self.keyspace.changes(), time.time())
+        self.last_bgsave_try = int(time.time())
+        on_done = functools.partial(self.background_save_done, self.keyspace.changes(), self.last_bgsave_try)
         try:
             self.child.start("rdb", self.write_snapshot, on_done)
         except OSError as error:
             self.last_bgsave_ok = False
+            self.check_disk()
             log.warning("Can't save in background: fork: %s", error.strerror or error)
             raise
         if self.child.kind == "rdb":  # else there is no fork(), and the save has already run
             log.info("Background saving started by pid %d", self.child.pid)
 
-    def background_save_done(self, changes: int, started: float, success: bool) -> None:
+    def background_save_done(self, changes: int, started: int, success: bool) -> None:
         """The BGSAVE child has exited (Redis's backgroundSaveDoneHandler)."""
         if success:
             log.info("Background saving terminated with success")
@@ -2209,7 +2324,23 @@ class Server:
         else:
             log.warning("Background saving error")
             self.last_bgsave_ok = False
-        self.last_bgsave_seconds = int(time.time() - started)
+            self.check_disk()
+            with contextlib.suppress(OSError):  # a child killed by a signal could not remove its unfinished file
+                os.unlink(temporary_snapshot_path(self.dump_path, self.child.pid))
+        self.last_bgsave_seconds = int(time.time()) - started
+
+    def may_try_bgsave(self, now: int) -> bool:
+        """After a failed background save, the next try waits CONFIG_BGSAVE_RETRY_DELAY seconds."""
+        return self.last_bgsave_ok or now - self.last_bgsave_try > CONFIG_BGSAVE_RETRY_DELAY
+
+    def save_if_due(self, now: int) -> None:
+        """Start a background save if a save rule says so (Redis's serverCron; chapter 7 explains the rules)."""
+        rule = self.options.save.due(now - self.last_save, self.keyspace.changes() - self.changes_at_last_save)
+        if rule is not None and self.may_try_bgsave(now):
+            seconds, changes = rule
+            log.info("%d changes in %d seconds. Saving...", changes, seconds)
+            with contextlib.suppress(OSError):  # logged, and tried again after the retry delay
+                self.background_save()
 
     def load(self) -> None:
         """Load the data: from the append-only file if it is on and there, else from the snapshot if there is one.
@@ -2233,6 +2364,7 @@ class Server:
             return
         started = time.perf_counter()
         count = load_snapshot(self.keyspace, self.dump_path)
+        self.keys_loaded = count
         self.changes_at_last_save = self.keyspace.changes()  # loading is no change to save
         log.info("DB loaded from disk: %d keys in %.3f seconds (%s)", count, time.perf_counter() - started,
                  self.dump_path)
@@ -2328,6 +2460,7 @@ class Server:
         else:
             log.warning("Background AOF rewrite terminated with error")
         self.aof_last_rewrite_ok = success
+        self.aof_rewrite_failures = 0 if success else self.aof_rewrite_failures + 1
         if success:
             return
         with contextlib.suppress(OSError):
@@ -2360,21 +2493,24 @@ class Server:
         self.aof.close()
         self.aof = None
 
-    def shutdown(self, save: bool, force: bool = False) -> bool:
+    def shutdown(self, save: bool | None = None, force: bool = False) -> bool:
         """Save the final snapshot, then stop serving; if the save fails, log why and return False, still serving.
 
-        Redis's prepareForShutdown(), in its order: the save comes first, while
-        everything still runs, so a failed save leaves the server as it was.
-        After a good save, every connection is closed before this returns: no
-        command can run after the save, so none can be lost. force (a second
-        signal) exits even if the save fails again, with exit code 1.
+        Redis's prepareForShutdown(), in its order: a background save is
+        stopped, then the final save comes, while everything still runs, so a
+        failed save leaves the server as it was. After a good save, every
+        connection is closed before this returns: no command can run after the
+        save, so none can be lost. save: True saves (SHUTDOWN SAVE), False
+        does not (NOSAVE), None saves if there are save rules (plain SHUTDOWN,
+        SIGTERM). force (SHUTDOWN FORCE, a second signal) exits even if the
+        save fails, with exit code 1.
         """
         if self.exit_code.done():
             return True  # already on the way out
         log.warning("User requested shutdown...")
-        self.child.kill()  # a background save would race the final one, and is not needed after it
+        self.child.kill()  # its snapshot would race the final one, and would be older
         exit_code = 0
-        if save:
+        if save or (save is None and self.options.save):
             log.info("Saving the final snapshot before exiting.")
             try:
                 self.save()
@@ -2384,7 +2520,7 @@ class Server:
                     log.warning("Error trying to save the DB, can't exit.")
                     log.warning("Errors trying to shut down the server. Check the logs for more information.")
                     return False
-                log.warning("Exiting anyway, on a second signal: every change since the last successful save is lost.")
+                log.warning("Exiting anyway: every change since the last successful save is lost.")
                 exit_code = 1
         if self.aof is not None:
             self.close_aof()
@@ -2399,25 +2535,31 @@ class Server:
 
     def signal_received(self, name: str) -> None:
         log.warning("Received %s scheduling shutdown...", name)
-        if not self.shutdown(save=True, force=self.signal_shutdown_failed):
+        if not self.shutdown(force=self.signal_shutdown_failed):
             self.signal_shutdown_failed = True
 
     def cron(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Redis's serverCron, CONFIG_DEFAULT_HZ times a second: active expiry, and the background child."""
+        """Redis's serverCron, CONFIG_DEFAULT_HZ times a second: active expiry, the background child, save rules."""
+        if self.stopping:
+            return  # shut down: a save rule must not start a child that would outlive the server
+        loop.call_later(1 / CONFIG_DEFAULT_HZ, self.cron, loop)  # first, so that no error below can stop the cron
         if self.active_expiry_enabled:
             self.keyspace.active_expire_cycle()
         if self.aof is not None:
             self.aof.flush()  # the DELs of expired keys, and everysec's fsync when no reply has called for it
+        now = int(time.time())
         if self.child.kind is not None:
             self.child.poll()
-        elif self.bgsave_scheduled:
-            self.bgsave_scheduled = False
-            with contextlib.suppress(OSError):  # logged; BGSAVE SCHEDULE has long been answered
+        else:
+            self.save_if_due(now)
+        if self.bgsave_scheduled and self.child.kind is None and self.may_try_bgsave(now):
+            with contextlib.suppress(OSError):  # logged; BGSAVE SCHEDULE was answered long ago
                 self.background_save()
-        elif self.aof_rewrite_scheduled or (self.aof is not None and self.aof_rewrite_due()):
+                self.bgsave_scheduled = False
+        elif self.child.kind is None and (self.aof_rewrite_scheduled or
+                                          (self.aof is not None and self.aof_rewrite_due())):
             with contextlib.suppress(OSError):  # logged
                 self.background_rewrite_aof()
-        loop.call_later(1 / CONFIG_DEFAULT_HZ, self.cron, loop)
 
 
 def memory_size(value: str) -> int:
@@ -2441,6 +2583,11 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
                         help="addresses to listen on (default 127.0.0.1; use 0.0.0.0 to listen on every interface)")
     parser.add_argument("--dir", default=".", help="directory of the snapshot file (default: current directory)")
     parser.add_argument("--dbfilename", default="dump.json", help="snapshot file name (default dump.json)")
+    parser.add_argument("--save", nargs="+", default=["3600 1 300 100 60 10000"], metavar="SECONDS CHANGES",
+                        help='save rules: a background save after CHANGES writes and SECONDS seconds, '
+                             'pairs as in Redis (default "3600 1 300 100 60 10000"; "" for none)')
+    parser.add_argument("--stop-writes-on-bgsave-error", choices=["yes", "no"], default="yes",
+                        help="refuse writes with -MISCONF while the last background save failed (default yes)")
     parser.add_argument("--loglevel", choices=list(LOG_LEVELS), default="notice", help="log verbosity (default notice)")
     parser.add_argument("--enable-debug-command", choices=["no", "yes", "local"], default="local",
                         help="who may use DEBUG, which can block the server: local connections only by default")
@@ -2474,6 +2621,10 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     options = parser.parse_args(argv)
     if options.maxclients < 1:
         parser.error("--maxclients must be at least 1")
+    try:
+        options.save = parse_save_rules(" ".join(options.save).encode())  # --save 60 1, or --save "60 1"
+    except ConfigError as error:
+        parser.error(f"--save: {error}")
     return options
 
 
@@ -2494,7 +2645,6 @@ async def serve(server: Server, ready: Callable[[], None] = lambda: None) -> int
     if threading.current_thread() is threading.main_thread():  # only there can a process handle signals
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, server.signal_received, signal.Signals(signum).name)
-    server.child.listening_fds = [sock.fileno() for sock in server.listener.sockets]
     loop.call_later(1 / CONFIG_DEFAULT_HZ, server.cron, loop)
     addresses = ", ".join(f"{sock.getsockname()[0]}:{sock.getsockname()[1]}" for sock in server.listener.sockets)
     log.info("Educational Redis Clone %s (Redis %s compatible), pid %d, ready to accept connections on %s, "
@@ -2522,8 +2672,8 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
     if options.check_aof:
         return check_append_only_file(options.check_aof, options.fix)
-    logging.basicConfig(level=LOG_LEVELS[options.loglevel], stream=sys.stdout,
-                        format=f"{os.getpid()}:M %(asctime)s.%(msecs)03d * %(message)s", datefmt="%d %b %Y %H:%M:%S")
+    logging.basicConfig(level=LOG_LEVELS[options.loglevel], stream=sys.stdout)
+    logging.getLogger().handlers[0].setFormatter(log_formatter("M"))
     options.maxclients = adjust_open_files_limit(options.maxclients)
     if options.maxclients < 1:
         return 1
@@ -3620,17 +3770,13 @@ def info_text(server: Server, sections: set[str]) -> str:
         },
         "clients": {"connected_clients": str(len(server.clients)), "blocked_clients": "0"},
         "memory": {"used_memory": str(memory), "used_memory_rss": str(memory), "maxmemory": "0"},
-        "persistence": {
-            "loading": "0",
-            "rdb_changes_since_last_save": str(server.keyspace.changes() - server.changes_at_last_save),
-            "rdb_bgsave_in_progress": "0",
-            "rdb_last_save_time": str(server.last_save),
-            **aof_info(server),
-        },
+        "persistence": persistence_info(server),
         "stats": {
             "total_connections_received": str(server.connections_received),
             "total_commands_processed": str(server.commands_processed),
             "expired_keys": str(server.keyspace.expired_count()),
+            "latest_fork_usec": str(server.child.last_fork_usec),
+            "total_forks": str(server.child.forks),
         },
         "replication": {"role": "master", "connected_slaves": "0"},
         "cluster": {"cluster_enabled": "0"},
@@ -3647,8 +3793,34 @@ def info_text(server: Server, sections: set[str]) -> str:
     )
 
 
+def persistence_info(server: Server) -> dict[str, str]:
+    """INFO's persistence section, with Redis 7.0's fields in its order (0 or -1 for what is not tracked)."""
+    saving = server.child.kind == "rdb"
+    return {
+        "loading": "0",  # the snapshot is loaded before the server listens: no client ever sees it loading
+        "async_loading": "0",
+        "current_cow_peak": "0",
+        "current_cow_size": "0",
+        "current_cow_size_age": "0",
+        "current_fork_perc": "0.00",
+        "current_save_keys_processed": "0",
+        "current_save_keys_total": "0",
+        "rdb_changes_since_last_save": str(server.keyspace.changes() - server.changes_at_last_save),
+        "rdb_bgsave_in_progress": "1" if saving else "0",
+        "rdb_last_save_time": str(server.last_save),
+        "rdb_last_bgsave_status": "ok" if server.last_bgsave_ok else "err",
+        "rdb_last_bgsave_time_sec": str(server.last_bgsave_seconds),
+        "rdb_current_bgsave_time_sec": str(int(time.time()) - int(server.child.started)) if saving else "-1",
+        "rdb_saves": str(server.rdb_saves),
+        "rdb_last_cow_size": "0",
+        "rdb_last_load_keys_expired": "0",
+        "rdb_last_load_keys_loaded": str(server.keys_loaded),
+        **aof_info(server),
+    }
+
+
 def aof_info(server: Server) -> dict[str, str]:
-    """INFO persistence's aof_* fields, in Redis 7.0's order (0 for those this server does not track)."""
+    """INFO persistence's aof_* fields, in Redis 7.0's order (0 for what is not tracked), module_fork_* among them."""
     aof, child = server.aof, server.child
     fields = {
         "aof_enabled": "1" if aof is not None else "0",
@@ -3658,8 +3830,11 @@ def aof_info(server: Server) -> dict[str, str]:
         "aof_current_rewrite_time_sec": str(int(time.time() - child.started)) if child.kind == "aof" else "-1",
         "aof_last_bgrewrite_status": "ok" if server.aof_last_rewrite_ok else "err",
         "aof_rewrites": str(server.aof_rewrites),
+        "aof_rewrites_consecutive_failures": str(server.aof_rewrite_failures),
         "aof_last_write_status": "ok" if aof is None or aof.write_error is None else "err",
         "aof_last_cow_size": "0",
+        "module_fork_in_progress": "0",
+        "module_fork_last_cow_size": "0",
     }
     if aof is not None:
         fields.update({
@@ -3702,7 +3877,8 @@ def config_values(server: Server) -> dict[str, str]:
         "loglevel": server.options.loglevel,
         "databases": str(DATABASES),
         "hz": str(CONFIG_DEFAULT_HZ),
-        "save": "",  # no periodic snapshots: SAVE and shutdown only
+        "save": str(server.options.save),
+        "stop-writes-on-bgsave-error": server.options.stop_writes_on_bgsave_error,
         "appendonly": server.options.appendonly,
         "appendfilename": server.options.appendfilename,
         "appendfsync": server.options.appendfsync,
@@ -3724,6 +3900,7 @@ def config_values(server: Server) -> dict[str, str]:
 def reset_stats(server: Server) -> None:
     server.commands_processed = 0
     server.connections_received = 0
+    server.child.forks = server.child.last_fork_usec = 0
     for db in server.keyspace.databases:
         db.expired_count = 0
 
@@ -3741,6 +3918,120 @@ def config_get_command(client: Client, args: list[bytes]) -> bytes:
 def config_resetstat_command(client: Client, args: list[bytes]) -> bytes:
     reset_stats(client.server)
     return OK
+
+
+# CONFIG SET name value [name value ...] changes settings while the server
+# runs, all of them or none, as Redis 7 does: every name is checked first (an
+# unknown one, one CONFIG SET cannot change, or one given twice fails the
+# whole call, the first such error reported), then every value is read, then
+# they are all set, then each changed setting's apply function makes it take
+# effect. A value that does not read, or an apply function that fails, leaves
+# every setting as it was.
+
+
+class ConfigError(Exception):
+    """Why a setting refuses a value, in Redis's words ("argument must be 'yes' or 'no'")."""
+
+
+@dataclass(frozen=True, slots=True)
+class Parameter:
+    """A setting CONFIG SET can change: where its value lives, how its text is read, and what applies it."""
+
+    attribute: str  # the attribute of server.options that holds the value
+    parse: Callable[[bytes], object]  # the value as server.options holds it; raises ConfigError
+    apply: Callable[[Server], None] | None = None  # runs after a change; a ConfigError from it undoes the call
+
+
+def parse_yes_no(value: bytes) -> str:
+    """A yes/no setting, in any case (Redis's yesnotoi)."""
+    if value.lower() not in (b"yes", b"no"):
+        raise ConfigError("argument must be 'yes' or 'no'")
+    return value.lower().decode()
+
+
+def parse_save_rules(value: bytes) -> SaveRules:
+    """ "3600 1 300 100" as the rules [(3600, 1), (300, 100)], read as Redis 7.0's setConfigSaveOption does.
+
+    Redis splits the text at every single space and reads each piece with
+    strtoll(): so "" is no rules, an empty piece reads as 0 (which a count of
+    changes may be, a number of seconds may not), and a number too large
+    stops at the largest a long long holds. The count of changes is then kept
+    in a C int, which keeps its low 32 bits.
+    """
+    pieces = value.split(b" ") if value else []
+    numbers = [int(piece) if piece.isdigit() and len(piece) < 19 else c_strtoll(piece) for piece in pieces]
+    if len(pieces) % 2 or None in numbers:
+        raise ConfigError("Invalid save parameters")
+    seconds, changes = numbers[0::2], numbers[1::2]
+    if min(seconds, default=1) < 1 or min(changes, default=0) < 0:
+        raise ConfigError("Invalid save parameters")
+    rules = [(second, (change + 2**31) % 2**32 - 2**31) for second, change in zip(seconds, changes, strict=True)]
+    return SaveRules(rules)
+
+
+C_STRTOLL = re.compile(rb"[ \t\n\v\f\r]*([+-]?[0-9]+)?")  # what strtoll() reads: spaces, a sign, digits
+
+
+def c_strtoll(piece: bytes) -> int | None:
+    """A number as C's strtoll() reads it, clamped to a long long; None if anything follows it."""
+    match = C_STRTOLL.fullmatch(piece)
+    return None if match is None else max(LLONG_MIN, min(LLONG_MAX, int(match[1] or b"0")))
+
+SETTABLE_PARAMETERS: dict[str, Parameter] = {
+    "save": Parameter("save", parse_save_rules, apply=Server.check_disk),
+    "stop-writes-on-bgsave-error": Parameter("stop_writes_on_bgsave_error", parse_yes_no, apply=Server.check_disk),
+}
+
+
+@command("config|set", -4, "admin noscript")
+def config_set_command(client: Client, args: list[bytes]) -> bytes:
+    if len(args) % 2:
+        raise CommandError(SYNTAX_ERROR)
+    server = client.server
+    readable = config_values(server)
+    chosen: dict[str, tuple[Parameter, bytes]] = {}
+    for name_arg, value in zip(args[2::2], args[3::2], strict=True):
+        name = text(name_arg).lower()
+        if name not in SETTABLE_PARAMETERS and name not in readable:
+            raise CommandError(f"ERR Unknown option or number of arguments for CONFIG SET - '{c_string(name_arg)}'")
+        if name not in SETTABLE_PARAMETERS:  # CONFIG GET shows it, but this server cannot change it while running
+            raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{c_string(name_arg)}') - "
+                               "can't set immutable config")
+        if name in chosen:
+            raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{c_string(name_arg)}') - "
+                               "duplicate parameter")
+        chosen[name] = (SETTABLE_PARAMETERS[name], value)
+    new_values = {}
+    for name, (parameter, value) in chosen.items():
+        try:
+            new_values[name] = parameter.parse(value)
+        except ConfigError as error:
+            raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{name}') - {error}") from None
+    old_values = {name: getattr(server.options, parameter.attribute) for name, (parameter, _) in chosen.items()}
+    set_parameters(server, {name: parameter for name, (parameter, _) in chosen.items()}, new_values, old_values)
+    return OK
+
+
+def set_parameters(server: Server, parameters: dict[str, Parameter], new_values: dict[str, object],
+                   old_values: dict[str, object]) -> None:
+    """Set the new values and apply them; if an apply function fails, restore and re-apply the old values."""
+    for name, parameter in parameters.items():
+        setattr(server.options, parameter.attribute, new_values[name])
+    applied = []
+    for name, parameter in parameters.items():
+        if parameter.apply is None or parameter.apply in applied:
+            continue  # each apply function runs once, however many of its settings changed
+        try:
+            parameter.apply(server)
+        except ConfigError as error:
+            log.warning("Failed applying new configuration. Possibly related to new %s setting. "
+                        "Restoring previous settings.", name)
+            for other_name, other in parameters.items():
+                setattr(server.options, other.attribute, old_values[other_name])
+            for done in applied:
+                done(server)
+            raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{name}') - {error}") from None
+        applied.append(parameter.apply)
 
 
 # --- COMMAND, and every command's documentation ---------------------------------
@@ -3789,6 +4080,7 @@ class CommandDocs:
 
 COMMAND_DOCS: dict[str, CommandDocs] = {
     "append": CommandDocs("string", "2.0.0", "Append a value to a key", "key value", keys=(1, 1, 1)),
+    "bgrewriteaof": CommandDocs("server", "1.0.0", "Asynchronously rewrite the append-only file"),
     "bgsave": CommandDocs("server", "1.0.0", "Asynchronously save the dataset to disk", "[SCHEDULE]"),
     "client": CommandDocs("connection", "2.4.0", "A container for client connection commands"),
     "client|getname": CommandDocs("connection", "2.6.9", "Get the current connection name"),
@@ -3811,6 +4103,8 @@ COMMAND_DOCS: dict[str, CommandDocs] = {
     "config|get": CommandDocs("server", "1.0.0", "Get the values of configuration parameters",
         "parameter [parameter ...]"),
     "config|resetstat": CommandDocs("server", "1.0.0", "Reset the stats returned by INFO"),
+    "config|set": CommandDocs("server", "2.0.0", "Set configuration parameters to the given values",
+        "parameter value [parameter value ...]"),
     "copy": CommandDocs("keyspace", "6.2.0", "Copy a key",
         "source destination [DB destination-db] [REPLACE]", keys=(1, 2, 1)),
     "dbsize": CommandDocs("server", "1.0.0", "Return the number of keys in the selected database"),
@@ -3889,7 +4183,7 @@ COMMAND_DOCS: dict[str, CommandDocs] = {
     "setrange": CommandDocs("string", "2.2.0", "Overwrite part of a string at key starting at the specified offset",
         "key offset value", keys=(1, 1, 1)),
     "shutdown": CommandDocs("server", "1.0.0", "Synchronously save the dataset to disk and then shut down the server",
-        "[NOSAVE|SAVE]"),
+        "[NOSAVE|SAVE] [NOW] [FORCE] [ABORT]"),
     "strlen": CommandDocs("string", "2.2.0", "Get the length of the value stored in a key", "key", keys=(1, 1, 1)),
     "substr": CommandDocs("string", "1.0.0", "Get a substring of the string stored at a key",
         "key start end", keys=(1, 1, 1)),

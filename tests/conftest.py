@@ -100,7 +100,7 @@ def free_port() -> int:
 
 
 class RedisServerProcess:
-    """A real redis-server on a free loopback port, with persistence off unless extra_args say otherwise."""
+    """A real redis-server on a free loopback port, with persistence off unless extra_args turn it on."""
 
     def __init__(self, directory: pathlib.Path, *extra_args: str) -> None:
         self.port = free_port()

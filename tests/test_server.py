@@ -19,7 +19,7 @@ def test_help_documents_the_flags():
     result = subprocess.run([sys.executable, str(ROOT / "server.py"), "--help"], capture_output=True, text=True,
                             timeout=30)
     assert result.returncode == 0
-    for flag in ("--port", "--bind", "--dir", "--dbfilename", "--loglevel"):
+    for flag in ("--port", "--bind", "--dir", "--dbfilename", "--save", "--stop-writes-on-bgsave-error", "--loglevel"):
         assert flag in result.stdout
 
 
