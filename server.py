@@ -1827,8 +1827,6 @@ def call_and_propagate(client: Client, entry: Command, args: list[bytes]) -> byt
     """Run a write command, then log it if it changed the data (Redis's call() and propagate())."""
     server = client.server
     aof = server.aof
-    if aof.write_error is not None:  # the disk refused the log: refuse the writes it cannot keep (Appendix F)
-        raise CommandError(f"MISCONF Errors writing to the AOF file: {aof.write_error}")
     changes = server.keyspace.changes()
     client.propagated = None
     aof.pending = []  # keys the command's lookups find expired go here, before the command itself
@@ -1845,9 +1843,14 @@ def call_and_propagate(client: Client, entry: Command, args: list[bytes]) -> byt
 class AppendOnlyFile:
     """The open log: commands buffered in RESP, written before replies leave, fsynced as appendfsync says."""
 
-    def __init__(self, path: str, fsync_policy: str, file_ready: bool = True) -> None:
-        """file_ready False: the file is not written yet (appendonly turned on at runtime); a rewrite will write it."""
+    def __init__(self, path: str, fsync_policy: str, file_ready: bool = True,
+                 on_write_status: Callable[[], None] = lambda: None) -> None:
+        """file_ready False: the file is not written yet (appendonly turned on at runtime); a rewrite will write it.
+
+        on_write_status() is called when writing starts or stops failing (write_error).
+        """
         self.path = path
+        self.on_write_status = on_write_status
         self.fsync_policy = fsync_policy  # "always", "everysec" or "no"
         # None until the first rewrite has written the file: meanwhile commands go to the rewrite's buffer only.
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if file_ready else None
@@ -1857,7 +1860,7 @@ class AppendOnlyFile:
         self.selected_db = -1  # the database the log's last SELECT chose (-1: none yet)
         self.pending: list[tuple[int, list[bytes]]] | None = None  # during a write command: what it logs
         self.rewrite_buffer: bytearray | None = None  # while a rewrite runs: what is logged meanwhile
-        self.write_error: str | None = None  # why the last write or fsync failed (Appendix F)
+        self.write_error: str | None = None  # why the last write or fsync failed: writes are refused meanwhile
         self.fsynced_size = self.size  # how much of the file the last fsync covered
         self.last_fsync = time.monotonic()
         self.fsync_thread: threading.Thread | None = None  # everysec's fsync, while it runs
@@ -1910,6 +1913,7 @@ class AppendOnlyFile:
         if self.write_error is not None:
             log.warning("AOF write error looks solved, Redis can write again.")
             self.write_error = None
+            self.on_write_status()
         return True
 
     def fsync_now(self) -> None:
@@ -1931,15 +1935,23 @@ class AppendOnlyFile:
         self.fsync_thread.start()
 
     def write_failed(self, error: OSError) -> None:
-        """The disk refused a write or an fsync; what Redis does then is in Appendix F."""
+        """The disk refused a write or an fsync (full, gone): refuse writes until it takes them again, as Redis does.
+
+        What did not go stays in the buffer, to be written after what did, so
+        the file never holds a command twice or half of one for good; and the
+        cron retries ten times a second. Meanwhile write commands get
+        "-MISCONF Errors writing to the AOF file" (Server.check_disk), and
+        reads go on. With appendfsync always, replies are about to promise
+        writes that are not on disk: like Redis, the server stops instead.
+        """
         if self.write_error is None:
             log.warning("Error writing to the AOF file %s: %s", self.path, error.strerror or error)
         if self.fsync_policy == "always":
-            # A reply is about to promise that the write is on disk: Redis prefers to stop.
             log.warning("Can't recover from AOF write error when the AOF fsync policy is 'always'. Exiting...")
-            sys.stdout.flush()
+            logging.shutdown()
             os._exit(1)
         self.write_error = error.strerror or str(error)
+        self.on_write_status()
 
     def close(self) -> None:
         """Write what is buffered, fsync it and close the file: at shutdown, or when appendonly goes off."""
@@ -2292,11 +2304,18 @@ class Server:
         """Set disk_error, which execute() answers write commands with (Redis's writeCommandsDeniedByDiskError).
 
         Call it after anything it depends on changes: the last background
-        save's outcome, the save rules, stop-writes-on-bgsave-error.
+        save's outcome, the save rules, stop-writes-on-bgsave-error, the
+        append-only file's last write.
         """
         stop_writes = self.options.stop_writes_on_bgsave_error == "yes"
         refuse = not self.last_bgsave_ok and bool(self.options.save) and stop_writes
-        self.disk_error = MISCONF_RDB if refuse else None
+        aof_error = self.aof.write_error if self.aof is not None else None
+        if refuse:
+            self.disk_error = MISCONF_RDB
+        elif aof_error is not None:  # the append-only file (chapter 8) cannot be written
+            self.disk_error = f"MISCONF Errors writing to the AOF file: {aof_error}"
+        else:
+            self.disk_error = None
 
     def background_save(self) -> None:
         """Redis's rdbSaveBackground: fork a child that writes the snapshot; the cron hears how it went.
@@ -2400,9 +2419,23 @@ class Server:
 
     def open_aof(self, file_ready: bool = True) -> None:
         """Start logging into the append-only file: every change from now on goes in."""
-        self.aof = AppendOnlyFile(self.aof_path, self.options.appendfsync, file_ready)
+        self.aof = AppendOnlyFile(self.aof_path, self.options.appendfsync, file_ready, self.check_disk)
         for db in self.keyspace.databases:
             db.on_expired = self.aof.key_expired
+
+    def apply_appendonly(self) -> None:
+        """CONFIG SET appendonly: start the log (through a first rewrite), or stop it."""
+        if self.options.appendonly == "yes" and self.aof is None:
+            try:
+                self.start_aof()
+            except OSError:
+                raise ConfigError("Unable to turn on AOF. Check server logs.") from None
+        elif self.options.appendonly == "no" and self.aof is not None:
+            self.close_aof()
+
+    def apply_appendfsync(self) -> None:
+        if self.aof is not None:
+            self.aof.fsync_policy = self.options.appendfsync
 
     def start_aof(self) -> None:
         """appendonly turned on at runtime (Redis's startAppendOnly): a rewrite writes the file, then it is the log.
@@ -2492,6 +2525,7 @@ class Server:
             db.on_expired = None
         self.aof.close()
         self.aof = None
+        self.check_disk()
 
     def shutdown(self, save: bool | None = None, force: bool = False) -> bool:
         """Save the final snapshot, then stop serving; if the save fails, log why and return False, still serving.
@@ -3977,9 +4011,35 @@ def c_strtoll(piece: bytes) -> int | None:
     match = C_STRTOLL.fullmatch(piece)
     return None if match is None else max(LLONG_MIN, min(LLONG_MAX, int(match[1] or b"0")))
 
+def parse_appendfsync(value: bytes) -> str:
+    if value.lower().decode("latin-1") not in APPENDFSYNC_POLICIES:
+        raise ConfigError("argument(s) must be one of the following: everysec, always, no")
+    return value.lower().decode()
+
+
+def parse_percentage(value: bytes) -> int:
+    number = parse_integer(value)
+    if number is None:
+        raise ConfigError("argument couldn't be parsed into an integer")
+    if not 0 <= number <= 2**31 - 1:
+        raise ConfigError("argument must be between 0 and 2147483647 inclusive")
+    return number
+
+
+def parse_memory_value(value: bytes) -> int:
+    try:
+        return memory_size(value.decode("latin-1"))
+    except ValueError:
+        raise ConfigError("argument must be a memory value") from None
+
+
 SETTABLE_PARAMETERS: dict[str, Parameter] = {
     "save": Parameter("save", parse_save_rules, apply=Server.check_disk),
     "stop-writes-on-bgsave-error": Parameter("stop_writes_on_bgsave_error", parse_yes_no, apply=Server.check_disk),
+    "appendonly": Parameter("appendonly", parse_yes_no, apply=Server.apply_appendonly),
+    "appendfsync": Parameter("appendfsync", parse_appendfsync, apply=Server.apply_appendfsync),
+    "auto-aof-rewrite-percentage": Parameter("auto_aof_rewrite_percentage", parse_percentage),
+    "auto-aof-rewrite-min-size": Parameter("auto_aof_rewrite_min_size", parse_memory_value),
 }
 
 

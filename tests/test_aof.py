@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import pathlib
+import resource
 import shutil
 import subprocess
 import sys
@@ -399,3 +400,88 @@ def test_loader_reads_a_stream_of_commands_and_reports_where_it_stops():
     with pytest.raises(srv.AofError) as failure:
         list(srv.read_aof_commands(io.BytesIO(commands + b"*2\r\n$3\r\nDEL\r\n")))
     assert failure.value.offset == len(commands) and failure.value.truncated
+
+
+def test_config_set_appendonly_yes_writes_the_whole_data_first_then_logs(start_server, tmp_path):
+    process = start_server("--save", "")
+    client = redis.Redis(port=process.port)
+    client.set("plain", "1")
+    client.set("ttl", "2", pxat=4102444800000)
+    redis.Redis(port=process.port, db=5).set("five", "5")
+    path = tmp_path / "appendonly.aof"
+    assert not path.exists()
+    assert client.config_set("appendonly", "yes")
+    assert client.config_get("appendonly") == {"appendonly": "yes"}
+    client.set("during", "3")  # while the first rewrite runs, or after: it is in the file either way
+    assert wait_until(lambda: client.info("persistence")["aof_rewrites"] == 1, timeout=30)
+    client.set("after", "4")
+    commands = logged(path)
+    assert commands[:4] in ([[b"SELECT", b"0"], [b"SET", b"plain", b"1"], [b"SET", b"ttl", b"2", b"PXAT",
+                             b"4102444800000"], [b"SET", b"during", b"3"]],
+                            [[b"SELECT", b"0"], [b"SET", b"plain", b"1"], [b"SET", b"ttl", b"2", b"PXAT",
+                             b"4102444800000"], [b"SELECT", b"5"]])
+    assert [b"SET", b"five", b"5"] in commands and commands[-1] == [b"SET", b"after", b"4"]
+    expected = dataset(process.port)
+    process.kill()
+    assert dataset(start_server("--appendonly", "yes").port) == expected
+
+
+def test_config_set_appendonly_no_stops_logging(start_server, tmp_path):
+    process = start_server("--appendonly", "yes")
+    client = redis.Redis(port=process.port)
+    client.set("logged", "1")
+    assert client.config_set("appendonly", "no")
+    assert client.info("persistence")["aof_enabled"] == 0
+    client.set("not-logged", "1")
+    assert logged(tmp_path / "appendonly.aof") == [[b"SELECT", b"0"], [b"SET", b"logged", b"1"]]
+
+
+def test_config_set_appendfsync_and_rewrite_settings_reply_as_redis_does(both):
+    for command in (["CONFIG", "SET", "appendfsync", "sometimes"], ["CONFIG", "SET", "appendfsync", "ALWAYS"],
+                    ["CONFIG", "GET", "appendfsync"], ["CONFIG", "SET", "appendfsync", "everysec"],
+                    ["CONFIG", "SET", "auto-aof-rewrite-percentage", "abc"],
+                    ["CONFIG", "SET", "auto-aof-rewrite-percentage", "3000000000"],
+                    ["CONFIG", "SET", "auto-aof-rewrite-percentage", "-1"],
+                    ["CONFIG", "SET", "auto-aof-rewrite-min-size", "-1"],
+                    ["CONFIG", "SET", "auto-aof-rewrite-min-size", "1GB"], ["CONFIG", "GET", "auto-aof-*"],
+                    ["CONFIG", "SET", "auto-aof-rewrite-min-size", "64mb"],
+                    ["CONFIG", "SET", "appendonly", "maybe"], ["CONFIG", "SET", "appendfilename", "other.aof"],
+                    ["CONFIG", "GET", "appendonly"], ["CONFIG", "GET", "appendfilename"]):
+        ours, theirs = (connection.call(*command) for connection in both)
+        assert ours == theirs, command
+
+
+def test_an_automatic_rewrite_starts_once_the_log_has_doubled(start_server, tmp_path):
+    process = start_server("--appendonly", "yes", "--auto-aof-rewrite-min-size", "10kb")
+    client = redis.Redis(port=process.port)
+    pipe = client.pipeline(transaction=False)
+    for i in range(2_000):
+        pipe.set("key", i)
+    pipe.execute()
+    assert wait_until(lambda: client.info("persistence")["aof_rewrites"] == 1, timeout=30)
+    assert "Starting automatic rewriting of AOF on" in process.output()
+    assert logged(tmp_path / "appendonly.aof")[:2] == [[b"SELECT", b"0"], [b"SET", b"key", b"1999"]]
+
+
+def test_a_log_the_disk_refuses_stops_writes_with_misconf_and_reads_go_on(start_server):
+    limits = {resource.RLIMIT_FSIZE: 100_000}  # writes past 100 kB fail with EFBIG ("File too large")
+    process = start_server("--appendonly", "yes", "--save", "", limits=limits)
+    connection = RawConnection(process.port)
+    assert connection.call("SET", "small", "1") == b"+OK\r\n"
+    assert connection.call("SET", "big", "x" * 200_000) == b"+OK\r\n"  # its reply was due: the failure comes after
+    assert connection.call("SET", "more", "1") == b"-MISCONF Errors writing to the AOF file: File too large\r\n"
+    assert connection.call("GET", "small") == b"$1\r\n1\r\n"
+    assert b"aof_last_write_status:err" in connection.call("INFO", "persistence")
+    assert "Error writing to the AOF file" in process.output()
+
+
+def test_with_appendfsync_always_a_log_the_disk_refuses_stops_the_server(start_server):
+    limits = {resource.RLIMIT_FSIZE: 100_000}
+    process = start_server("--appendonly", "yes", "--appendfsync", "always", "--save", "", limits=limits)
+    connection = RawConnection(process.port)
+    assert connection.call("SET", "small", "1") == b"+OK\r\n"
+    connection.send(srv.bulk_array([b"SET", b"big", b"x" * 200_000]))
+    assert connection.is_closed_by_server() or wait_until(connection.is_closed_by_server)
+    assert connection.buffer == b""  # no reply promised what the disk did not take
+    assert process.wait() == 1
+    assert "Can't recover from AOF write error when the AOF fsync policy is 'always'. Exiting..." in process.output()
