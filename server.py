@@ -2143,45 +2143,6 @@ def expiry_stopped(keyspace: Keyspace) -> Iterator[None]:
             db.clock = clock
 
 
-def check_append_only_file(path: str, fix: bool) -> int:
-    """python server.py --check-aof FILE [--fix]: report the first bad command; with --fix, cut the file there.
-
-    Prints what redis-check-aof prints; returns its exit status.
-    """
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as file:
-            good_up_to, error = 0, None
-            try:
-                for _offset, _args in read_aof_commands(file):
-                    good_up_to = file.tell()
-            except AofError as failure:
-                good_up_to, error = failure.offset, failure
-            file.seek(0)
-            # The line where reading stopped, counted from 1, as redis-check-aof does.
-            lines = file.read(good_up_to if error is None else error.position).count(b"\n") + 1
-    except OSError as error:
-        print(f"Cannot check {path}: {error.strerror}")
-        return 1
-    if error is not None:
-        print(f"0x{error.position:16x}: {error}")
-    print(f"AOF analyzed: filename={path}, size={size}, ok_up_to={good_up_to}, ok_up_to_line={lines}, "
-          f"diff={size - good_up_to}")
-    if error is None:
-        print(f"AOF {path} is valid")
-        return 0
-    if not fix:
-        print(f"AOF {path} is not valid. Use the --fix option to try fixing it.")
-        return 1
-    print(f"This will shrink the AOF {path} from {size} bytes, with {size - good_up_to} bytes, to {good_up_to} bytes")
-    if input("Continue? [y/N]: ").strip().lower() not in ("y", "yes"):
-        print("Aborting...")
-        return 1
-    os.truncate(path, good_up_to)
-    print(f"Successfully truncated AOF {path}")
-    return 0
-
-
 # =============================================================================
 # Chapter 9. Startup and shutdown
 # =============================================================================
@@ -3223,8 +3184,10 @@ def setrange_command(client: Client, args: list[bytes]) -> bytes:
 # Redis's where C and Python differ. Inline commands are split with Redis's
 # quoting rules; error messages quote arguments as C strings; glob patterns
 # match as Redis's stringmatchlen() does, in bounded time; INCRBYFLOAT
-# computes in C's long double; SCAN reads its cursor as strtoul() does; and
-# OBJECT ENCODING tells the encodings Redis would have chosen.
+# computes in C's long double; SCAN reads its cursor as strtoul() does;
+# OBJECT ENCODING tells the encodings Redis would have chosen; and the
+# append-only file is written as Redis 7.0 writes it and checked as
+# redis-check-aof checks it.
 
 
 # --- Inline commands ---------------------------------------------------------
@@ -3650,6 +3613,86 @@ def object_encoding_command(client: Client, args: list[bytes]) -> bytes:
     if type(value) is not FloatString and len(value) <= 20 and parse_integer(value) is not None:
         return bulk(b"int")
     return bulk(b"embstr")
+
+
+# --- The append-only file to the letter --------------------------------------
+#
+# What Redis 7.0.15 logs, command by command, was read from the file it
+# writes, and chapter 8's forms are its forms: the command name as the client
+# spelled it ("set", "SET"), except where Redis writes its own (SET, DEL,
+# PEXPIREAT, PERSIST); SET drops a GET option, and with any of EX, PX, EXAT
+# or PXAT it becomes "SET key value PXAT ms", NX or XX dropped (they were
+# decided already); EXPIRE and its family keep their NX, XX, GT or LT after the
+# PEXPIREAT; an expired key is logged as DEL, not UNLINK
+# (lazyfree-lazy-expire no). Redis also logs FLUSHDB and FLUSHALL of empty
+# databases, which count a change whatever happens; here they change
+# nothing, and are not logged: the data replays the same. And a plain "SET key value" over an expired key
+# is logged by Redis as MULTI, DEL, SET, EXEC, since its lookup deletes the
+# key first; this server's SET does not look the key up, and logs the SET.
+#
+# Redis 7 keeps the log as a folder (appendonlydir) of a base file, written by
+# the last rewrite (an RDB snapshot by default: aof-use-rdb-preamble yes),
+# incremental ".incr.aof" files of commands, and a manifest naming them. This
+# server keeps Redis 6's single file, and Redis 6's way of rewriting it: the
+# parent keeps the commands logged during the rewrite in memory and appends
+# them to the new file (Redis 7 starts a new incremental file instead). Redis
+# 7 converts a single file it finds into its layout when it starts ("Successfully
+# migrated an old-style AOF file"), and its incremental files are plain
+# commands, which this server replays; the RDB base it cannot read. Redis
+# rewrites a key with a TTL as SET, then PEXPIREAT; here as one SET ... PXAT.
+#
+# Loading is stricter than Redis's in three ways. Redis does not check the
+# "\r\n" after a bulk string's bytes; this server does. Redis ignores the
+# replies of its fake client; here a command that fails (an error reply)
+# stops the start: a log that does not replay is not the data. And only write
+# commands, SELECT, MULTI and EXEC may be in the log, so that a stray SHUTDOWN
+# or DEBUG cannot run at startup. With appendonly yes and no log, Redis 7.0
+# starts empty even beside a dump.rdb; this server loads the snapshot and
+# writes the log from it, rather than set a trap for whoever turns the log on.
+#
+# Like redis-check-aof, --check-aof checks the format only (unknown commands
+# are the loader's business) and reports where reading stopped: ok_up_to, the
+# offset of the first command that is not whole and right, and the line it
+# stopped on; --fix cuts the file at ok_up_to once you answer "y".
+
+
+def check_append_only_file(path: str, fix: bool) -> int:
+    """python server.py --check-aof FILE [--fix]: report the first bad command; with --fix, cut the file there.
+
+    Prints what redis-check-aof prints; returns its exit status.
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as file:
+            good_up_to, error = 0, None
+            try:
+                for _offset, _args in read_aof_commands(file):
+                    good_up_to = file.tell()
+            except AofError as failure:
+                good_up_to, error = failure.offset, failure
+            file.seek(0)
+            # The line where reading stopped, counted from 1, as redis-check-aof does.
+            lines = file.read(good_up_to if error is None else error.position).count(b"\n") + 1
+    except OSError as error:
+        print(f"Cannot check {path}: {error.strerror}")
+        return 1
+    if error is not None:
+        print(f"0x{error.position:16x}: {error}")
+    print(f"AOF analyzed: filename={path}, size={size}, ok_up_to={good_up_to}, ok_up_to_line={lines}, "
+          f"diff={size - good_up_to}")
+    if error is None:
+        print(f"AOF {path} is valid")
+        return 0
+    if not fix:
+        print(f"AOF {path} is not valid. Use the --fix option to try fixing it.")
+        return 1
+    print(f"This will shrink the AOF {path} from {size} bytes, with {size - good_up_to} bytes, to {good_up_to} bytes")
+    if input("Continue? [y/N]: ").strip().lower() not in ("y", "yes"):
+        print("Aborting...")
+        return 1
+    os.truncate(path, good_up_to)
+    print(f"Successfully truncated AOF {path}")
+    return 0
 
 
 # =============================================================================
