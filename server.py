@@ -1086,6 +1086,7 @@ def flushall_command(client: Client, args: list[bytes]) -> bytes:
     parse_flush_mode(args)
     server = client.server
     server.keyspace.flush()
+    client.propagate(args)  # logged always, as in Redis: it changes databases other than the client's (chapter 8)
     # As in Redis, a background save in progress is stopped (it would write the old data back), and
     # with save rules on, the empty dataset is saved at once: a restart cannot bring the keys back.
     server.child.kill(only="rdb")
@@ -1758,14 +1759,16 @@ def bgsave_command(client: Client, args: list[bytes]) -> bytes:
 # had. Three questions shape it.
 #
 # What goes in the log? A command, after it ran, and only if it changed the
-# data. The keyspace counts changes (Database.changes, Redis's server.dirty):
-# execute() (chapter 3) hands each write command to call_and_propagate(),
-# which compares the count before and after, as Redis's call() does before
-# it calls propagate() and feedAppendOnlyFile(). A command that changed
-# nothing (SETNX on a taken key, DEL of a missing one) leaves no trace. The
-# log is replayed later, perhaps days later, so what it holds must mean the
-# same then. Most commands are logged as they came; a few name another form
-# with client.propagate(), as Redis's commands rewrite their argv:
+# data. Each database counts its changes (Database.changes; Redis counts them
+# in server.dirty): execute() (chapter 3) hands each write command to
+# call_and_propagate(), which compares the count of the client's database
+# before and after, as Redis's call() does before it calls propagate() and
+# feedAppendOnlyFile(). A command that changed nothing (SETNX on a taken key,
+# DEL of a missing one) leaves no trace. The log is replayed later, perhaps
+# days later, so what it holds must mean the same then. Most commands are
+# logged as they came; a few name another form with client.propagate(), as
+# Redis's commands rewrite their argv (the few that change other databases
+# than the client's, FLUSHALL, SWAPDB and COPY ... DB, name their own):
 #
 #   EXPIRE k 60, SET k v EX 60   ->  PEXPIREAT k <ms>, SET k v PXAT <ms>:
 #                                    a relative time becomes an absolute one
@@ -1825,18 +1828,19 @@ AOF_FSYNC_INTERVAL = 1.0  # seconds between two fsyncs with appendfsync everysec
 
 def call_and_propagate(client: Client, entry: Command, args: list[bytes]) -> bytes:
     """Run a write command, then log it if it changed the data (Redis's call() and propagate())."""
-    server = client.server
-    aof = server.aof
-    changes = server.keyspace.changes()
+    aof, db = client.server.aof, client.db
+    changes = db.changes
     client.propagated = None
     aof.pending = []  # keys the command's lookups find expired go here, before the command itself
     try:
         return entry.handler(client, args)
     finally:
         logged, aof.pending = aof.pending, None
-        if server.keyspace.changes() != changes:
-            logged.append((client.db.index, client.propagated or args))
-        client.propagated = None
+        if client.propagated is not None:
+            logged.append((db.index, client.propagated))
+            client.propagated = None
+        elif db.changes != changes:
+            logged.append((db.index, args))
         aof.feed_all(logged)
 
 
@@ -1917,12 +1921,13 @@ class AppendOnlyFile:
         return True
 
     def fsync_now(self) -> None:
+        size = self.size  # what this fsync covers: more may be written meanwhile, from the event loop
         try:
             os.fsync(self.fd)
         except OSError as error:
             self.write_failed(error)
             return
-        self.fsynced_size = self.size
+        self.fsynced_size = size
 
     def fsync_in_background(self) -> None:
         """everysec: start an fsync in a thread if the last one is a second old and done (Redis's bio thread)."""
@@ -2890,6 +2895,7 @@ def copy_command(client: Client, args: list[bytes]) -> bytes:
     if not source.exists(args[1]) or (target.exists(args[2]) and not replace):
         return ZERO
     copy_key(source, args[1], target, args[2])
+    client.propagate(args)  # the target may be another database than the client's (chapter 8)
     return ONE
 
 
@@ -2913,6 +2919,7 @@ def swapdb_command(client: Client, args: list[bytes]) -> bytes:
     if not (0 <= first < DATABASES and 0 <= second < DATABASES):
         raise CommandError("ERR DB index is out of range")
     databases[first].swap_contents(databases[second])
+    client.propagate(args)  # other databases than the client's changed: the log is told so (chapter 8)
     return OK
 
 
@@ -3079,8 +3086,7 @@ def getex_command(client: Client, args: list[bytes]) -> bytes:
         when = expire_at_ms(expire_option, expire_arg, "getex")
         set_expire = db.expire_or_delete(args[1], when)
         client.propagate([b"PEXPIREAT", args[1], b"%d" % when] if set_expire else [b"DEL", args[1]])
-    elif b"PERSIST" in flags:
-        db.remove_expire(args[1])
+    elif b"PERSIST" in flags and db.remove_expire(args[1]):
         client.propagate([b"PERSIST", args[1]])
     return bulk(value)
 
@@ -3624,9 +3630,9 @@ def object_encoding_command(client: Client, args: list[bytes]) -> bytes:
 # or PXAT it becomes "SET key value PXAT ms", NX or XX dropped (they were
 # decided already); EXPIRE and its family keep their NX, XX, GT or LT after the
 # PEXPIREAT; an expired key is logged as DEL, not UNLINK
-# (lazyfree-lazy-expire no). Redis also logs FLUSHDB and FLUSHALL of empty
-# databases, which count a change whatever happens; here they change
-# nothing, and are not logged: the data replays the same. And a plain "SET key value" over an expired key
+# (lazyfree-lazy-expire no). Redis also logs FLUSHDB of an empty database,
+# which counts a change whatever happens; here it changes nothing, and is
+# not logged: the data replays the same. And a plain "SET key value" over an expired key
 # is logged by Redis as MULTI, DEL, SET, EXEC, since its lookup deletes the
 # key first; this server's SET does not look the key up, and logs the SET.
 #
