@@ -487,3 +487,14 @@ def test_with_appendfsync_always_a_log_the_disk_refuses_stops_the_server(start_s
     assert connection.buffer == b""  # no reply promised what the disk did not take
     assert process.wait() == 1
     assert "Can't recover from AOF write error when the AOF fsync policy is 'always'. Exiting..." in process.output()
+
+
+def test_a_flushall_replayed_from_a_log_that_then_fails_saves_nothing(start_server, tmp_path):
+    process = start_server()
+    redis.Redis(port=process.port).set("in-snapshot", "1")
+    process.stop()
+    snapshot = (tmp_path / "dump.json").read_bytes()
+    (tmp_path / "appendonly.aof").write_bytes(encode(["SET", "a", "1"], ["FLUSHALL"]) + b"garbage\r\n")
+    failed = start_server("--appendonly", "yes")  # save rules on: a FLUSHALL saves, except while loading
+    assert failed.wait() == 1
+    assert (tmp_path / "dump.json").read_bytes() == snapshot
