@@ -1586,7 +1586,7 @@ def _load_entries(keyspace: Keyspace, document_text: str) -> int:
 
 
 class ChildStopped(BaseException):
-    """Raised in a child process by the parent's SIGUSR1 (BackgroundChild.kill): stop, cleaning up on the way."""
+    """Raised in a child process by SIGUSR1 (BackgroundChild.kill) or SIGTERM: stop, cleaning up on the way."""
 
 
 def stop_child(signum: int, frame: object) -> None:
@@ -1644,9 +1644,11 @@ class BackgroundChild:
         try:
             with contextlib.suppress(ValueError):  # ValueError: only the main thread may; it is, after fork()
                 signal.set_wakeup_fd(-1)  # the parent's event loop reads that pipe: a signal here must not wake it
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole process group; the parent
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)  # decides, and kills this child when it exits
-                signal.signal(signal.SIGUSR1, stop_child)  # kill(): unwind, so that work() removes its temporary files
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole process group: the parent
+                # decides, and stops this child if it exits. SIGUSR1 is kill()'s; SIGTERM, an administrator's.
+                # Either unwinds the child through work(), which removes its temporary files on the way.
+                signal.signal(signal.SIGUSR1, stop_child)
+                signal.signal(signal.SIGTERM, stop_child)
             os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the clients' sockets too: see the chapter's opening
             for handler in logging.getLogger().handlers:
                 handler.setFormatter(log_formatter("C"))
