@@ -453,6 +453,15 @@ def test_config_set_appendfsync_and_rewrite_settings_reply_as_redis_does(both):
         assert ours == theirs, command
 
 
+def test_bgrewriteaof_replies_as_redis_does(both):
+    for connection in both:  # no child of an earlier test may still run on either server
+        assert wait_until(lambda c=connection: b"aof_rewrite_in_progress:0" in c.call("INFO", "persistence")
+                          and b"rdb_bgsave_in_progress:0" in c.call("INFO", "persistence"), timeout=30)
+    for command in (["BGREWRITEAOF"], ["BGREWRITEAOF", "now"]):
+        ours, theirs = (connection.call(*command) for connection in both)
+        assert ours == theirs, command
+
+
 def test_an_automatic_rewrite_starts_once_the_log_has_doubled(start_server, tmp_path):
     process = start_server("--appendonly", "yes", "--auto-aof-rewrite-min-size", "10kb")
     client = redis.Redis(port=process.port)
