@@ -1831,6 +1831,7 @@ def bgsave_command(client: Client, args: list[bytes]) -> bytes:
 
 APPENDFSYNC_POLICIES = ("always", "everysec", "no")
 AOF_FSYNC_INTERVAL = 1.0  # seconds between two fsyncs with appendfsync everysec
+AOF_REWRITE_RETRY_DELAY = 60  # seconds before an automatic rewrite is tried again after one failed
 
 
 def call_and_propagate(client: Client, entry: Command, args: list[bytes]) -> bytes:
@@ -2234,6 +2235,7 @@ class Server:
         self.aof_rewrite_scheduled = False  # BGREWRITEAOF while a BGSAVE ran: the cron starts it once that is done
         self.aof_rewrites = 0
         self.aof_rewrite_failures = 0  # in a row
+        self.aof_rewrite_ended = 0.0  # time.time() when the last rewrite ended
         self.aof_last_rewrite_ok = True
         self.aof_last_rewrite_seconds = -1
 
@@ -2464,6 +2466,7 @@ class Server:
     def background_rewrite_done(self, temporary: str, started: float, success: bool) -> None:
         """The rewrite's child has exited (Redis's backgroundRewriteDoneHandler): the new file becomes the log."""
         self.aof_last_rewrite_seconds = int(time.time() - started)
+        self.aof_rewrite_ended = time.time()
         self.aof_rewrites += 1
         if success:
             log.info("Background AOF rewrite terminated with success")
@@ -2498,6 +2501,8 @@ class Server:
         percentage, aof = self.options.auto_aof_rewrite_percentage, self.aof
         if not percentage or aof.fd is None or aof.size <= self.options.auto_aof_rewrite_min_size:
             return False
+        if self.aof_rewrite_failures and time.time() < self.aof_rewrite_ended + AOF_REWRITE_RETRY_DELAY:
+            return False  # a full disk would otherwise have a child forked ten times a second
         growth = aof.size * 100 // max(aof.base_size, 1) - 100
         if growth < percentage:
             return False

@@ -507,3 +507,19 @@ def test_a_flushall_replayed_from_a_log_that_then_fails_saves_nothing(start_serv
     failed = start_server("--appendonly", "yes")  # save rules on: a FLUSHALL saves, except while loading
     assert failed.wait() == 1
     assert (tmp_path / "dump.json").read_bytes() == snapshot
+
+
+def test_a_failed_rewrite_keeps_the_old_log_and_says_so(start_server, tmp_path):
+    directory = tmp_path / "data"
+    directory.mkdir()
+    process = start_server("--appendonly", "yes", "--save", "", directory=directory)
+    client = redis.Redis(port=process.port)
+    client.set("k", "v")
+    shutil.rmtree(directory)  # the child cannot create its file; the open log goes on, unlinked
+    assert client.bgrewriteaof() is True
+    assert wait_until(lambda: client.info("persistence")["aof_rewrites"] == 1, timeout=30)
+    info = client.info("persistence")
+    assert info["aof_last_bgrewrite_status"] == "err" and info["aof_rewrites_consecutive_failures"] == 1
+    assert "Background AOF rewrite terminated with error" in process.output()
+    assert client.set("still", "logging") is True
+    assert client.info("persistence")["aof_last_write_status"] == "ok"
