@@ -2071,6 +2071,8 @@ class AofError(Exception):
 
 def read_aof_commands(file: BinaryIO) -> Iterator[tuple[int, list[bytes]]]:
     """Each command of a log, with the offset where it starts; AofError at the first one that is not whole and right."""
+    size = file.seek(0, os.SEEK_END)
+    file.seek(0)
     offset = 0
     while True:
         start = offset
@@ -2083,9 +2085,9 @@ def read_aof_commands(file: BinaryIO) -> Iterator[tuple[int, list[bytes]]]:
         for _ in range(count):
             line = file.readline(AOF_HEADER_MAX)
             length = aof_number(line, b"$", start, offset)
+            if offset + len(line) + length + 2 > size:  # checked first: read() sets aside all it is asked for
+                raise AofError(start, "the file ends inside a command", True, size)
             payload = file.read(length + 2)
-            if len(payload) < length + 2:
-                raise AofError(start, "the file ends inside a command", True, offset + len(line) + len(payload))
             if not payload.endswith(CRLF):
                 raise AofError(start, f"a bulk string of {length} bytes is not followed by \\r\\n", False, offset)
             args.append(payload[:-2])

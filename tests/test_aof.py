@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 
 import pytest
 import redis
@@ -523,3 +524,16 @@ def test_a_failed_rewrite_keeps_the_old_log_and_says_so(start_server, tmp_path):
     assert "Background AOF rewrite terminated with error" in process.output()
     assert client.set("still", "logging") is True
     assert client.info("persistence")["aof_last_write_status"] == "ok"
+
+
+def test_a_huge_length_at_the_end_of_the_log_reads_nothing_more(tmp_path):
+    path = tmp_path / "appendonly.aof"
+    path.write_bytes(b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$536870000\r\nxx")  # a 512 MB value, cut after 2 bytes
+    tracemalloc.start()
+    try:
+        with open(path, "rb") as file, pytest.raises(srv.AofError) as failure:
+            list(srv.read_aof_commands(file))
+        assert tracemalloc.get_traced_memory()[1] < 1024 * 1024
+    finally:
+        tracemalloc.stop()
+    assert failure.value.truncated and failure.value.offset == 0
