@@ -3740,7 +3740,8 @@ def check_append_only_file(path: str, fix: bool) -> int:
 # the server about itself. HELLO switches a connection to RESP3 and names the
 # server; CLIENT names and lists connections; COMMAND and COMMAND DOCS
 # describe every command (redis-cli's hints and help come from there); INFO
-# reports statistics; CONFIG GET shows the settings under Redis's names.
+# reports statistics; CONFIG GET shows the settings under Redis's names, and
+# CONFIG SET changes those that can change while the server runs.
 
 
 # --- HELLO and CLIENT ----------------------------------------------------------
