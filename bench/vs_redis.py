@@ -27,7 +27,6 @@ import csv
 import io
 import os
 import platform
-import re
 import shutil
 import socket
 import statistics
@@ -55,12 +54,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 AOF_MODES = [("no AOF", ["--appendonly", "no"]), ("everysec", ["--appendonly", "yes", "--appendfsync", "everysec"]),
              ("always", ["--appendonly", "yes", "--appendfsync", "always"])]
 AOF_CONFIGS = [(PIPELINED, ["-c", "50", "-P", "16"], 4.0), (UNPIPELINED, ["-c", "50"], 1.0)]
-THIS_SERVER_HELP = subprocess.run([sys.executable, str(ROOT / "server.py"), "--help"],
-                                  capture_output=True, text=True, timeout=60).stdout
-# The append-only file and the save rules come with issue 13 (branches `aof` and `bgsave`). Until this
-# server has them, its AOF rows read n/a; once it has save rules they are turned off, as they are in Redis.
-THIS_HAS_AOF = re.search(r"--appendonly\b", THIS_SERVER_HELP) is not None
-THIS_NO_SAVE_RULES = ["--save", ""] if re.search(r"--save\b", THIS_SERVER_HELP) else []
+THIS_NO_SAVE_RULES = ["--save", ""]  # no background saves during a benchmark, as redis-server is started
 
 
 def pinned(core: str, command: list[str]) -> list[str]:
@@ -287,8 +281,8 @@ def persistence_tradeoff(args: argparse.Namespace) -> None:
                     os.mkdir(home)
                     if kind == "redis":
                         servers[kind, mode] = Server.redis(home, flags)
-                    elif THIS_HAS_AOF or mode == "no AOF":
-                        servers[kind, mode] = Server.ours(home, flags=flags if THIS_HAS_AOF else [])
+                    else:
+                        servers[kind, mode] = Server.ours(home, flags=flags)
             rps: dict[tuple[str, str, str], float] = {}  # (kind, mode, label) -> median requests/s
             print(f"{'test':<20}{'appendonly':<12}{'this req/s':>12}{'redis req/s':>13}{'this/redis':>12}")
             for label, flags, share in AOF_CONFIGS:

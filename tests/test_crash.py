@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import pathlib
-import re
 import shutil
 import socket
 import subprocess
@@ -30,21 +29,12 @@ import threading
 
 import pytest
 import redis
-from conftest import ROOT, START_TIMEOUT, RawConnection, ServerProcess, free_port, wait_until
+from conftest import START_TIMEOUT, RawConnection, ServerProcess, free_port, wait_until
 
 WRITERS = 4  # connections writing at once
 COUNTERS = 3  # counters shared by all the writers
 ACKS_BEFORE_KILL = 300  # acknowledged SETs per writer before the kill: the kill lands mid-load
 NO_SAVE_RULES = ["--save", ""]
-
-SERVER_HELP = subprocess.run([sys.executable, str(ROOT / "server.py"), "--help"],
-                             capture_output=True, text=True, timeout=30).stdout
-# The append-only file and the save rules are being built on the `aof` and `bgsave` branches (issue 13).
-# Until they land, this server's runs of the AOF tests are skipped, and the flags it does not know yet are
-# left out where their absence already means what they ask for (no AOF, no save rules).
-# The lead removes THIS_HAS_AOF, THIS_HAS_SAVE_RULES and their uses once both branches are merged.
-THIS_HAS_AOF = re.search(r"--appendonly\b", SERVER_HELP) is not None
-THIS_HAS_SAVE_RULES = re.search(r"--save\b", SERVER_HELP) is not None
 
 
 class RealRedisProcess:
@@ -79,16 +69,6 @@ class RealRedisProcess:
             self.process.wait()
 
 
-def flags_for(kind: str, flags: list[str]) -> list[str]:
-    """The flags as this kind of server takes them today (see THIS_HAS_AOF above)."""
-    if kind == "this" and not THIS_HAS_SAVE_RULES:
-        flags = [flag for flag in flags if flag not in NO_SAVE_RULES]
-    if kind == "this" and not THIS_HAS_AOF:
-        assert flags[flags.index("--appendonly") + 1] == "no", "AOF tests are skipped until the flag exists"
-        flags = [flag for flag in flags if flag not in ("--appendonly", "no")]
-    return flags
-
-
 @pytest.fixture(params=["this", "redis"])
 def kind(request) -> str:
     if request.param == "redis" and shutil.which("redis-server") is None:
@@ -103,7 +83,7 @@ def launch(tmp_path):
 
     def start(kind: str, flags: list[str]) -> ServerProcess | RealRedisProcess:
         if kind == "this":
-            process = ServerProcess(tmp_path, *flags_for(kind, flags))
+            process = ServerProcess(tmp_path, *flags)
             assert process.port, "this server exited before it was ready:\n" + process.output()
         else:
             process = RealRedisProcess(tmp_path, *flags)
@@ -190,8 +170,6 @@ def read_everything(port: int) -> dict[bytes, bytes]:
 
 @pytest.mark.parametrize("fsync_policy", ["always", "everysec", "no"])
 def test_aof_keeps_every_acknowledged_write_through_a_kill(kind, fsync_policy, launch):
-    if kind == "this" and not THIS_HAS_AOF:
-        pytest.skip("this server has no --appendonly yet (issue 13, branch `aof`); the lead removes this skip")
     flags = ["--appendonly", "yes", "--appendfsync", fsync_policy, *NO_SAVE_RULES]
     process = launch(kind, flags)
     writers = start_writers(process.port, threading.Event())

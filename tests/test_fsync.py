@@ -21,8 +21,6 @@ STRACE_PROBLEM = fsync_proof.strace_unusable()
 def test_appendfsync_always_fsyncs_before_every_reply(kind, tmp_path):
     if kind == "redis" and shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
-    if kind == "this" and not fsync_proof.this_server_has_aof():
-        pytest.skip("this server has no --appendonly yet (issue 13, branch `aof`); the lead removes this skip")
     proof = fsync_proof.traced_run(kind, "always", SETS, str(tmp_path))
     assert proof.replies_traced == SETS, proof
     assert proof.replies_after_their_fsync == SETS, proof
