@@ -1093,7 +1093,7 @@ def flushall_command(client: Client, args: list[bytes]) -> bytes:
     server.child.kill(only="rdb")
     if server.options.save and not server.loading:  # replaying the log (chapter 8) saves nothing
         try:
-            server.save()
+            save_now(server)
         except OSError as error:  # FLUSHALL itself has succeeded
             log.warning("Failed saving the snapshot after FLUSHALL: %s", error)
     return OK
@@ -1348,7 +1348,7 @@ def save_command(client: Client, args: list[bytes]) -> bytes:
         raise CommandError("ERR Background save already in progress")
     client.server.rdb_saves += 1
     try:
-        client.server.save()
+        save_now(client.server)
     except OSError as error:
         log.warning("SAVE failed: %s", error)
         raise CommandError("ERR") from error
@@ -1569,7 +1569,7 @@ def _load_entries(keyspace: Keyspace, document_text: str) -> int:
 # "3600 1 300 100 60 10000", saves within an hour after any change, within
 # five minutes after 100, and within a minute after 10,000: the busier the
 # data, the less of it a crash can cost. The cron checks the rules ten times
-# a second (Server.save_if_due). A background save that fails is retried no
+# a second (save_if_due). A background save that fails is retried no
 # sooner than CONFIG_BGSAVE_RETRY_DELAY seconds later, not ten times a second.
 # --save "" turns the rules off: then the server saves only on SAVE, BGSAVE
 # and, if asked, SHUTDOWN SAVE.
@@ -1686,7 +1686,7 @@ CONFIG_BGSAVE_RETRY_DELAY = 5  # seconds between the save rules' tries after a f
 
 
 class SaveRules:
-    """The save rules, (seconds, changes) pairs in the order given, and which one is due (Server.save_if_due).
+    """The save rules, (seconds, changes) pairs in the order given, and which one is due (save_if_due).
 
     The cron asks ten times a second. One CONFIG SET can give a million rules,
     and a loop over them would take longer than the cron's tick, so the rules
@@ -1740,10 +1740,92 @@ def bgsave_command(client: Client, args: list[bytes]) -> bytes:
         server.bgsave_scheduled = True
         return simple_string("Background saving scheduled")
     try:
-        server.background_save()
+        background_save(server)
     except OSError as error:
         raise CommandError("ERR") from error
     return simple_string("Background saving started")
+
+
+def save_now(server: Server) -> None:
+    """Write the snapshot in the foreground, as SAVE and shutdown do: every client waits. Raises OSError."""
+    changes = server.keyspace.changes()
+    write_snapshot(server)
+    snapshot_saved(server, changes)
+
+def write_snapshot(server: Server) -> None:
+    """Write the snapshot and log it: in the server for SAVE, in the child for BGSAVE."""
+    started = time.perf_counter()
+    save_snapshot(server.keyspace, server.dump_path)
+    log.info("DB saved on disk: %d keys in %.3f seconds (%s)", server.keyspace.key_count(),
+             time.perf_counter() - started, server.dump_path)
+
+def snapshot_saved(server: Server, changes: int) -> None:
+    """A snapshot holding the first `changes` changes is on disk: they need no saving any more."""
+    server.changes_at_last_save = changes
+    server.last_save = int(time.time())
+    server.last_bgsave_ok = True  # as in Redis, a good SAVE also ends the MISCONF refusal of writes
+    check_disk(server)
+
+def check_disk(server: Server) -> None:
+    """Set disk_error, which execute() answers write commands with (Redis's writeCommandsDeniedByDiskError).
+
+    Call it after anything it depends on changes: the last background
+    save's outcome, the save rules, stop-writes-on-bgsave-error, the
+    append-only file's last write.
+    """
+    stop_writes = server.options.stop_writes_on_bgsave_error == "yes"
+    refuse = not server.last_bgsave_ok and bool(server.options.save) and stop_writes
+    aof_error = server.aof.write_error if server.aof is not None else None
+    if refuse:
+        server.disk_error = MISCONF_RDB
+    elif aof_error is not None:  # the append-only file (chapter 8) cannot be written
+        server.disk_error = f"MISCONF Errors writing to the AOF file: {aof_error}"
+    else:
+        server.disk_error = None
+
+def background_save(server: Server) -> None:
+    """Redis's rdbSaveBackground: fork a child that writes the snapshot; the cron hears how it went.
+
+    Raises OSError if the fork fails. The caller checks that no child runs.
+    """
+    server.rdb_saves += 1
+    server.last_bgsave_try = int(time.time())
+    on_done = functools.partial(background_save_done, server, server.keyspace.changes(), server.last_bgsave_try)
+    try:
+        server.child.start("rdb", functools.partial(write_snapshot, server), on_done)
+    except OSError as error:
+        server.last_bgsave_ok = False
+        check_disk(server)
+        log.warning("Can't save in background: fork: %s", error.strerror or error)
+        raise
+    if server.child.kind == "rdb":  # else there is no fork(), and the save has already run
+        log.info("Background saving started by pid %d", server.child.pid)
+
+def background_save_done(server: Server, changes: int, started: int, success: bool) -> None:
+    """The BGSAVE child has exited (Redis's backgroundSaveDoneHandler)."""
+    if success:
+        log.info("Background saving terminated with success")
+        snapshot_saved(server, changes)  # the changes made since the fork are still unsaved
+    else:
+        log.warning("Background saving error")
+        server.last_bgsave_ok = False
+        check_disk(server)
+        with contextlib.suppress(OSError):  # a child killed by a signal could not remove its unfinished file
+            os.unlink(temporary_snapshot_path(server.dump_path, server.child.pid))
+    server.last_bgsave_seconds = int(time.time()) - started
+
+def may_try_bgsave(server: Server, now: int) -> bool:
+    """After a failed background save, the next try waits CONFIG_BGSAVE_RETRY_DELAY seconds."""
+    return server.last_bgsave_ok or now - server.last_bgsave_try > CONFIG_BGSAVE_RETRY_DELAY
+
+def save_if_due(server: Server, now: int) -> None:
+    """Start a background save if a save rule says so (Redis's serverCron; chapter 7 explains the rules)."""
+    rule = server.options.save.due(now - server.last_save, server.keyspace.changes() - server.changes_at_last_save)
+    if rule is not None and may_try_bgsave(server, now):
+        seconds, changes = rule
+        log.info("%d changes in %d seconds. Saving...", changes, seconds)
+        with contextlib.suppress(OSError):  # logged, and tried again after the retry delay
+            background_save(server)
 
 
 # =============================================================================
@@ -1977,7 +2059,7 @@ class AppendOnlyFile:
         What did not go stays in the buffer, to be written after what did, so
         the file never holds a command twice or half of one for good; and the
         cron retries ten times a second. Meanwhile write commands get
-        "-MISCONF Errors writing to the AOF file" (Server.check_disk), and
+        "-MISCONF Errors writing to the AOF file" (check_disk), and
         reads go on. With appendfsync always, replies are about to promise
         writes that are not on disk: like Redis, the server stops instead.
         """
@@ -2062,7 +2144,7 @@ def bgrewriteaof_command(client: Client, args: list[bytes]) -> bytes:
         server.aof_rewrite_scheduled = True
         return simple_string("Background append only file rewriting scheduled")
     try:
-        server.background_rewrite_aof()
+        background_rewrite_aof(server)
     except OSError as error:
         raise CommandError("ERR Can't execute an AOF background rewriting. "
                            "Please check the server logs for more information.") from error
@@ -2180,6 +2262,153 @@ def expiry_stopped(keyspace: Keyspace) -> Iterator[None]:
     finally:
         for db, clock in zip(keyspace.databases, clocks, strict=True):
             db.clock = clock
+
+
+def load_aof(server: Server) -> None:
+    """Replay the log; a last command cut short is dropped and the file cut back to the commands before it."""
+    started = time.perf_counter()
+    path = server.aof_path
+    server.loading = True
+    try:
+        load_append_only_file(server, path)
+    except AofError as error:
+        if not error.truncated:
+            raise
+        log.warning("!!! Warning: short read while loading the AOF file %s!!!", path)
+        log.warning("!!! Truncating the AOF %s at offset %d !!!", path, error.offset)
+        os.truncate(path, error.offset)
+        log.warning("AOF %s loaded anyway because aof-load-truncated is enabled", path)
+    finally:
+        server.loading = False
+    server.changes_at_last_save = server.keyspace.changes()  # replaying is no change to save
+    log.info("DB loaded from append only file: %d keys in %.3f seconds (%s)", server.keyspace.key_count(),
+             time.perf_counter() - started, path)
+
+def write_full_aof(server: Server) -> None:
+    """Write the append-only file from the data in memory, atomically: a temporary file, fsync, rename."""
+    temporary = os.path.join(os.path.dirname(os.path.abspath(server.aof_path)), f"temp-rewriteaof-{os.getpid()}.aof")
+    try:
+        write_aof_rewrite(server.keyspace, temporary)
+        os.replace(temporary, server.aof_path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    fsync_directory(server.aof_path)
+
+def open_aof(server: Server, file_ready: bool = True) -> None:
+    """Start logging into the append-only file: every change from now on goes in."""
+    server.aof = AppendOnlyFile(server.aof_path, server.options.appendfsync, file_ready,
+                                functools.partial(check_disk, server))
+    for db in server.keyspace.databases:
+        db.on_expired = server.aof.key_expired
+
+def apply_appendonly(server: Server) -> None:
+    """CONFIG SET appendonly: start the log (through a first rewrite), or stop it."""
+    if server.options.appendonly == "yes" and server.aof is None:
+        try:
+            start_aof(server)
+        except OSError:
+            raise ConfigError("Unable to turn on AOF. Check server logs.") from None
+    elif server.options.appendonly == "no" and server.aof is not None:
+        close_aof(server)
+
+def apply_appendfsync(server: Server) -> None:
+    if server.aof is not None:
+        server.aof.fsync_policy = server.options.appendfsync
+
+def start_aof(server: Server) -> None:
+    """appendonly turned on at runtime (Redis's startAppendOnly): a rewrite writes the file, then it is the log.
+
+    Raises OSError if the rewrite cannot start; appendonly stays off then.
+    """
+    open_aof(server, file_ready=False)
+    if server.child.kind is not None:
+        server.aof_rewrite_scheduled = True
+        return
+    try:
+        background_rewrite_aof(server)
+    except OSError:
+        close_aof(server)
+        raise
+
+def background_rewrite_aof(server: Server) -> None:
+    """Redis's rewriteAppendOnlyFileBackground: a child writes the compact log, the parent logs on meanwhile.
+
+    Raises OSError if the fork fails. The caller checks that no child runs.
+    """
+    server.aof_rewrite_scheduled = False
+    directory = os.path.dirname(os.path.abspath(server.aof_path))
+    temporary = os.path.join(directory, f"temp-rewriteaof-bg-{os.getpid()}.aof")
+    if server.aof is not None:
+        server.aof.start_rewrite()
+    on_done = functools.partial(background_rewrite_done, server, temporary, time.time())
+    try:
+        server.child.start("aof", functools.partial(write_aof_rewrite, server.keyspace, temporary), on_done)
+    except OSError as error:
+        if server.aof is not None:
+            server.aof.rewrite_buffer = None
+        log.warning("Can't rewrite append only file in background: fork: %s", error.strerror or error)
+        raise
+    if server.child.kind == "aof":  # else there is no fork(), and the rewrite has already run
+        log.info("Background append only file rewriting started by pid %d", server.child.pid)
+
+def background_rewrite_done(server: Server, temporary: str, started: float, success: bool) -> None:
+    """The rewrite's child has exited (Redis's backgroundRewriteDoneHandler): the new file becomes the log."""
+    server.aof_last_rewrite_seconds = int(time.time() - started)
+    server.aof_rewrite_ended = time.time()
+    server.aof_rewrites += 1
+    if success:
+        log.info("Background AOF rewrite terminated with success")
+        try:
+            if server.aof is not None:
+                server.aof.finish_rewrite(temporary)
+            else:  # BGREWRITEAOF with appendonly off writes the file all the same, as Redis does
+                os.replace(temporary, server.aof_path)
+        except OSError as error:
+            log.warning("Error trying to rename the temporary AOF file %s into %s: %s", temporary,
+                        server.aof_path, error.strerror or error)
+            success = False
+        else:
+            log.info("Background AOF rewrite finished successfully")
+    else:
+        log.warning("Background AOF rewrite terminated with error")
+    server.aof_last_rewrite_ok = success
+    server.aof_rewrite_failures = 0 if success else server.aof_rewrite_failures + 1
+    if success:
+        return
+    with contextlib.suppress(OSError):
+        os.unlink(temporary)
+    if server.aof is not None and server.aof.fd is None:  # it was to write the first log: appendonly stays off
+        log.warning("The append-only file could not be written: appendonly is off again")
+        close_aof(server)
+        server.options.appendonly = "no"
+    elif server.aof is not None:
+        server.aof.rewrite_buffer = None  # the old file goes on as the log
+
+def aof_rewrite_due(server: Server) -> bool:
+    """Automatic rewrite: the log has grown by auto-aof-rewrite-percentage since the last one, and is big enough."""
+    percentage, aof = server.options.auto_aof_rewrite_percentage, server.aof
+    if not percentage or aof.fd is None or aof.size <= server.options.auto_aof_rewrite_min_size:
+        return False
+    if server.aof_rewrite_failures and time.time() < server.aof_rewrite_ended + AOF_REWRITE_RETRY_DELAY:
+        return False  # a full disk would otherwise have a child forked ten times a second
+    growth = aof.size * 100 // max(aof.base_size, 1) - 100
+    if growth < percentage:
+        return False
+    log.info("Starting automatic rewriting of AOF on %d%% growth", growth)
+    return True
+
+def close_aof(server: Server) -> None:
+    """Stop logging: write and fsync what is buffered, and close the file; a rewrite under way is dropped."""
+    if server.child.kind == "aof":
+        server.child.kill()
+    server.aof_rewrite_scheduled = False
+    for db in server.keyspace.databases:
+        db.on_expired = None
+    server.aof.close()
+    server.aof = None
+    check_disk(server)
 
 
 # =============================================================================
@@ -2581,87 +2810,6 @@ class Server:
             raise CommandError("ERR DB index is out of range")
         return self.keyspace.databases[index]
 
-    def save(self) -> None:
-        """Write the snapshot in the foreground, as SAVE and shutdown do: every client waits. Raises OSError."""
-        changes = self.keyspace.changes()
-        self.write_snapshot()
-        self.snapshot_saved(changes)
-
-    def write_snapshot(self) -> None:
-        """Write the snapshot and log it: in the server for SAVE, in the child for BGSAVE."""
-        started = time.perf_counter()
-        save_snapshot(self.keyspace, self.dump_path)
-        log.info("DB saved on disk: %d keys in %.3f seconds (%s)", self.keyspace.key_count(),
-                 time.perf_counter() - started, self.dump_path)
-
-    def snapshot_saved(self, changes: int) -> None:
-        """A snapshot holding the first `changes` changes is on disk: they need no saving any more."""
-        self.changes_at_last_save = changes
-        self.last_save = int(time.time())
-        self.last_bgsave_ok = True  # as in Redis, a good SAVE also ends the MISCONF refusal of writes
-        self.check_disk()
-
-    def check_disk(self) -> None:
-        """Set disk_error, which execute() answers write commands with (Redis's writeCommandsDeniedByDiskError).
-
-        Call it after anything it depends on changes: the last background
-        save's outcome, the save rules, stop-writes-on-bgsave-error, the
-        append-only file's last write.
-        """
-        stop_writes = self.options.stop_writes_on_bgsave_error == "yes"
-        refuse = not self.last_bgsave_ok and bool(self.options.save) and stop_writes
-        aof_error = self.aof.write_error if self.aof is not None else None
-        if refuse:
-            self.disk_error = MISCONF_RDB
-        elif aof_error is not None:  # the append-only file (chapter 8) cannot be written
-            self.disk_error = f"MISCONF Errors writing to the AOF file: {aof_error}"
-        else:
-            self.disk_error = None
-
-    def background_save(self) -> None:
-        """Redis's rdbSaveBackground: fork a child that writes the snapshot; the cron hears how it went.
-
-        Raises OSError if the fork fails. The caller checks that no child runs.
-        """
-        self.rdb_saves += 1
-        self.last_bgsave_try = int(time.time())
-        on_done = functools.partial(self.background_save_done, self.keyspace.changes(), self.last_bgsave_try)
-        try:
-            self.child.start("rdb", self.write_snapshot, on_done)
-        except OSError as error:
-            self.last_bgsave_ok = False
-            self.check_disk()
-            log.warning("Can't save in background: fork: %s", error.strerror or error)
-            raise
-        if self.child.kind == "rdb":  # else there is no fork(), and the save has already run
-            log.info("Background saving started by pid %d", self.child.pid)
-
-    def background_save_done(self, changes: int, started: int, success: bool) -> None:
-        """The BGSAVE child has exited (Redis's backgroundSaveDoneHandler)."""
-        if success:
-            log.info("Background saving terminated with success")
-            self.snapshot_saved(changes)  # the changes made since the fork are still unsaved
-        else:
-            log.warning("Background saving error")
-            self.last_bgsave_ok = False
-            self.check_disk()
-            with contextlib.suppress(OSError):  # a child killed by a signal could not remove its unfinished file
-                os.unlink(temporary_snapshot_path(self.dump_path, self.child.pid))
-        self.last_bgsave_seconds = int(time.time()) - started
-
-    def may_try_bgsave(self, now: int) -> bool:
-        """After a failed background save, the next try waits CONFIG_BGSAVE_RETRY_DELAY seconds."""
-        return self.last_bgsave_ok or now - self.last_bgsave_try > CONFIG_BGSAVE_RETRY_DELAY
-
-    def save_if_due(self, now: int) -> None:
-        """Start a background save if a save rule says so (Redis's serverCron; chapter 7 explains the rules)."""
-        rule = self.options.save.due(now - self.last_save, self.keyspace.changes() - self.changes_at_last_save)
-        if rule is not None and self.may_try_bgsave(now):
-            seconds, changes = rule
-            log.info("%d changes in %d seconds. Saving...", changes, seconds)
-            with contextlib.suppress(OSError):  # logged, and tried again after the retry delay
-                self.background_save()
-
     def load(self) -> None:
         """Load the data: from the append-only file if it is on and there, else from the snapshot if there is one.
 
@@ -2669,14 +2817,14 @@ class Server:
         appendonly on, the log is open for writing when this returns.
         """
         if self.options.appendonly == "yes" and os.path.exists(self.aof_path):
-            self.load_append_only_file()
+            load_aof(self)
         else:
             self.load_snapshot()
         if self.options.appendonly == "yes":
             if not os.path.exists(self.aof_path):
                 log.info("Creating the AOF file %s on server start, with the data loaded", self.aof_path)
-                self.write_full_aof()
-            self.open_aof()
+                write_full_aof(self)
+            open_aof(self)
 
     def load_snapshot(self) -> None:
         if not os.path.exists(self.dump_path):
@@ -2688,151 +2836,6 @@ class Server:
         self.changes_at_last_save = self.keyspace.changes()  # loading is no change to save
         log.info("DB loaded from disk: %d keys in %.3f seconds (%s)", count, time.perf_counter() - started,
                  self.dump_path)
-
-    def load_append_only_file(self) -> None:
-        """Replay the log; a last command cut short is dropped and the file cut back to the commands before it."""
-        started = time.perf_counter()
-        path = self.aof_path
-        self.loading = True
-        try:
-            load_append_only_file(self, path)
-        except AofError as error:
-            if not error.truncated:
-                raise
-            log.warning("!!! Warning: short read while loading the AOF file %s!!!", path)
-            log.warning("!!! Truncating the AOF %s at offset %d !!!", path, error.offset)
-            os.truncate(path, error.offset)
-            log.warning("AOF %s loaded anyway because aof-load-truncated is enabled", path)
-        finally:
-            self.loading = False
-        self.changes_at_last_save = self.keyspace.changes()  # replaying is no change to save
-        log.info("DB loaded from append only file: %d keys in %.3f seconds (%s)", self.keyspace.key_count(),
-                 time.perf_counter() - started, path)
-
-    def write_full_aof(self) -> None:
-        """Write the append-only file from the data in memory, atomically: a temporary file, fsync, rename."""
-        temporary = os.path.join(os.path.dirname(os.path.abspath(self.aof_path)), f"temp-rewriteaof-{os.getpid()}.aof")
-        try:
-            write_aof_rewrite(self.keyspace, temporary)
-            os.replace(temporary, self.aof_path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
-        fsync_directory(self.aof_path)
-
-    def open_aof(self, file_ready: bool = True) -> None:
-        """Start logging into the append-only file: every change from now on goes in."""
-        self.aof = AppendOnlyFile(self.aof_path, self.options.appendfsync, file_ready, self.check_disk)
-        for db in self.keyspace.databases:
-            db.on_expired = self.aof.key_expired
-
-    def apply_appendonly(self) -> None:
-        """CONFIG SET appendonly: start the log (through a first rewrite), or stop it."""
-        if self.options.appendonly == "yes" and self.aof is None:
-            try:
-                self.start_aof()
-            except OSError:
-                raise ConfigError("Unable to turn on AOF. Check server logs.") from None
-        elif self.options.appendonly == "no" and self.aof is not None:
-            self.close_aof()
-
-    def apply_appendfsync(self) -> None:
-        if self.aof is not None:
-            self.aof.fsync_policy = self.options.appendfsync
-
-    def start_aof(self) -> None:
-        """appendonly turned on at runtime (Redis's startAppendOnly): a rewrite writes the file, then it is the log.
-
-        Raises OSError if the rewrite cannot start; appendonly stays off then.
-        """
-        self.open_aof(file_ready=False)
-        if self.child.kind is not None:
-            self.aof_rewrite_scheduled = True
-            return
-        try:
-            self.background_rewrite_aof()
-        except OSError:
-            self.close_aof()
-            raise
-
-    def background_rewrite_aof(self) -> None:
-        """Redis's rewriteAppendOnlyFileBackground: a child writes the compact log, the parent logs on meanwhile.
-
-        Raises OSError if the fork fails. The caller checks that no child runs.
-        """
-        self.aof_rewrite_scheduled = False
-        directory = os.path.dirname(os.path.abspath(self.aof_path))
-        temporary = os.path.join(directory, f"temp-rewriteaof-bg-{os.getpid()}.aof")
-        if self.aof is not None:
-            self.aof.start_rewrite()
-        on_done = functools.partial(self.background_rewrite_done, temporary, time.time())
-        try:
-            self.child.start("aof", functools.partial(write_aof_rewrite, self.keyspace, temporary), on_done)
-        except OSError as error:
-            if self.aof is not None:
-                self.aof.rewrite_buffer = None
-            log.warning("Can't rewrite append only file in background: fork: %s", error.strerror or error)
-            raise
-        if self.child.kind == "aof":  # else there is no fork(), and the rewrite has already run
-            log.info("Background append only file rewriting started by pid %d", self.child.pid)
-
-    def background_rewrite_done(self, temporary: str, started: float, success: bool) -> None:
-        """The rewrite's child has exited (Redis's backgroundRewriteDoneHandler): the new file becomes the log."""
-        self.aof_last_rewrite_seconds = int(time.time() - started)
-        self.aof_rewrite_ended = time.time()
-        self.aof_rewrites += 1
-        if success:
-            log.info("Background AOF rewrite terminated with success")
-            try:
-                if self.aof is not None:
-                    self.aof.finish_rewrite(temporary)
-                else:  # BGREWRITEAOF with appendonly off writes the file all the same, as Redis does
-                    os.replace(temporary, self.aof_path)
-            except OSError as error:
-                log.warning("Error trying to rename the temporary AOF file %s into %s: %s", temporary,
-                            self.aof_path, error.strerror or error)
-                success = False
-            else:
-                log.info("Background AOF rewrite finished successfully")
-        else:
-            log.warning("Background AOF rewrite terminated with error")
-        self.aof_last_rewrite_ok = success
-        self.aof_rewrite_failures = 0 if success else self.aof_rewrite_failures + 1
-        if success:
-            return
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        if self.aof is not None and self.aof.fd is None:  # it was to write the first log: appendonly stays off
-            log.warning("The append-only file could not be written: appendonly is off again")
-            self.close_aof()
-            self.options.appendonly = "no"
-        elif self.aof is not None:
-            self.aof.rewrite_buffer = None  # the old file goes on as the log
-
-    def aof_rewrite_due(self) -> bool:
-        """Automatic rewrite: the log has grown by auto-aof-rewrite-percentage since the last one, and is big enough."""
-        percentage, aof = self.options.auto_aof_rewrite_percentage, self.aof
-        if not percentage or aof.fd is None or aof.size <= self.options.auto_aof_rewrite_min_size:
-            return False
-        if self.aof_rewrite_failures and time.time() < self.aof_rewrite_ended + AOF_REWRITE_RETRY_DELAY:
-            return False  # a full disk would otherwise have a child forked ten times a second
-        growth = aof.size * 100 // max(aof.base_size, 1) - 100
-        if growth < percentage:
-            return False
-        log.info("Starting automatic rewriting of AOF on %d%% growth", growth)
-        return True
-
-    def close_aof(self) -> None:
-        """Stop logging: write and fsync what is buffered, and close the file; a rewrite under way is dropped."""
-        if self.child.kind == "aof":
-            self.child.kill()
-        self.aof_rewrite_scheduled = False
-        for db in self.keyspace.databases:
-            db.on_expired = None
-        self.aof.close()
-        self.aof = None
-        self.check_disk()
 
     def shutdown(self, save: bool | None = None, force: bool = False) -> bool:
         """Save the final snapshot, then stop serving; if the save fails, log why and return False, still serving.
@@ -2854,7 +2857,7 @@ class Server:
         if save or (save is None and self.options.save):
             log.info("Saving the final snapshot before exiting.")
             try:
-                self.save()
+                save_now(self)
             except OSError as error:
                 log.warning("Failed saving the snapshot %s: %s", self.dump_path, error)
                 if not force:
@@ -2864,7 +2867,7 @@ class Server:
                 log.warning("Exiting anyway: every change since the last successful save is lost.")
                 exit_code = 1
         if self.aof is not None:
-            self.close_aof()
+            close_aof(self)
         log.info("No new connections; closing %d client(s)", len(self.clients))
         self.stopping = True
         self.listener.close()
@@ -2893,15 +2896,15 @@ class Server:
         if self.child.kind is not None:
             self.child.poll()
         else:
-            self.save_if_due(now)
-        if self.bgsave_scheduled and self.child.kind is None and self.may_try_bgsave(now):
+            save_if_due(self, now)
+        if self.bgsave_scheduled and self.child.kind is None and may_try_bgsave(self, now):
             with contextlib.suppress(OSError):  # logged; BGSAVE SCHEDULE was answered long ago
-                self.background_save()
+                background_save(self)
                 self.bgsave_scheduled = False
         elif self.child.kind is None and (self.aof_rewrite_scheduled or
-                                          (self.aof is not None and self.aof_rewrite_due())):
+                                          (self.aof is not None and aof_rewrite_due(self))):
             with contextlib.suppress(OSError):  # logged
-                self.background_rewrite_aof()
+                background_rewrite_aof(self)
 
 
 def memory_size(value: str) -> int:
@@ -5251,16 +5254,16 @@ def parse_memory_value(value: bytes) -> int:
         raise ConfigError("argument must be a memory value") from None
 
 SETTABLE_PARAMETERS: dict[str, Parameter] = {
-    "save": Parameter("save", parse_save_rules, apply=Server.check_disk),
-    "stop-writes-on-bgsave-error": Parameter("stop_writes_on_bgsave_error", parse_yes_no, apply=Server.check_disk),
+    "save": Parameter("save", parse_save_rules, apply=check_disk),
+    "stop-writes-on-bgsave-error": Parameter("stop_writes_on_bgsave_error", parse_yes_no, apply=check_disk),
     "requirepass": Parameter("requirepass", text, apply=update_password),
     "protected-mode": Parameter("protected_mode", parse_yes_no),
     "timeout": Parameter("timeout", integer_between(0, INT_MAX)),
     "maxclients": Parameter("maxclients", integer_between(1, UINT_MAX), apply=update_maxclients),
     "hz": Parameter("hz", parse_hz),
     "loglevel": Parameter("loglevel", one_of(*LOG_LEVELS), apply=update_log_level),
-    "appendonly": Parameter("appendonly", parse_yes_no, apply=Server.apply_appendonly),
-    "appendfsync": Parameter("appendfsync", one_of("everysec", "always", "no"), apply=Server.apply_appendfsync),
+    "appendonly": Parameter("appendonly", parse_yes_no, apply=apply_appendonly),
+    "appendfsync": Parameter("appendfsync", one_of("everysec", "always", "no"), apply=apply_appendfsync),
     "auto-aof-rewrite-percentage": Parameter("auto_aof_rewrite_percentage", integer_between(0, INT_MAX)),
     "auto-aof-rewrite-min-size": Parameter("auto_aof_rewrite_min_size", parse_memory_value),
     "notify-keyspace-events": Parameter("notify_keyspace_events", read_notify_keyspace_events,

@@ -321,22 +321,22 @@ def test_config_set_save_turns_the_rules_on_at_runtime(start_server, tmp_path):
     assert wait_until(lambda: (tmp_path / "dump.json").exists())
 
 
-def test_a_failed_background_save_is_retried_after_the_delay_not_at_every_tick(tmp_path):
+def test_a_failed_background_save_is_retried_after_the_delay_not_at_every_tick(tmp_path, monkeypatch):
     server = srv.Server(srv.parse_options(["--dir", str(tmp_path), "--save", "1 1"]))
     started = []
-    server.background_save = lambda: started.append(True)
+    monkeypatch.setattr(srv, "background_save", lambda server: started.append(True))
     server.keyspace.databases[0].set(b"k", b"v")
     server.last_save = server.last_bgsave_try = 1_000
     server.last_bgsave_ok = False
-    server.save_if_due(1_000 + srv.CONFIG_BGSAVE_RETRY_DELAY)
+    srv.save_if_due(server, 1_000 + srv.CONFIG_BGSAVE_RETRY_DELAY)
     assert started == []  # the rule is due, but the last try failed too recently
-    server.save_if_due(1_000 + srv.CONFIG_BGSAVE_RETRY_DELAY + 1)
+    srv.save_if_due(server, 1_000 + srv.CONFIG_BGSAVE_RETRY_DELAY + 1)
     assert started == [True]
     server.last_bgsave_ok, started[:] = True, []
     server.last_save = 2_000
-    server.save_if_due(2_001)  # one second is not *more* than one second
+    srv.save_if_due(server, 2_001)  # one second is not *more* than one second
     assert started == []
-    server.save_if_due(2_002)
+    srv.save_if_due(server, 2_002)
     assert started == [True]
 
 
