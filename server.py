@@ -7,10 +7,10 @@ Part I, how Redis works, is the core, in the order a request travels: bytes
 arrive on a connection, the parser turns them into a command, the command
 table finds the function that runs it, the function reads and changes the
 keyspace, and the reply goes back the way the request came. The commands come
-after the keyspace they work on; the snapshot, saving it in the background,
-transactions, access control and the server's start and stop follow, and
-Pub/Sub, where the server speaks without being asked, ends the part. Read it
-in one sitting.
+after the keyspace they work on. Then the ideas built on them: the snapshot,
+saving it in the background, the append-only file, transactions, Pub/Sub
+(where the server speaks without being asked) and access control; the
+server's start and stop close the part. Read it in one sitting.
 
     1. The event loop and a connection   one thread serves every client
     2. RESP                               requests in, replies out
@@ -21,9 +21,9 @@ in one sitting.
     7. Durability                         snapshots in a forked child, save rules
     8. The append-only file               every change logged before the reply
     9. Transactions                       MULTI, EXEC, and WATCH without locks
-   10. Access control                     passwords, protected mode, idle clients
-   11. Startup and shutdown               in Redis's order
-   12. Pub/Sub                            messages nobody asked for, pushed
+   10. Pub/Sub                            messages nobody asked for, pushed
+   11. Access control                     passwords, protected mode, idle clients
+   12. Startup and shutdown               in Redis's order
 
 Part II, the fine print, is what makes this server Redis to the letter, and
 fast: a first reading can skip it, and each appendix says what it adds.
@@ -124,14 +124,14 @@ class Client:
         self.library: dict[bytes, bytes] = {}  # CLIENT SETINFO lib-name / lib-ver
         self.close_after_reply = False
         self.created = time.monotonic()
-        self.transaction: Transaction | None = None  # the commands queued since MULTI (chapter 7)
+        self.transaction: Transaction | None = None  # the commands queued since MULTI (chapter 9)
         self.watched: dict[tuple[int, bytes], WatchedKey] = {}  # (db index, key) -> what WATCH noted of the key
         self.watched_key_touched = False  # one of them changed since WATCH: EXEC will fail (CLIENT_DIRTY_CAS)
         self.authenticated = server.password_digest is None  # with no password, everyone is the default user
         self.last_interaction = self.created  # when it last sent or was sent bytes: --timeout closes the idle
         self.last_command = "NULL"  # the name of the last command it ran, for CLIENT LIST
         self.connection: ClientConnection | None = None  # its connection, whose buffers CLIENT LIST reports
-        # Pub/Sub (chapter 12): what the client listens to, and the messages pushed to it while it runs a command.
+        # Pub/Sub (chapter 10): what the client listens to, and the messages pushed to it while it runs a command.
         self.channels: dict[bytes, None] = {}  # the channels it subscribed to, in order (a dict as an ordered set)
         self.patterns: dict[bytes, None] = {}  # the patterns it subscribed to
         self.pushed: list[bytes] = []  # messages for it that arrived while it ran a command: they precede its reply
@@ -178,7 +178,7 @@ class ClientConnection(asyncio.Protocol):
         if len(self.server.clients) >= self.server.options.maxclients:  # see Appendix E
             self.turn_away(MAX_CLIENTS_REACHED)
             return
-        if protected_mode_refuses(self.server, peer[0] if isinstance(peer, tuple) else ""):  # chapter 8
+        if protected_mode_refuses(self.server, peer[0] if isinstance(peer, tuple) else ""):  # chapter 11
             self.turn_away(PROTECTED_MODE_DENIED)
             return
         address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
@@ -215,7 +215,7 @@ class ClientConnection(asyncio.Protocol):
         client = self.client
         if self.server.stopping:  # after the final save no command may run: its change would not be saved
             self.requests.clear()
-        self.server.running_client = client  # a message it pushes to itself joins its replies in order (chapter 12)
+        self.server.running_client = client  # a message it pushes to itself joins its replies in order (chapter 10)
         try:
             self.execute_requests()
         except ConnectionAborted:  # a browser's request (execute, Appendix E): nothing more is run or sent
@@ -276,7 +276,7 @@ class WriteAtOnce:
         connection.write_replies()
 
     def queue_push(self, connection: ClientConnection) -> None:
-        """Send a message pushed to a client that sent nothing (chapter 12): here, at once too."""
+        """Send a message pushed to a client that sent nothing (chapter 10): here, at once too."""
         connection.write_replies()
 
     def flush(self) -> None:
@@ -601,9 +601,9 @@ def container(name: str) -> None:
 def execute(client: Client, args: list[bytes]) -> bytes:
     """Look the command (or subcommand) up, check its arity, run it, and return its reply.
 
-    Between MULTI and EXEC, a command that passes the checks is queued instead (chapter 7).
+    Between MULTI and EXEC, a command that passes the checks is queued instead (chapter 9).
     The reply starts with any message the command pushed to its own client
-    (chapter 12), and is dropped under CLIENT REPLY OFF or SKIP (Appendix C).
+    (chapter 10), and is dropped under CLIENT REPLY OFF or SKIP (Appendix C).
     """
     entry = COMMANDS.get(args[0].lower())
     client.last_command = "NULL" if entry is None else entry.name
@@ -623,12 +623,12 @@ def execute(client: Client, args: list[bytes]) -> bytes:
     if (len(args) != arity) if arity > 0 else (len(args) < -arity):
         return refuse(client, f"ERR wrong number of arguments for '{entry.name}' command", entry)
     if not client.authenticated and client.server.password_digest is not None and "no_auth" not in entry.flags:
-        return refuse(client, "NOAUTH Authentication required.", entry)  # chapter 9
+        return refuse(client, "NOAUTH Authentication required.", entry)  # chapter 11
     disk_error = client.server.disk_error  # a failed background save stops writes, and PING (chapter 7)
     if disk_error is not None and ("write" in entry.flags or entry.name == "ping"):
         return refuse(client, disk_error, entry)
     if (client.channels or client.patterns or client.monitoring) and not client.running_transaction:
-        refusal = refuse_in_context(client, entry)  # a subscriber or a monitor may run only some (chapter 12)
+        refusal = refuse_in_context(client, entry)  # a subscriber or a monitor may run only some (chapter 10)
         if refusal is not None:
             return refuse(client, refusal, entry)
     if client.transaction is not None and entry.name not in RUN_INSIDE_MULTI:
@@ -748,12 +748,12 @@ class Database:
     def __init__(self, index: int, clock: Callable[[], int] = now_ms, pubsub: PubSub | None = None) -> None:
         self.index = index
         self.clock = clock  # now, in Unix ms
-        self.pubsub = pubsub if pubsub is not None else PubSub()  # where its keyspace events go (chapter 12)
+        self.pubsub = pubsub if pubsub is not None else PubSub()  # where its keyspace events go (chapter 10)
         self.changes = 0  # writes that changed this database: INFO's rdb_changes_since_last_save counts them
         self.data: dict[bytes, bytes | bytearray] = {}
         self.expires: dict[bytes, int] = {}
         self.key_list = KeyList()  # the keys in the order they were added, for RANDOMKEY and SCAN (Appendix A)
-        self.watched_keys: dict[bytes, dict[Client, WatchedKey]] = {}  # key -> the clients that WATCH it (chapter 7)
+        self.watched_keys: dict[bytes, dict[Client, WatchedKey]] = {}  # key -> the clients that WATCH it (chapter 9)
         self.expired_count = 0  # keys this database deleted because their TTL passed
         self.avg_ttl = 0  # running estimate of the average TTL in ms, kept by active expiry
         self._expire_scan: list[bytes] = []  # the keys the active expiry cycle is walking through
@@ -790,7 +790,7 @@ class Database:
         self.changes += 1
         if not keep_ttl and self.expires:
             self.expires.pop(key, None)
-        if key in self.watched_keys:  # some client WATCHes it (chapter 8)
+        if key in self.watched_keys:  # some client WATCHes it (chapter 9)
             touch_watched_key(self, key)
 
     def set_many(self, keys_and_values: list[bytes]) -> None:
@@ -829,7 +829,7 @@ class Database:
         """Give an existing key an absolute expire time (a past one makes it expire at its next lookup)."""
         self.expires[key] = when_ms
         self.changes += 1
-        if key in self.watched_keys:  # some client WATCHes it (chapter 8)
+        if key in self.watched_keys:  # some client WATCHes it (chapter 9)
             touch_watched_key(self, key)
 
     def expire_or_delete(self, key: bytes, when_ms: int) -> bool:
@@ -849,7 +849,7 @@ class Database:
         if self.expires.pop(key, None) is None:
             return False
         self.changes += 1
-        if key in self.watched_keys:  # some client WATCHes it (chapter 8)
+        if key in self.watched_keys:  # some client WATCHes it (chapter 9)
             touch_watched_key(self, key)
         return True
 
@@ -948,7 +948,7 @@ class Database:
         del self.data[key]
         self.expires.pop(key, None)
         self.key_list.removed(self.data)
-        if key in self.watched_keys:  # some client WATCHes it (chapter 8)
+        if key in self.watched_keys:  # some client WATCHes it (chapter 9)
             touch_watched_key(self, key)
 
     # What Part II's commands need (Appendix A): INFO's count, SWAPDB, and RANDOMKEY and SCAN's KeyList.
@@ -978,7 +978,7 @@ class Keyspace:
     """All the databases of one server."""
 
     def __init__(self, clock: Callable[[], int] = now_ms, pubsub: PubSub | None = None) -> None:
-        self.pubsub = pubsub if pubsub is not None else PubSub()  # where keyspace events go (chapter 12)
+        self.pubsub = pubsub if pubsub is not None else PubSub()  # where keyspace events go (chapter 10)
         self.databases = [Database(index, clock, self.pubsub) for index in range(DATABASES)]
 
     def active_expire_cycle(self, hz: int) -> None:
@@ -1548,7 +1548,7 @@ def _load_entries(keyspace: Keyspace, document_text: str) -> int:
 # needs more memory.)
 #
 # The parent never blocks on the child. Ten times a second its cron (Redis's
-# serverCron, Server.cron in chapter 9) asks the kernel, without waiting,
+# serverCron, Server.cron in chapter 12) asks the kernel, without waiting,
 # whether the child has exited (waitpid with WNOHANG), and if so whether it
 # exited 0 (success) or not. Only one child runs at a time, as in Redis: two
 # would double the memory copy-on-write can cost. A background rewrite of the
@@ -2498,7 +2498,7 @@ def exec_command(client: Client, args: list[bytes]) -> bytes:
     # 3. Run the queue. Each command's error takes its place in the array; the others still run. The
     #    append-only file logs what they change as one block, so a replay cannot stop halfway (chapter 8).
     #    CLIENT REPLY silences EXEC's reply as a whole, and a command that was checked when it was
-    #    queued is not refused now because the transaction subscribed (chapter 12).
+    #    queued is not refused now because the transaction subscribed (chapter 10).
     aof = client.server.aof
     if aof is not None:
         aof.begin_transaction()
@@ -2596,7 +2596,276 @@ def watched_key_expired(client: Client) -> bool:
 
 
 # =============================================================================
-# Chapter 10. Access control: passwords, protected mode, idle clients
+# Chapter 10. Pub/Sub: messages nobody asked for
+# =============================================================================
+#
+# Everything so far is request and reply: a client asks, the server answers,
+# and a reply only ever goes to the client that asked. Publish/subscribe turns
+# that around. A client SUBSCRIBEs to a channel (any name: "news", "chat:42")
+# and from then on the server sends it every message that any other client
+# PUBLISHes to that channel, whenever that happens, without being asked. The
+# publisher never learns who listens, only how many received its message.
+# PSUBSCRIBE subscribes to a glob pattern ("chat:*") instead of one name.
+#
+# Redis keeps two dicts on the server, channel -> subscribed clients and
+# pattern -> subscribed clients, and each client keeps the channels and
+# patterns it listens to, so that it can leave them all when it disconnects.
+# PUBLISH looks the channel up in the first dict (O(1) plus one send per
+# subscriber) and matches the channel against every pattern of the second
+# (O(number of patterns)). Nothing is stored: a message reaches whoever
+# listens at that moment, and is gone. PubSub below holds both dicts.
+#
+# A message is "pushed": it goes into the subscriber's queue of replies, and
+# the server's writer sends it (chapter 1) even though that client sent
+# nothing in this pass of the loop. How the client tells a push from the
+# reply to its own request depends on the protocol:
+#
+#   * RESP2 has no way to mark a push. A message is an ordinary array
+#     ["message", channel, payload], and so the client cannot tell it from a
+#     reply. So Redis puts a RESP2 subscriber into "subscribed mode": it may
+#     only (un)subscribe, PING, QUIT or RESET until it has unsubscribed from
+#     everything, and its PING is answered ["pong", ""], in the same shape as
+#     a message. Every array that arrives is then known to be a message or a
+#     subscription change.
+#   * RESP3 gives pushes a type of their own: ">3" where RESP2 says "*3". A
+#     client can tell them apart from replies wherever they arrive, so a RESP3
+#     subscriber may run any command on the same connection.
+#
+# Keyspace notifications are Pub/Sub messages the server publishes itself:
+# with notify-keyspace-events set (it is "" by default: they cost a little on
+# every write), each change of a key is published on "__keyspace@0__:<key>"
+# (the message is the event, "set", "del", "expired"...) and on
+# "__keyevent@0__:<event>" (the message is the key). Commands report their
+# changes through notify_keyspace_event(), Redis's notifyKeyspaceEvent();
+# the keyspace reports the two it makes itself, a key created ("new") and a
+# key expired, lazily or actively ("expired").
+#
+# A subscriber that does not read its messages makes them pile up in the
+# server's memory; Appendix E's client-output-buffer-limit disconnects it
+# before it can hurt the others.
+
+
+# Keyspace event classes: the letters of notify-keyspace-events (Appendix B reads and writes them).
+NOTIFY_KEYSPACE = 1 << 0  # K: publish on __keyspace@<db>__:<key>
+NOTIFY_KEYEVENT = 1 << 1  # E: publish on __keyevent@<db>__:<event>
+NOTIFY_GENERIC = 1 << 2  # g: DEL, EXPIRE, RENAME... (commands of every type)
+NOTIFY_STRING = 1 << 3  # $: string commands
+NOTIFY_LIST = 1 << 4  # l
+NOTIFY_SET = 1 << 5  # s
+NOTIFY_HASH = 1 << 6  # h
+NOTIFY_ZSET = 1 << 7  # z
+NOTIFY_EXPIRED = 1 << 8  # x: a key expired
+NOTIFY_EVICTED = 1 << 9  # e: a key was evicted (maxmemory)
+NOTIFY_STREAM = 1 << 10  # t
+NOTIFY_KEY_MISS = 1 << 11  # m: a read found no key (not part of A)
+NOTIFY_MODULE = 1 << 13  # d
+NOTIFY_NEW = 1 << 14  # n: a key was created (not part of A)
+NOTIFY_ALL = (NOTIFY_GENERIC | NOTIFY_STRING | NOTIFY_LIST | NOTIFY_SET | NOTIFY_HASH | NOTIFY_ZSET | NOTIFY_EXPIRED
+              | NOTIFY_EVICTED | NOTIFY_STREAM | NOTIFY_MODULE)  # A
+
+
+class PubSub:
+    """Who listens to what: channel -> subscribers, pattern -> subscribers, as Redis's server.pubsub_* dicts.
+
+    Each set of subscribers is a dict used as an ordered set: O(1) to add and
+    remove a client, and messages reach subscribers in the order they came.
+    """
+
+    def __init__(self) -> None:
+        self.channels: dict[bytes, dict[Client, None]] = {}
+        self.patterns: dict[bytes, dict[Client, None]] = {}
+        self.pattern_matchers: dict[bytes, Callable[[bytes], bool]] = {}  # each pattern, ready to match (Appendix B)
+        self.notify_flags = 0  # notify-keyspace-events, as NOTIFY_* bits: 0 sends no keyspace events
+
+    def subscribe(self, client: Client, channel: bytes) -> None:
+        if channel not in client.channels:
+            client.channels[channel] = None
+            self.channels.setdefault(channel, {})[client] = None
+
+    def unsubscribe(self, client: Client, channel: bytes) -> None:
+        if channel in client.channels:
+            del client.channels[channel]
+            subscribers = self.channels[channel]
+            del subscribers[client]
+            if not subscribers:  # a channel nobody listens to is forgotten
+                del self.channels[channel]
+
+    def psubscribe(self, client: Client, pattern: bytes) -> None:
+        if pattern not in client.patterns:
+            client.patterns[pattern] = None
+            if pattern not in self.patterns:
+                self.patterns[pattern] = {}
+                self.pattern_matchers[pattern] = glob_matcher(pattern)
+            self.patterns[pattern][client] = None
+
+    def punsubscribe(self, client: Client, pattern: bytes) -> None:
+        if pattern in client.patterns:
+            del client.patterns[pattern]
+            subscribers = self.patterns[pattern]
+            del subscribers[client]
+            if not subscribers:
+                del self.patterns[pattern], self.pattern_matchers[pattern]
+
+    def unsubscribe_all(self, client: Client) -> None:
+        """A client leaves every channel and pattern: it disconnected, or sent RESET."""
+        for channel in list(client.channels):
+            self.unsubscribe(client, channel)
+        for pattern in list(client.patterns):
+            self.punsubscribe(client, pattern)
+
+    def publish(self, channel: bytes, message: bytes) -> int:
+        """Push message to the channel's subscribers, then to those of each matching pattern; return how many."""
+        receivers = 0
+        subscribers = self.channels.get(channel)
+        if subscribers:
+            push_to_all(subscribers, [b"message", channel, message])
+            receivers += len(subscribers)
+        for pattern, matches in self.pattern_matchers.items():
+            if matches(channel):
+                push_to_all(self.patterns[pattern], [b"pmessage", pattern, channel, message])
+                receivers += len(self.patterns[pattern])
+        return receivers
+
+    def keyspace_event(self, event: str, key: bytes, db_index: int) -> None:
+        """Publish one keyspace event, on the key's channel and on the event's, as notify-keyspace-events asks.
+
+        Callers check first that the event's class is on (notify_keyspace_event
+        below): with notifications off, as by default, a write pays one test.
+        """
+        if self.notify_flags & NOTIFY_KEYSPACE:
+            self.publish(b"__keyspace@%d__:%s" % (db_index, key), event.encode())
+        if self.notify_flags & NOTIFY_KEYEVENT:
+            self.publish(b"__keyevent@%d__:%s" % (db_index, event.encode()), key)
+
+
+def notify_keyspace_event(db: Database, event_class: int, event: str, key: bytes) -> None:
+    """Report a change a command made to key, if notify-keyspace-events asks for its class (notifyKeyspaceEvent)."""
+    if db.pubsub.notify_flags & event_class:
+        db.pubsub.keyspace_event(event, key, db.index)
+
+
+def push(client: Client, message: bytes) -> None:
+    """Send a client a message it did not ask for: queue it on its connection, for the server's writer.
+
+    If the client is the one whose command is running (it published to itself,
+    or its own write made a keyspace event it listens to), the message joins
+    that command's reply, before it, as in Redis: execute() puts it there.
+    """
+    if client is client.server.running_client:
+        client.pushed.append(message)
+        return
+    connection = client.connection
+    if connection.transport.is_closing():  # disconnected, or being disconnected: nobody to send it to
+        return
+    connection.replies.append(message)
+    if over_output_limit(connection):  # Appendix E: a subscriber that does not read is disconnected
+        return
+    client.server.writer.queue_push(connection)
+
+
+def stop_listening(client: Client) -> None:
+    """Leave every channel and pattern, and MONITOR: what a disconnect does, and RESET (with no replies)."""
+    client.server.pubsub.unsubscribe_all(client)
+    if client.monitoring:
+        client.monitoring = False
+        client.server.monitors.remove(client)
+
+
+def push_to_all(subscribers: dict[Client, None], items: list[bytes]) -> None:
+    """Push one message, an array of bulk strings, to each subscriber.
+
+    It is encoded once per protocol (only the first byte differs), and every
+    subscriber's queue holds the same bytes object, as Redis shares one: a
+    large message sent to many subscribers costs its size once, not once each.
+    """
+    body = b"".join(bulk(item) for item in items)
+    frames: dict[int, bytes] = {}
+    for client in subscribers:
+        if client.protocol not in frames:
+            frames[client.protocol] = push_header(client, len(items)) + body
+        push(client, frames[client.protocol])
+
+
+def push_header(client: Client, length: int) -> bytes:
+    """The start of a push of length items: ">" in RESP3, an ordinary array "*" in RESP2."""
+    return b"%s%d\r\n" % (b">" if client.protocol == 3 else b"*", length)
+
+
+def subscription_reply(client: Client, kind: bytes, name: bytes | None) -> bytes:
+    """[kind, channel or pattern, how many the client now listens to]: what (un)subscribing answers, per name."""
+    count = len(client.channels) + len(client.patterns)
+    return push_header(client, 3) + bulk(kind) + (client.null if name is None else bulk(name)) + integer(count)
+
+
+# In RESP2 a subscribed client may send only these (Redis's processCommand()).
+SUBSCRIBED_MODE_COMMANDS = {"ping", "subscribe", "ssubscribe", "unsubscribe", "sunsubscribe", "psubscribe",
+                            "punsubscribe", "quit", "reset"}
+
+
+def refuse_in_context(client: Client, entry: Command) -> str | None:
+    """Why this client may not run the command in its mode (subscribed, or MONITOR), or None if it may."""
+    if client.monitoring and {"write", "readonly", "may_replicate"} & set(entry.flags):
+        return "ERR Replica can't interact with the keyspace"  # a monitor counts as a replica
+    if client.protocol == 2 and (client.channels or client.patterns) and entry.name not in SUBSCRIBED_MODE_COMMANDS:
+        return (f"ERR Can't execute '{entry.name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET "
+                "are allowed in this context")
+    return None
+
+
+# The replies of the four (un)subscribe commands are pushes, one per name,
+# even in RESP2 (where they look like any array): like messages, they reach
+# the client even under CLIENT REPLY OFF, as in Redis.
+
+
+@command("subscribe", -2, "pubsub noscript loading stale")
+def subscribe_command(client: Client, args: list[bytes]) -> bytes:
+    channels = args[1:]
+    for channel in channels:  # one reply per channel, even one named twice
+        client.server.pubsub.subscribe(client, channel)
+        push(client, subscription_reply(client, b"subscribe", channel))
+    return b""
+
+
+@command("unsubscribe", -1, "pubsub noscript loading stale")
+def unsubscribe_command(client: Client, args: list[bytes]) -> bytes:
+    channels = args[1:] or list(client.channels)  # none named: every channel
+    if not channels:  # nothing to leave: one reply all the same, with a null channel
+        push(client, subscription_reply(client, b"unsubscribe", None))
+    for channel in channels:
+        client.server.pubsub.unsubscribe(client, channel)
+        push(client, subscription_reply(client, b"unsubscribe", channel))
+    return b""
+
+
+@command("psubscribe", -2, "pubsub noscript loading stale")
+def psubscribe_command(client: Client, args: list[bytes]) -> bytes:
+    patterns = args[1:]
+    for pattern in patterns:
+        client.server.pubsub.psubscribe(client, pattern)
+        push(client, subscription_reply(client, b"psubscribe", pattern))
+    return b""
+
+
+@command("punsubscribe", -1, "pubsub noscript loading stale")
+def punsubscribe_command(client: Client, args: list[bytes]) -> bytes:
+    patterns = args[1:] or list(client.patterns)
+    if not patterns:
+        push(client, subscription_reply(client, b"punsubscribe", None))
+    for pattern in patterns:
+        client.server.pubsub.punsubscribe(client, pattern)
+        push(client, subscription_reply(client, b"punsubscribe", pattern))
+    return b""
+
+
+@command("publish", 3, "pubsub loading stale fast may_replicate")
+def publish_command(client: Client, args: list[bytes]) -> bytes:
+    channel, message = args[1], args[2]
+    return integer(client.server.pubsub.publish(channel, message))  # how many clients it reached
+
+
+
+# =============================================================================
+# Chapter 11. Access control: passwords, protected mode, idle clients
 # =============================================================================
 #
 # Whoever reaches the port can run any command, FLUSHALL included, so Redis
@@ -2690,7 +2959,7 @@ def close_idle_clients(server: Server) -> None:
     start = server.idle_check_position % len(clients)
     for client in clients[start : start + share]:
         if client.channels or client.patterns or client.monitoring:
-            continue  # it waits for the server to speak, not the other way round: Redis spares it too (chapter 12)
+            continue  # it waits for the server to speak, not the other way round: Redis spares it too (chapter 10)
         if now - client.last_interaction > timeout and not client.transport.is_closing():
             log.info("Closing idle client %d (%s)", client.id, client.address)
             client.transport.close()
@@ -2698,7 +2967,7 @@ def close_idle_clients(server: Server) -> None:
 
 
 # =============================================================================
-# Chapter 11. Startup and shutdown
+# Chapter 12. Startup and shutdown
 # =============================================================================
 #
 # Startup happens in Redis's order: read the configuration, make sure the
@@ -2735,7 +3004,7 @@ class Server:
 
     def __init__(self, options: argparse.Namespace) -> None:
         self.options = options
-        self.pubsub = PubSub()  # channels, patterns and who listens to them (chapter 12)
+        self.pubsub = PubSub()  # channels, patterns and who listens to them (chapter 10)
         self.keyspace = Keyspace(pubsub=self.pubsub)
         self.running_client: Client | None = None  # the client whose requests are running, if any
         self.monitors: list[Client] = []  # the clients that sent MONITOR (Appendix C)
@@ -3071,275 +3340,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         loop.close()
 
-
-
-
-# =============================================================================
-# Chapter 12. Pub/Sub: messages nobody asked for
-# =============================================================================
-#
-# Everything so far is request and reply: a client asks, the server answers,
-# and a reply only ever goes to the client that asked. Publish/subscribe turns
-# that around. A client SUBSCRIBEs to a channel (any name: "news", "chat:42")
-# and from then on the server sends it every message that any other client
-# PUBLISHes to that channel, whenever that happens, without being asked. The
-# publisher never learns who listens, only how many received its message.
-# PSUBSCRIBE subscribes to a glob pattern ("chat:*") instead of one name.
-#
-# Redis keeps two dicts on the server, channel -> subscribed clients and
-# pattern -> subscribed clients, and each client keeps the channels and
-# patterns it listens to, so that it can leave them all when it disconnects.
-# PUBLISH looks the channel up in the first dict (O(1) plus one send per
-# subscriber) and matches the channel against every pattern of the second
-# (O(number of patterns)). Nothing is stored: a message reaches whoever
-# listens at that moment, and is gone. PubSub below holds both dicts.
-#
-# A message is "pushed": it goes into the subscriber's queue of replies, and
-# the server's writer sends it (chapter 1) even though that client sent
-# nothing in this pass of the loop. How the client tells a push from the
-# reply to its own request depends on the protocol:
-#
-#   * RESP2 has no way to mark a push. A message is an ordinary array
-#     ["message", channel, payload], and so the client cannot tell it from a
-#     reply. So Redis puts a RESP2 subscriber into "subscribed mode": it may
-#     only (un)subscribe, PING, QUIT or RESET until it has unsubscribed from
-#     everything, and its PING is answered ["pong", ""], in the same shape as
-#     a message. Every array that arrives is then known to be a message or a
-#     subscription change.
-#   * RESP3 gives pushes a type of their own: ">3" where RESP2 says "*3". A
-#     client can tell them apart from replies wherever they arrive, so a RESP3
-#     subscriber may run any command on the same connection.
-#
-# Keyspace notifications are Pub/Sub messages the server publishes itself:
-# with notify-keyspace-events set (it is "" by default: they cost a little on
-# every write), each change of a key is published on "__keyspace@0__:<key>"
-# (the message is the event, "set", "del", "expired"...) and on
-# "__keyevent@0__:<event>" (the message is the key). Commands report their
-# changes through notify_keyspace_event(), Redis's notifyKeyspaceEvent();
-# the keyspace reports the two it makes itself, a key created ("new") and a
-# key expired, lazily or actively ("expired").
-#
-# A subscriber that does not read its messages makes them pile up in the
-# server's memory; Appendix E's client-output-buffer-limit disconnects it
-# before it can hurt the others.
-
-
-# Keyspace event classes: the letters of notify-keyspace-events (Appendix B reads and writes them).
-NOTIFY_KEYSPACE = 1 << 0  # K: publish on __keyspace@<db>__:<key>
-NOTIFY_KEYEVENT = 1 << 1  # E: publish on __keyevent@<db>__:<event>
-NOTIFY_GENERIC = 1 << 2  # g: DEL, EXPIRE, RENAME... (commands of every type)
-NOTIFY_STRING = 1 << 3  # $: string commands
-NOTIFY_LIST = 1 << 4  # l
-NOTIFY_SET = 1 << 5  # s
-NOTIFY_HASH = 1 << 6  # h
-NOTIFY_ZSET = 1 << 7  # z
-NOTIFY_EXPIRED = 1 << 8  # x: a key expired
-NOTIFY_EVICTED = 1 << 9  # e: a key was evicted (maxmemory)
-NOTIFY_STREAM = 1 << 10  # t
-NOTIFY_KEY_MISS = 1 << 11  # m: a read found no key (not part of A)
-NOTIFY_MODULE = 1 << 13  # d
-NOTIFY_NEW = 1 << 14  # n: a key was created (not part of A)
-NOTIFY_ALL = (NOTIFY_GENERIC | NOTIFY_STRING | NOTIFY_LIST | NOTIFY_SET | NOTIFY_HASH | NOTIFY_ZSET | NOTIFY_EXPIRED
-              | NOTIFY_EVICTED | NOTIFY_STREAM | NOTIFY_MODULE)  # A
-
-
-class PubSub:
-    """Who listens to what: channel -> subscribers, pattern -> subscribers, as Redis's server.pubsub_* dicts.
-
-    Each set of subscribers is a dict used as an ordered set: O(1) to add and
-    remove a client, and messages reach subscribers in the order they came.
-    """
-
-    def __init__(self) -> None:
-        self.channels: dict[bytes, dict[Client, None]] = {}
-        self.patterns: dict[bytes, dict[Client, None]] = {}
-        self.pattern_matchers: dict[bytes, Callable[[bytes], bool]] = {}  # each pattern, ready to match (Appendix B)
-        self.notify_flags = 0  # notify-keyspace-events, as NOTIFY_* bits: 0 sends no keyspace events
-
-    def subscribe(self, client: Client, channel: bytes) -> None:
-        if channel not in client.channels:
-            client.channels[channel] = None
-            self.channels.setdefault(channel, {})[client] = None
-
-    def unsubscribe(self, client: Client, channel: bytes) -> None:
-        if channel in client.channels:
-            del client.channels[channel]
-            subscribers = self.channels[channel]
-            del subscribers[client]
-            if not subscribers:  # a channel nobody listens to is forgotten
-                del self.channels[channel]
-
-    def psubscribe(self, client: Client, pattern: bytes) -> None:
-        if pattern not in client.patterns:
-            client.patterns[pattern] = None
-            if pattern not in self.patterns:
-                self.patterns[pattern] = {}
-                self.pattern_matchers[pattern] = glob_matcher(pattern)
-            self.patterns[pattern][client] = None
-
-    def punsubscribe(self, client: Client, pattern: bytes) -> None:
-        if pattern in client.patterns:
-            del client.patterns[pattern]
-            subscribers = self.patterns[pattern]
-            del subscribers[client]
-            if not subscribers:
-                del self.patterns[pattern], self.pattern_matchers[pattern]
-
-    def unsubscribe_all(self, client: Client) -> None:
-        """A client leaves every channel and pattern: it disconnected, or sent RESET."""
-        for channel in list(client.channels):
-            self.unsubscribe(client, channel)
-        for pattern in list(client.patterns):
-            self.punsubscribe(client, pattern)
-
-    def publish(self, channel: bytes, message: bytes) -> int:
-        """Push message to the channel's subscribers, then to those of each matching pattern; return how many."""
-        receivers = 0
-        subscribers = self.channels.get(channel)
-        if subscribers:
-            push_to_all(subscribers, [b"message", channel, message])
-            receivers += len(subscribers)
-        for pattern, matches in self.pattern_matchers.items():
-            if matches(channel):
-                push_to_all(self.patterns[pattern], [b"pmessage", pattern, channel, message])
-                receivers += len(self.patterns[pattern])
-        return receivers
-
-    def keyspace_event(self, event: str, key: bytes, db_index: int) -> None:
-        """Publish one keyspace event, on the key's channel and on the event's, as notify-keyspace-events asks.
-
-        Callers check first that the event's class is on (notify_keyspace_event
-        below): with notifications off, as by default, a write pays one test.
-        """
-        if self.notify_flags & NOTIFY_KEYSPACE:
-            self.publish(b"__keyspace@%d__:%s" % (db_index, key), event.encode())
-        if self.notify_flags & NOTIFY_KEYEVENT:
-            self.publish(b"__keyevent@%d__:%s" % (db_index, event.encode()), key)
-
-
-def notify_keyspace_event(db: Database, event_class: int, event: str, key: bytes) -> None:
-    """Report a change a command made to key, if notify-keyspace-events asks for its class (notifyKeyspaceEvent)."""
-    if db.pubsub.notify_flags & event_class:
-        db.pubsub.keyspace_event(event, key, db.index)
-
-
-def push(client: Client, message: bytes) -> None:
-    """Send a client a message it did not ask for: queue it on its connection, for the server's writer.
-
-    If the client is the one whose command is running (it published to itself,
-    or its own write made a keyspace event it listens to), the message joins
-    that command's reply, before it, as in Redis: execute() puts it there.
-    """
-    if client is client.server.running_client:
-        client.pushed.append(message)
-        return
-    connection = client.connection
-    if connection.transport.is_closing():  # disconnected, or being disconnected: nobody to send it to
-        return
-    connection.replies.append(message)
-    if over_output_limit(connection):  # Appendix E: a subscriber that does not read is disconnected
-        return
-    client.server.writer.queue_push(connection)
-
-
-def stop_listening(client: Client) -> None:
-    """Leave every channel and pattern, and MONITOR: what a disconnect does, and RESET (with no replies)."""
-    client.server.pubsub.unsubscribe_all(client)
-    if client.monitoring:
-        client.monitoring = False
-        client.server.monitors.remove(client)
-
-
-def push_to_all(subscribers: dict[Client, None], items: list[bytes]) -> None:
-    """Push one message, an array of bulk strings, to each subscriber.
-
-    It is encoded once per protocol (only the first byte differs), and every
-    subscriber's queue holds the same bytes object, as Redis shares one: a
-    large message sent to many subscribers costs its size once, not once each.
-    """
-    body = b"".join(bulk(item) for item in items)
-    frames: dict[int, bytes] = {}
-    for client in subscribers:
-        if client.protocol not in frames:
-            frames[client.protocol] = push_header(client, len(items)) + body
-        push(client, frames[client.protocol])
-
-
-def push_header(client: Client, length: int) -> bytes:
-    """The start of a push of length items: ">" in RESP3, an ordinary array "*" in RESP2."""
-    return b"%s%d\r\n" % (b">" if client.protocol == 3 else b"*", length)
-
-
-def subscription_reply(client: Client, kind: bytes, name: bytes | None) -> bytes:
-    """[kind, channel or pattern, how many the client now listens to]: what (un)subscribing answers, per name."""
-    count = len(client.channels) + len(client.patterns)
-    return push_header(client, 3) + bulk(kind) + (client.null if name is None else bulk(name)) + integer(count)
-
-
-# In RESP2 a subscribed client may send only these (Redis's processCommand()).
-SUBSCRIBED_MODE_COMMANDS = {"ping", "subscribe", "ssubscribe", "unsubscribe", "sunsubscribe", "psubscribe",
-                            "punsubscribe", "quit", "reset"}
-
-
-def refuse_in_context(client: Client, entry: Command) -> str | None:
-    """Why this client may not run the command in its mode (subscribed, or MONITOR), or None if it may."""
-    if client.monitoring and {"write", "readonly", "may_replicate"} & set(entry.flags):
-        return "ERR Replica can't interact with the keyspace"  # a monitor counts as a replica
-    if client.protocol == 2 and (client.channels or client.patterns) and entry.name not in SUBSCRIBED_MODE_COMMANDS:
-        return (f"ERR Can't execute '{entry.name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET "
-                "are allowed in this context")
-    return None
-
-
-# The replies of the four (un)subscribe commands are pushes, one per name,
-# even in RESP2 (where they look like any array): like messages, they reach
-# the client even under CLIENT REPLY OFF, as in Redis.
-
-
-@command("subscribe", -2, "pubsub noscript loading stale")
-def subscribe_command(client: Client, args: list[bytes]) -> bytes:
-    channels = args[1:]
-    for channel in channels:  # one reply per channel, even one named twice
-        client.server.pubsub.subscribe(client, channel)
-        push(client, subscription_reply(client, b"subscribe", channel))
-    return b""
-
-
-@command("unsubscribe", -1, "pubsub noscript loading stale")
-def unsubscribe_command(client: Client, args: list[bytes]) -> bytes:
-    channels = args[1:] or list(client.channels)  # none named: every channel
-    if not channels:  # nothing to leave: one reply all the same, with a null channel
-        push(client, subscription_reply(client, b"unsubscribe", None))
-    for channel in channels:
-        client.server.pubsub.unsubscribe(client, channel)
-        push(client, subscription_reply(client, b"unsubscribe", channel))
-    return b""
-
-
-@command("psubscribe", -2, "pubsub noscript loading stale")
-def psubscribe_command(client: Client, args: list[bytes]) -> bytes:
-    patterns = args[1:]
-    for pattern in patterns:
-        client.server.pubsub.psubscribe(client, pattern)
-        push(client, subscription_reply(client, b"psubscribe", pattern))
-    return b""
-
-
-@command("punsubscribe", -1, "pubsub noscript loading stale")
-def punsubscribe_command(client: Client, args: list[bytes]) -> bytes:
-    patterns = args[1:] or list(client.patterns)
-    if not patterns:
-        push(client, subscription_reply(client, b"punsubscribe", None))
-    for pattern in patterns:
-        client.server.pubsub.punsubscribe(client, pattern)
-        push(client, subscription_reply(client, b"punsubscribe", pattern))
-    return b""
-
-
-@command("publish", 3, "pubsub loading stale fast may_replicate")
-def publish_command(client: Client, args: list[bytes]) -> bytes:
-    channel, message = args[1], args[2]
-    return integer(client.server.pubsub.publish(channel, message))  # how many clients it reached
 
 
 
@@ -3978,7 +3978,7 @@ def _is_hex(text: bytes) -> bool:
 
 # --- Error messages -------------------------------------------------------------
 
-# What protected mode (chapter 8) tells a client from another machine, word for word, typos included.
+# What protected mode (chapter 11) tells a client from another machine, word for word, typos included.
 PROTECTED_MODE_DENIED = (
     b"-DENIED Redis is running in protected mode because protected mode is enabled and no password is set for the "
     b"default user. In this mode connections are only accepted from the loopback interface. If you want to connect "
@@ -4551,7 +4551,7 @@ def reset_command(client: Client, args: list[bytes]) -> bytes:
     client.set_protocol(2)
     client.name = b""
     client.authenticated = client.server.password_digest is None
-    stop_listening(client)  # no channel, no pattern, no MONITOR (chapter 12)
+    stop_listening(client)  # no channel, no pattern, no MONITOR (chapter 10)
     if client.reply_mode != REPLY_SKIP:  # CLIENT REPLY OFF ends; a SKIP still skips this reply
         client.reply_mode = REPLY_ON
     return simple_string("RESET")
@@ -4922,7 +4922,7 @@ container("acl")
 
 @command("acl|whoami", 2, "noscript loading stale")
 def acl_whoami_command(client: Client, args: list[bytes]) -> bytes:
-    return bulk(b"default")  # the one user this server has (chapter 8)
+    return bulk(b"default")  # the one user this server has (chapter 11)
 
 
 # --- INFO and CONFIG ------------------------------------------------------------
@@ -5211,7 +5211,7 @@ def update_log_level(server: Server) -> None:
 
 
 def read_notify_keyspace_events(value: bytes) -> int:
-    """notify-keyspace-events' letters as NOTIFY_* bits (chapter 12)."""
+    """notify-keyspace-events' letters as NOTIFY_* bits (chapter 10)."""
     flags = parse_keyspace_events(value)
     if flags is None:
         raise ConfigError("Invalid event class character. Use 'Ag$lshzxeKEtmdn'.")
@@ -5697,7 +5697,7 @@ class BeforeSleepSelector(selectors.DefaultSelector):
             self.flush()
 
     def queue_push(self, connection: ClientConnection) -> None:
-        """A message pushed to a client (chapter 12): always written before the loop sleeps, with the others.
+        """A message pushed to a client (chapter 10): always written before the loop sleeps, with the others.
 
         The client that published is still running its requests, so there is
         always something to batch with; one PUBLISH pipeline of a thousand
