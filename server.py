@@ -230,6 +230,8 @@ class ClientConnection(asyncio.Protocol):
         if self.closing_reply is not None and not client.close_after_reply:
             self.replies.append(self.closing_reply)
             client.close_after_reply = True
+        if over_output_limit(self):  # client-output-buffer-limit (Appendix E)
+            return
         if self.replies.size or client.close_after_reply:  # else only part of a request arrived
             self.server.writer.queue(self)
 
@@ -5840,22 +5842,23 @@ class PausingConnection(ClientConnection):
 # for its socket, and applies the same limits to MONITOR clients, which
 # Redis leaves unlimited: no client's memory may grow without bound here.
 CLIENT_OUTPUT_BUFFER_LIMITS = {  # class -> (hard limit, soft limit in bytes, seconds over the soft limit)
-    "normal": (0, 0, 0),  # 0: none. PausingConnection bounds a normal client's replies instead
+    "normal": (0, 0, 0),  # 0: none; PausingConnection bounds a normal client's replies. Set, it applies too
     "slave": (256 * 1024 * 1024, 64 * 1024 * 1024, 60),  # replicas (no replication here: CONFIG GET shows it)
     "pubsub": (32 * 1024 * 1024, 8 * 1024 * 1024, 60),
 }
 
 
 def over_output_limit(connection: ClientConnection) -> bool:
-    """Disconnect a subscriber (or monitor) whose unsent output is over its limits; True if it was.
+    """Disconnect a client whose unsent output is over the limits of its class; True if it was.
 
     Redis's checkClientOutputBufferLimits(): over the hard limit at once, over
     the soft limit once it has stayed there for the given seconds.
     """
     client = connection.client
-    if not (client.channels or client.patterns or client.monitoring):
-        return False  # a normal client is paused instead (PausingConnection)
-    hard, soft, seconds = client.server.output_limits["pubsub"]
+    client_class = "pubsub" if client.channels or client.patterns or client.monitoring else "normal"
+    hard, soft, seconds = client.server.output_limits[client_class]
+    if not (hard or soft):
+        return False  # no limit: "normal 0 0 0", the default, leaves a normal client to PausingConnection
     used = connection.replies.size + connection.transport.get_write_buffer_size()
     over = bool(hard) and used >= hard
     if soft and used >= soft:

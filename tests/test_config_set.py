@@ -95,3 +95,16 @@ def test_loglevel_at_runtime(start_server, level, shown):
         assert wait_until(lambda: "Protocol error from client" in process.output())
     else:
         assert "Protocol error from client" not in process.output()
+
+
+def test_a_normal_client_over_its_output_limit_is_closed(start_server):
+    process = start_server("--client-output-buffer-limit", "normal 100kb 0 0")
+    reader, hoarder = RawConnection(process.port), RawConnection(process.port)
+    reader.call("SET", "big", "x" * 10_000)
+    hoarder.send(b"GET big\r\n" * 50)  # 500 KB of replies in one read, over the hard limit of 100 KB
+    assert wait_until(hoarder.is_closed_by_server)
+    assert wait_until(lambda: "scheduled to be closed ASAP for overcoming of output buffer limits" in process.output())
+    assert reader.call("GET", "big") == b"$10000\r\n" + b"x" * 10_000 + b"\r\n"
+    assert reader.call("CONFIG", "GET", "client-output-buffer-limit") == (
+        b"*2\r\n$26\r\nclient-output-buffer-limit\r\n$72\r\nnormal 102400 0 0 slave 268435456 67108864 60 "
+        b"pubsub 33554432 8388608 60\r\n")
