@@ -9,8 +9,7 @@ client PING one request at a time, with --interval between PINGs, first at rest,
 first client runs a foreground SAVE (which blocks every client until the file is written), then
 while it runs a BGSAVE (a forked child writes the file; the first client polls INFO persistence until
 rdb_bgsave_in_progress is 0 again). It prints how long each took, how many PINGs were answered
-meanwhile, and the slowest and the median PING. Before the BGSAVE branch lands, this server's BGSAVE
-row reads n/a.
+meanwhile, and the slowest and the median PING.
 """
 
 from __future__ import annotations
