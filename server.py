@@ -230,7 +230,7 @@ class ClientConnection(asyncio.Protocol):
         if self.closing_reply is not None and not client.close_after_reply:
             self.replies.append(self.closing_reply)
             client.close_after_reply = True
-        if over_output_limit(self):  # client-output-buffer-limit (Appendix E)
+        if self.server.normal_output_limited and over_output_limit(self):  # client-output-buffer-limit (Appendix E)
             return
         if self.replies.size or client.close_after_reply:  # else only part of a request arrived
             self.server.writer.queue(self)
@@ -253,7 +253,6 @@ class ClientConnection(asyncio.Protocol):
         if aof is not None and aof.buffer:  # the log first: a reply must not promise a write the file has not got
             aof.flush()
         closing = self.client.close_after_reply
-        self.client.last_interaction = time.monotonic()
         while self.replies.size and (closing or not self.transport_full):
             self.transport.write(self.replies.take())
         if closing:
@@ -5243,6 +5242,7 @@ def read_client_output_buffer_limit(value: bytes) -> dict[str, tuple[int, int, i
 
 def update_output_limits(server: Server) -> None:
     server.output_limits.update(server.options.client_output_buffer_limit)  # the classes not named stay (Appendix E)
+    server.normal_output_limited = any(server.output_limits["normal"][:2])  # a normal client's replies are checked
 
 
 INT_MAX = 2**31 - 1  # C's int and unsigned int: the ranges of Redis's integer settings
