@@ -5841,6 +5841,7 @@ class PausingConnection(ClientConnection):
 # queue. This server counts a client's queued replies and asyncio's buffer
 # for its socket, and applies the same limits to MONITOR clients, which
 # Redis leaves unlimited: no client's memory may grow without bound here.
+PROTO_REPLY_CHUNK_BYTES = 16 * 1024  # a client's reply buffer in Redis; only output beyond it counts for the limits
 CLIENT_OUTPUT_BUFFER_LIMITS = {  # class -> (hard limit, soft limit in bytes, seconds over the soft limit)
     "normal": (0, 0, 0),  # 0: none; PausingConnection bounds a normal client's replies. Set, it applies too
     "slave": (256 * 1024 * 1024, 64 * 1024 * 1024, 60),  # replicas (no replication here: CONFIG GET shows it)
@@ -5859,7 +5860,8 @@ def over_output_limit(connection: ClientConnection) -> bool:
     hard, soft, seconds = client.server.output_limits[client_class]
     if not (hard or soft):
         return False  # no limit: "normal 0 0 0", the default, leaves a normal client to PausingConnection
-    used = connection.replies.size + connection.transport.get_write_buffer_size()
+    # Redis counts only what overflows a client's first reply buffer (PROTO_REPLY_CHUNK_BYTES) into its list.
+    used = connection.replies.size + connection.transport.get_write_buffer_size() - PROTO_REPLY_CHUNK_BYTES
     over = bool(hard) and used >= hard
     if soft and used >= soft:
         now = time.monotonic()
