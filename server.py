@@ -2821,40 +2821,42 @@ def refuse_in_context(client: Client, entry: Command) -> str | None:
 @command("subscribe", -2, "pubsub noscript loading stale")
 def subscribe_command(client: Client, args: list[bytes]) -> bytes:
     channels = args[1:]
-    for channel in channels:  # one reply per channel, even one named twice
-        client.server.pubsub.subscribe(client, channel)
-        push(client, subscription_reply(client, b"subscribe", channel))
-    return b""
+    return join(client, b"subscribe", channels, client.server.pubsub.subscribe)
 
 
 @command("unsubscribe", -1, "pubsub noscript loading stale")
 def unsubscribe_command(client: Client, args: list[bytes]) -> bytes:
     channels = args[1:] or list(client.channels)  # none named: every channel
-    if not channels:  # nothing to leave: one reply all the same, with a null channel
-        push(client, subscription_reply(client, b"unsubscribe", None))
-    for channel in channels:
-        client.server.pubsub.unsubscribe(client, channel)
-        push(client, subscription_reply(client, b"unsubscribe", channel))
-    return b""
+    return leave(client, b"unsubscribe", channels, client.server.pubsub.unsubscribe)
 
 
 @command("psubscribe", -2, "pubsub noscript loading stale")
 def psubscribe_command(client: Client, args: list[bytes]) -> bytes:
     patterns = args[1:]
-    for pattern in patterns:
-        client.server.pubsub.psubscribe(client, pattern)
-        push(client, subscription_reply(client, b"psubscribe", pattern))
-    return b""
+    return join(client, b"psubscribe", patterns, client.server.pubsub.psubscribe)
 
 
 @command("punsubscribe", -1, "pubsub noscript loading stale")
 def punsubscribe_command(client: Client, args: list[bytes]) -> bytes:
-    patterns = args[1:] or list(client.patterns)
-    if not patterns:
-        push(client, subscription_reply(client, b"punsubscribe", None))
-    for pattern in patterns:
-        client.server.pubsub.punsubscribe(client, pattern)
-        push(client, subscription_reply(client, b"punsubscribe", pattern))
+    patterns = args[1:] or list(client.patterns)  # none named: every pattern
+    return leave(client, b"punsubscribe", patterns, client.server.pubsub.punsubscribe)
+
+
+def join(client: Client, kind: bytes, names: list[bytes], subscribe: Callable[[Client, bytes], None]) -> bytes:
+    """SUBSCRIBE and PSUBSCRIBE: listen to each channel or pattern, with a reply pushed for each, even a repeat."""
+    for name in names:
+        subscribe(client, name)
+        push(client, subscription_reply(client, kind, name))
+    return b""
+
+
+def leave(client: Client, kind: bytes, names: list[bytes], unsubscribe: Callable[[Client, bytes], None]) -> bytes:
+    """UNSUBSCRIBE and PUNSUBSCRIBE: leave each channel or pattern, with a reply pushed for each."""
+    if not names:  # nothing to leave: one reply all the same, with a null name
+        push(client, subscription_reply(client, kind, None))
+    for name in names:
+        unsubscribe(client, name)
+        push(client, subscription_reply(client, kind, name))
     return b""
 
 
