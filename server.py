@@ -2439,13 +2439,18 @@ def close_aof(server: Server) -> None:
 
 RUN_INSIDE_MULTI = {"exec", "discard", "multi", "watch", "quit", "reset"}  # run at once, never queued
 
+# EXEC answers all its commands in one reply, which the output pause (Appendix E) cannot split: a few bytes
+# of MULTI and GETs of a large value would ask for gigabytes. Past this size the commands still all run,
+# but the client is disconnected instead of answered. This server's own limit; Redis has none.
+TRANSACTION_REPLY_LIMIT = 64 * 1024 * 1024
+
 
 @dataclass(slots=True)
 class Transaction:
     """The commands one client queued between MULTI and EXEC."""
 
     commands: list[list[bytes]] = field(default_factory=list)
-    size: int = 0  # bytes of arguments queued: counted against client-query-buffer-limit
+    size: int = 0  # the memory the queued commands hold: counted against client-query-buffer-limit
     refused: bool = False  # a command was refused while queueing: EXEC runs nothing (CLIENT_DIRTY_EXEC)
 
 
@@ -2464,7 +2469,7 @@ def queue_command(client: Client, entry: Command, args: list[bytes]) -> bytes:
     if "no_multi" in entry.flags:  # SAVE, SHUTDOWN: they must not wait inside a transaction
         return refuse(client, "ERR Command not allowed inside a transaction")
     transaction = client.transaction
-    transaction.size += sum(len(arg) for arg in args)
+    transaction.size += sys.getsizeof(args) + sum(map(sys.getsizeof, args))  # the memory it holds, not just its bytes
     if transaction.size > client.server.options.client_query_buffer_limit:  # memory per client stays bounded
         log.warning("Closing client %d (%s): its transaction reached the query buffer limit", client.id,
                     client.address)
@@ -2504,14 +2509,24 @@ def exec_command(client: Client, args: list[bytes]) -> bytes:
     if aof is not None:
         aof.begin_transaction()
     reply_mode, client.reply_mode, client.running_transaction = client.reply_mode, REPLY_ON, True
+    replies, size = [], 0
     try:
-        replies = b"".join(execute(client, args) for args in transaction.commands)
+        for args in transaction.commands:
+            reply = execute(client, args)
+            size += len(reply)
+            if size <= TRANSACTION_REPLY_LIMIT:
+                replies.append(reply)
     finally:
         client.reply_mode, client.running_transaction = reply_mode, False
         if aof is not None:
             aof.end_transaction()
     client.last_command = "exec"
-    return b"*%d\r\n%s" % (len(transaction.commands), replies)
+    if size > TRANSACTION_REPLY_LIMIT:  # every command ran, but the client is not sent a reply this big
+        log.warning("Closing client %d (%s): the replies of its transaction passed %d bytes", client.id,
+                    client.address, TRANSACTION_REPLY_LIMIT)
+        client.close_after_reply = True
+        return b""
+    return b"*%d\r\n%s" % (len(transaction.commands), b"".join(replies))
 
 
 @command("discard", 1, "noscript loading stale fast allow_busy")
@@ -3554,7 +3569,8 @@ def swapdb_command(client: Client, args: list[bytes]) -> bytes:
     second = parse_int_arg(args[2], "ERR invalid second DB index")
     if not (0 <= first < DATABASES and 0 <= second < DATABASES):
         raise CommandError("ERR DB index is out of range")
-    databases[first].swap_contents(databases[second])
+    if first != second:  # a database swapped with itself changes nothing, not even a WATCH (as in Redis)
+        databases[first].swap_contents(databases[second])
     client.propagate(args)  # other databases than the client's changed: the log is told so (chapter 8)
     return OK
 

@@ -142,6 +142,14 @@ SCENARIOS = {
         ("wait", 25), ("A", ["MULTI"]), ("A", ["INCR", "key"]), ("A", ["EXEC"]),
         ("A", ["DEBUG", "SET-ACTIVE-EXPIRE", "1"]),
     ],
+    "SWAPDB of a database with itself touches nothing": [
+        ("A", ["SET", "k", "v"]), ("A", ["WATCH", "k"]), ("B", ["SWAPDB", "0", "0"]), ("A", ["MULTI"]),
+        ("A", ["PING"]), ("A", ["EXEC"]),
+    ],
+    "a refused EXEC ends the transaction": [
+        ("A", ["MULTI"]), ("A", ["EXEC", "x"]), ("A", ["EXEC"]), ("A", ["WATCH", "k"]), ("A", ["EXEC", "x"]),
+        ("B", ["SET", "k", "1"]), ("A", ["MULTI"]), ("A", ["PING"]), ("A", ["EXEC"]),
+    ],
     "RESET leaves MULTI and unwatches": [
         ("A", ["WATCH", "x"]), ("B", ["SET", "x", "1"]), ("A", ["MULTI"]), ("A", ["SET", "y", "1"]),
         ("A", ["RESET"]), ("A", ["EXISTS", "y"]), ("A", ["EXEC"]), ("A", ["MULTI"]), ("A", ["PING"]),
@@ -256,3 +264,28 @@ def test_watches_are_forgotten_when_the_client_goes(tmp_path):
     instance.client_disconnected(watcher)
     assert database.watched_keys == {}
     assert srv.execute(writer, [b"SET", b"a", b"1"]) == b"+OK\r\n"
+
+
+def test_a_transaction_of_large_replies_cannot_hold_the_server_s_memory(start_server):
+    # A few KB of MULTI and GETs of a 1 MB value ask for 300 MB in one EXEC reply: the commands run, the
+    # client is disconnected instead of answered, and the server's memory and other clients are fine.
+    process = start_server()
+    hostile = RawConnection(process.port)
+    hostile.call("SET", "big", "x" * 1024 * 1024)
+    rss_before = process.memory()
+    with Responsiveness(process.port, max_latency=3.0):
+        hostile.send(b"MULTI\r\n" + b"GET big\r\n" * 300 + b"INCR ran\r\nEXEC\r\n")
+        assert wait_until(hostile.is_closed_by_server, timeout=10)
+    assert process.memory("VmHWM") - rss_before < 150 * 1024 * 1024  # the peak: about the limit, 64 MB
+    assert "the replies of its transaction passed" in process.output()
+    assert RawConnection(process.port).call("GET", "ran") == b"$1\r\n1\r\n"  # EXEC ran every command
+
+
+def test_queued_commands_count_the_memory_they_hold(start_server):
+    # A million one-byte PINGs hold far more than a million bytes: the limit counts what they hold.
+    process = start_server("--client-query-buffer-limit", "5000000")
+    hostile = RawConnection(process.port)
+    hostile.call("MULTI")
+    hostile.send(b"PING\r\n" * 100_000)  # 600 KB on the wire, several MB once queued
+    assert wait_until(hostile.is_closed_by_server, timeout=10)
+    assert "its transaction reached the query buffer limit" in process.output()
