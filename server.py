@@ -2980,7 +2980,7 @@ def close_idle_clients(server: Server) -> None:
             continue  # it waits for the server to speak, not the other way round: Redis spares it too (chapter 10)
         if now - client.last_interaction > timeout and not client.transport.is_closing():
             log.info("Closing idle client %d (%s)", client.id, client.address)
-            client.transport.close()
+            client.transport.abort()  # at once: close() would wait to send what a client that reads nothing left
     server.idle_check_position = start + share
 
 
