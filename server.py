@@ -136,7 +136,7 @@ class Client:
         self.patterns: dict[bytes, None] = {}  # the patterns it subscribed to
         self.pushed: list[bytes] = []  # messages for it that arrived while it ran a command: they precede its reply
         self.monitoring = False  # MONITOR: every command run is streamed to it (Appendix C)
-        self.running_transaction = False  # EXEC is running its queue (chapter 9)
+        self.running_transaction: Transaction | None = None  # the queue EXEC is running (chapter 9)
         self.reply_mode = REPLY_ON  # CLIENT REPLY ON, OFF or SKIP (Appendix C)
         self.soft_limit_since = 0.0  # when its output first went over the soft limit, 0 if under it (Appendix E)
         self.propagated: list[bytes] | None = None  # what the append-only file logs for this command (chapter 8)
@@ -2508,7 +2508,7 @@ def exec_command(client: Client, args: list[bytes]) -> bytes:
     aof = client.server.aof
     if aof is not None:
         aof.begin_transaction()
-    reply_mode, client.reply_mode, client.running_transaction = client.reply_mode, REPLY_ON, True
+    reply_mode, client.reply_mode, client.running_transaction = client.reply_mode, REPLY_ON, transaction
     replies, size = [], 0
     try:
         for args in transaction.commands:
@@ -2517,7 +2517,7 @@ def exec_command(client: Client, args: list[bytes]) -> bytes:
             if size <= TRANSACTION_REPLY_LIMIT:
                 replies.append(reply)
     finally:
-        client.reply_mode, client.running_transaction = reply_mode, False
+        client.reply_mode, client.running_transaction = reply_mode, None
         if aof is not None:
             aof.end_transaction()
     client.last_command = "exec"
@@ -4664,13 +4664,14 @@ def client_list_line(client: Client) -> bytes:
     connection = client.connection
     query_buffer = connection.parser.pending_size if connection else 0  # received, not parsed into a command yet
     output = connection.replies.size + client.transport.get_write_buffer_size() if connection else 0  # unsent
-    transaction = client.transaction
+    transaction = client.transaction or client.running_transaction  # queued, or being run by EXEC
     queued, queued_size = (-1, 0) if transaction is None else (len(transaction.commands), transaction.size)
+    command_name = "exec" if client.running_transaction else client.last_command  # as Redis shows it in EXEC
     return (f"id={client.id} addr={client.address} laddr={client.server.address} fd=0 name={text(client.name)} "
             f"age={int(now - client.created)} idle={int(now - client.last_interaction)} flags={client_flags(client)} "
             f"db={client.db.index} sub={len(client.channels)} psub={len(client.patterns)} ssub=0 multi={queued} "
             f"qbuf={query_buffer} qbuf-free=0 argv-mem=0 multi-mem={queued_size} "
-            f"obl=0 oll=0 omem={output} tot-mem={query_buffer + output} events=r cmd={client.last_command} "
+            f"obl=0 oll=0 omem={output} tot-mem={query_buffer + output} events=r cmd={command_name} "
             f"user=default redir=-1 resp={client.protocol} lib-name={text(client.library.get(b'lib-name', b''))} "
             f"lib-ver={text(client.library.get(b'lib-ver', b''))}").encode()
 
@@ -4678,7 +4679,8 @@ def client_list_line(client: Client) -> bytes:
 def client_flags(client: Client) -> str:
     """CLIENT LIST's flags, in Redis's order: O a monitor, P a subscriber, x inside MULTI; N for none of them."""
     flags = ("O" if client.monitoring else "") + ("P" if client.channels or client.patterns else "")
-    return flags + ("x" if client.transaction is not None else "") or "N"
+    in_multi = client.transaction is not None or client.running_transaction is not None
+    return flags + ("x" if in_multi else "") or "N"
 
 
 @command("client|info", 2, "")

@@ -289,3 +289,13 @@ def test_queued_commands_count_the_memory_they_hold(start_server):
     hostile.send(b"PING\r\n" * 100_000)  # 600 KB on the wire, several MB once queued
     assert wait_until(hostile.is_closed_by_server, timeout=10)
     assert "its transaction reached the query buffer limit" in process.output()
+
+
+def test_client_info_inside_exec_shows_the_transaction_as_redis_does(both):
+    for connection in both:
+        connection.call("MULTI")
+        connection.call("SET", "a", "1")
+        connection.call("CLIENT", "INFO")
+        info = connection.call("EXEC").split(b"\r\n")[3]
+        fields = dict(item.split(b"=", 1) for item in info.split())
+        assert (fields[b"flags"], fields[b"multi"], fields[b"cmd"]) == (b"x", b"2", b"exec")
