@@ -45,6 +45,7 @@ import asyncio
 import bisect
 import codecs
 import collections
+import concurrent.futures
 import contextlib
 import functools
 import gc
@@ -64,11 +65,12 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 REDIS_VERSION = "7.0.15"  # the Redis release whose behaviour this server mirrors
 SERVER_VERSION = "0.1.0"  # this project's own version
@@ -171,6 +173,7 @@ class ClientConnection(asyncio.Protocol):
         self.replies = ReplyBuffer()  # encoded replies not yet handed to the socket: a list of bytes (Appendix E)
         self.transport_full = False  # the socket's buffer is full (only PausingConnection notices)
         self.write_queued = False  # in BeforeSleepSelector's list of connections to write before the loop sleeps
+        self.log_mark: tuple[int, int] | None = None  # the fsync its replies wait for, and up to where (Appendix D)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -249,14 +252,20 @@ class ClientConnection(asyncio.Protocol):
 
     def write_replies(self) -> None:
         """Hand queued replies to the socket while it takes them; close the connection if the client is done."""
-        aof = self.server.aof
-        if aof is not None and aof.buffer:  # the log first: a reply must not promise a write the file has not got
-            aof.flush()
-        closing = self.client.close_after_reply
-        while self.replies.size and (closing or not self.transport_full):
-            self.transport.write(self.replies.take())
+        ready = self.replies.size
+        if self.server.aof is not None:  # the log first: a reply must not promise a write the file has not got
+            ready = self.server.aof.replies_ready(self)
+        closing = self.client.close_after_reply and ready == self.replies.size
+        while ready and (closing or not self.transport_full):
+            data = self.replies.take(min(ready, NET_MAX_WRITES_PER_EVENT))
+            self.transport.write(data)
+            ready -= len(data)
         if closing:
             self.transport.close()  # sends what is buffered first
+
+    def carry_on(self) -> None:
+        """Send the replies that waited (for the log's fsync, under group commit: Appendix D)."""
+        self.write_replies()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.requests.clear()
@@ -1629,7 +1638,9 @@ class BackgroundChild:
         sys.stdout.flush()  # or the child would write the parent's buffered output a second time
         sys.stderr.flush()
         started = time.perf_counter()
-        pid = os.fork()
+        with warnings.catch_warnings():  # Python 3.12 warns of a fork() with threads running. GroupCommitFile's
+            warnings.simplefilter("ignore", DeprecationWarning)  # fsync thread takes no lock the child could need
+            pid = os.fork()
         if pid == 0:
             self._run_in_child(work)
         self.last_fork_usec = int((time.perf_counter() - started) * 1_000_000)  # copying the page tables
@@ -1950,7 +1961,8 @@ class AppendOnlyFile:
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if file_ready else None
         self.size = os.fstat(self.fd).st_size if file_ready else 0  # bytes in the file (INFO's aof_current_size)
         self.base_size = self.size  # its size after the last rewrite: automatic rewrites measure growth from it
-        self.buffer = bytearray()  # commands not written yet (Redis's aof_buf)
+        self.commands: list[list[bytes]] = []  # logged since the last write, with their SELECTs, not yet in RESP
+        self.buffer = bytearray()  # in RESP, not written yet (Redis's aof_buf): what a refused write left, mostly
         self.selected_db = -1  # the database the log's last SELECT chose (-1: none yet)
         self.command_running = False  # a write command runs (call_and_propagate)
         self.expired: list[tuple[int, bytes]] = []  # (database, key) that expiry deleted during it
@@ -1962,18 +1974,25 @@ class AppendOnlyFile:
         self.fsync_thread: threading.Thread | None = None  # everysec's fsync, while it runs
 
     def feed(self, db_index: int, args: list[bytes]) -> None:
-        """Add one command to the buffer, after a SELECT if it is for another database than the last one."""
+        """Log one command, after a SELECT if it is for another database than the last one."""
         if self.transaction is not None:  # inside EXEC: kept until its end, to go in as one block
             self.transaction.append((db_index, args))
             return
-        command_bytes = encode_command(args)  # bulk_array(args), faster (Appendix D)
         if db_index != self.selected_db:
-            command_bytes = bulk_array([b"SELECT", b"%d" % db_index]) + command_bytes
+            self.commands.append([b"SELECT", b"%d" % db_index])
             self.selected_db = db_index
+        self.commands.append(args)  # encoded with the others at the next write: one join for them all
+
+    def encode_commands(self) -> None:
+        """Move the logged commands, in RESP, into the buffer (and the rewrite's copy of what is logged)."""
+        if not self.commands:
+            return
+        encoded = encode_commands(self.commands)  # b"".join(map(bulk_array, commands)), faster (Appendix D)
+        self.commands = []
         if self.fd is not None:
-            self.buffer += command_bytes
+            self.buffer += encoded
         if self.rewrite_buffer is not None:
-            self.rewrite_buffer += command_bytes
+            self.rewrite_buffer += encoded
 
     def feed_with_expired(self, db_index: int, args: list[bytes] | None) -> None:
         """Add the DELs of the keys a command found expired, then the command (if it changed anything).
@@ -2009,8 +2028,20 @@ class AppendOnlyFile:
         else:
             self.feed(db.index, [b"DEL", key])
 
+    def replies_ready(self, connection: ClientConnection) -> int:
+        """How many bytes of a connection's replies may leave now: all of them, once what is logged is written.
+
+        That is, written to the file, and with appendfsync always fsynced too.
+        Appendix D's GroupCommitFile answers differently: it lets the replies
+        wait for an fsync that runs in a thread while the event loop goes on.
+        """
+        if self.commands or self.buffer:
+            self.flush()
+        return connection.replies.size
+
     def flush(self) -> None:
-        """Write the buffer to the file, then fsync now (always) or soon in a thread (everysec)."""
+        """Write what is logged to the file, then fsync now (always) or soon in a thread (everysec)."""
+        self.encode_commands()
         if self.buffer and self.write_buffer() and self.fsync_policy == "always":
             self.fsync_now()
         if self.fsync_policy == "everysec" and self.fsynced_size != self.size:
@@ -2086,11 +2117,13 @@ class AppendOnlyFile:
 
     def start_rewrite(self) -> None:
         """Keep a copy of what is logged from now on, for the end of the rewritten file."""
+        self.encode_commands()  # those ran before the fork: the child's data has them already
         self.rewrite_buffer = bytearray()
         self.selected_db = -1  # so that the copy starts with a SELECT of its own
 
     def finish_rewrite(self, new_path: str) -> None:
         """The rewritten file is at new_path: append what was logged meanwhile, rename it over the log, log into it."""
+        self.encode_commands()
         if self.fd is not None:
             self.flush()  # the old file gets everything, in case the rest fails
         with open(new_path, "ab") as new_file:
@@ -2299,8 +2332,10 @@ def write_full_aof(server: Server) -> None:
 
 def open_aof(server: Server, file_ready: bool = True) -> None:
     """Start logging into the append-only file: every change from now on goes in."""
-    server.aof = AppendOnlyFile(server.aof_path, server.options.appendfsync, file_ready,
-                                functools.partial(check_disk, server))
+    # AppendOnlyFile, or by default its subclass that fsyncs in a thread (Appendix D).
+    log_class = GroupCommitFile if server.options.group_commit == "yes" else AppendOnlyFile
+    on_write_status = functools.partial(check_disk, server)
+    server.aof = log_class(server.aof_path, server.options.appendfsync, file_ready, on_write_status)
     for db in server.keyspace.databases:
         db.on_expired = server.aof.key_expired
 
@@ -3236,6 +3271,9 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-writes", choices=["yes", "no"], default="yes",
                         help="write the replies of one event-loop pass together, as Redis does "
                              "(BeforeSleepSelector); no, to write each read's replies at once and measure the gain")
+    parser.add_argument("--group-commit", choices=["yes", "no"], default="yes",
+                        help="with appendfsync always, fsync in a thread while the loop goes on, replies waiting "
+                             "for it (GroupCommitFile); no, to fsync before the loop sleeps and measure the gain")
     parser.add_argument("--output-pause", choices=["yes", "no"], default="yes",
                         help="stop running a client's requests while it leaves 1 MB of replies unread "
                              "(PausingConnection); no, to buffer them without bound as Redis does by default")
@@ -5046,7 +5084,7 @@ def aof_info(server: Server) -> dict[str, str]:
             "aof_current_size": str(aof.size),
             "aof_base_size": str(aof.base_size),
             "aof_pending_rewrite": "1" if server.aof_rewrite_scheduled else "0",
-            "aof_buffer_length": str(len(aof.buffer)),
+            "aof_buffer_length": str(len(aof.buffer) + len(encode_commands(aof.commands))),
             "aof_pending_bio_fsync": "1" if aof.fsync_thread is not None and aof.fsync_thread.is_alive() else "0",
             "aof_delayed_fsync": "0",
         })
@@ -5104,6 +5142,7 @@ def config_values(server: Server) -> dict[str, str]:
                                                for name, (hard, soft, seconds) in server.output_limits.items()),
         "parser-shortcut": server.options.parser_shortcut,  # this server's own settings
         "batch-writes": server.options.batch_writes,
+        "group-commit": server.options.group_commit,
     }
 
 
@@ -5590,7 +5629,7 @@ def command_list_command(client: Client, args: list[bytes]) -> bytes:
 # FastRequestParser (--parser-shortcut yes, the default) replaces
 # RequestParser for pipelines of well-formed requests, and its tables of the
 # usual header lines replace parsing them. The same tables make the
-# append-only file's encoder (encode_command, chapter 8) twice as fast as
+# append-only file's encoder (encode_commands, chapter 8) twice as fast as
 # formatting each header.
 #
 # BeforeSleepSelector (--batch-writes yes, the default) replaces WriteAtOnce.
@@ -5670,22 +5709,25 @@ class FastRequestParser(RequestParser):
         return sum(map(len, lines[:i])) + 2 * i
 
 
-def encode_command(args: list[bytes]) -> bytes:
-    """A command as a request in RESP, for the append-only file: bulk_array(args), twice as fast.
+def encode_commands(commands: list[list[bytes]]) -> bytes:
+    """Commands as requests in RESP, for the append-only file: b"".join(map(bulk_array, commands)), faster.
 
     The header lines come from the tables above, and one join puts them
-    between the arguments; bulk_array() formats each bulk string on its own.
-    A command with a long argument (or very many) takes bulk_array()'s way.
+    between all the arguments of all the commands; bulk_array() formats each
+    bulk string on its own and joins once per command. Commands with a long
+    argument (or very many) take bulk_array()'s way.
 
-    >>> encode_command([b"SET", b"k", b"v"]) == bulk_array([b"SET", b"k", b"v"])
-    True
+    >>> encode_commands([[b"SET", b"k", b"v"], [b"INCR", b"n"]])
+    b'*3\\r\\n$3\\r\\nSET\\r\\n$1\\r\\nk\\r\\n$1\\r\\nv\\r\\n*2\\r\\n$4\\r\\nINCR\\r\\n$1\\r\\nn\\r\\n'
     """
+    parts = []
     try:
-        parts = [MULTIBULK_HEADERS[len(args)]]
-        for arg in args:
-            parts += (BULK_HEADERS[len(arg)], arg)
-    except IndexError:
-        return bulk_array(args)
+        for args in commands:
+            parts.append(MULTIBULK_HEADERS[len(args)])
+            for arg in args:
+                parts += (BULK_HEADERS[len(arg)], arg)
+    except IndexError:  # past the tables: rare, and the time goes into moving the long argument anyway
+        return b"".join(map(bulk_array, commands))
     parts.append(b"")
     return CRLF.join(parts)
 
@@ -5740,6 +5782,116 @@ class BeforeSleepSelector(selectors.DefaultSelector):
         events = super().select(timeout)
         self.ready_count = len(events)
         return events
+
+
+# GroupCommitFile (--group-commit yes, the default) replaces the plain
+# appendfsync always of chapter 8's AppendOnlyFile. Redis fsyncs the log in
+# beforeSleep(), and its event loop waits for the disk meanwhile. That costs
+# Redis little, as it runs a pass of the loop in a fraction of an fsync's
+# time; this server's passes take longer, and every fsync adds its wait to
+# them. Group commit, as databases call it, overlaps the two: the log is
+# written at once, the fsync runs in a thread, and the event loop goes on
+# reading and running other clients' requests. Every reply waits in its
+# connection's buffer until an fsync that started after its commands were
+# written has ended, so no reply promises a write that is not on the disk,
+# and the writes of all the clients served meanwhile share the next fsync.
+# --group-commit no keeps the plain way, to measure the gain.
+
+
+class GroupCommitFile(AppendOnlyFile):
+    """An AppendOnlyFile whose appendfsync always fsyncs in a thread, holding each reply until its fsync has ended.
+
+    The replies a connection has queued wait with a mark, (n, position):
+    the bytes up to that position in its output may leave once n fsyncs
+    have ended. Replies queued after the mark get a mark of their own, so a
+    subscriber with messages arriving all the time still gets them, an fsync
+    at a time.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fsync_worker = concurrent.futures.ThreadPoolExecutor(1, "aof-fsync")  # one thread, started at first use
+        self.running_fsync: concurrent.futures.Future | None = None
+        self.running_size = 0  # the size of the file when the running fsync started: what it covers
+        self.fsyncs_started = 0
+        self.fsyncs_ended = 0
+        self.fsync_again = False  # more was written while one ran: the next starts when it ends
+        self.waiting: list[ClientConnection] = []  # the connections with a mark
+
+    def replies_ready(self, connection: ClientConnection) -> int:
+        if self.fsync_policy != "always":
+            return super().replies_ready(connection)
+        if self.commands or self.buffer:
+            self.encode_commands()
+            self.write_buffer()  # to the file now; on the disk once an fsync has run
+        replies = connection.replies
+        ready_to = replies.taken  # replies up to this position in the connection's output may leave
+        mark = connection.log_mark
+        if mark is not None and mark[0] <= self.fsyncs_ended:
+            ready_to, mark = mark[1], None
+            connection.log_mark = None
+        queued_to = replies.taken + replies.size
+        if mark is None and queued_to > ready_to:
+            if self.fsynced_size == self.size:  # nothing logged is waiting for the disk
+                ready_to = queued_to
+            else:
+                connection.log_mark = (self.fsync_covering_now(), queued_to)
+                self.waiting.append(connection)
+        return max(ready_to - replies.taken, 0)
+
+    def fsync_covering_now(self) -> int:
+        """The number of the fsync that will cover what the file holds now; start it if no fsync runs."""
+        if self.running_fsync is None:
+            self.start_fsync()
+        elif self.running_size != self.size:
+            self.fsync_again = True
+            return self.fsyncs_started + 1
+        return self.fsyncs_started
+
+    def start_fsync(self) -> None:
+        self.fsyncs_started += 1
+        self.running_size = self.size
+        future = self.running_fsync = self.fsync_worker.submit(sync_file_data, self.fd)
+        asyncio.wrap_future(future).add_done_callback(lambda _: self.fsync_ended(future))
+
+    def fsync_ended(self, future: concurrent.futures.Future) -> None:
+        """In the event loop, once the thread's fsync has returned: start the next, let the replies it covers go."""
+        if future is not self.running_fsync:
+            return  # finish_rewrite() or close() waited for it instead
+        self.running_fsync = None
+        if future.exception() is not None:
+            self.write_failed(future.exception())  # with appendfsync always the server stops, as Redis does
+        self.fsyncs_ended, self.fsynced_size = self.fsyncs_started, self.running_size
+        if self.fsync_again:
+            self.fsync_again = False
+            self.start_fsync()
+        waiting, self.waiting = self.waiting, []
+        for connection in waiting:
+            if connection.log_mark is not None and connection.log_mark[0] > self.fsyncs_ended:
+                self.waiting.append(connection)  # it waits for the next one
+            elif not connection.transport.is_closing():
+                connection.carry_on()  # sends them, and runs the requests that waited for them
+
+    def wait_for_fsync(self) -> None:
+        """Let the running fsync end, then treat everything written as on the disk: the caller has fsynced it."""
+        if self.running_fsync is not None:
+            concurrent.futures.wait([self.running_fsync])
+        self.running_fsync, self.fsync_again = None, False
+        self.fsyncs_started += 1
+        self.fsyncs_ended = self.fsyncs_started
+        for connection in self.waiting:  # their replies go soon: not from inside the command that got us here
+            connection.log_mark = None
+            asyncio.get_running_loop().call_soon(connection.carry_on)
+        self.waiting = []
+
+    def finish_rewrite(self, new_path: str) -> None:
+        self.wait_for_fsync()  # the old file's descriptor is about to close; the new file is fsynced whole
+        super().finish_rewrite(new_path)
+
+    def close(self) -> None:
+        self.wait_for_fsync()
+        super().close()  # fsyncs what is left
+        self.fsync_worker.shutdown()
 
 
 # =============================================================================
@@ -5814,6 +5966,8 @@ class PausingConnection(ClientConnection):
             if not self.requests or client.close_after_reply or self.transport_full:
                 break
             self.write_replies()  # over the limit: hand the replies to the socket now, go on if it took them
+            if self.log_mark is not None:
+                break  # they wait for the log's fsync (GroupCommitFile): carry_on() goes on once it is done
         if self.requests and not client.close_after_reply:
             self.transport.pause_reading()  # until the client reads: resume_writing() carries on
             self.reading_paused = True
@@ -5965,6 +6119,7 @@ class ReplyBuffer:
         self._replies: collections.deque[bytes] = collections.deque()
         self._offset = 0  # how much of the first reply was already taken
         self.size = 0  # bytes not yet taken
+        self.taken = 0  # bytes taken (or dropped) since the connection opened: group commit's positions (Appendix D)
 
     def append(self, reply: bytes) -> None:
         self._replies.append(reply)
@@ -5991,10 +6146,12 @@ class ReplyBuffer:
                 pieces.append(self._replies.popleft())
             data = b"".join(pieces)
         self.size -= len(data)
+        self.taken += len(data)
         return data
 
     def clear(self) -> None:
         self._replies.clear()
+        self.taken += self.size
         self._offset = self.size = 0
 
 
