@@ -45,7 +45,6 @@ import asyncio
 import bisect
 import codecs
 import collections
-import concurrent.futures
 import contextlib
 import functools
 import gc
@@ -65,12 +64,11 @@ import socket
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 REDIS_VERSION = "7.0.15"  # the Redis release whose behaviour this server mirrors
 SERVER_VERSION = "0.1.0"  # this project's own version
@@ -173,7 +171,6 @@ class ClientConnection(asyncio.Protocol):
         self.replies = ReplyBuffer()  # encoded replies not yet handed to the socket: a list of bytes (Appendix E)
         self.transport_full = False  # the socket's buffer is full (only PausingConnection notices)
         self.write_queued = False  # in BeforeSleepSelector's list of connections to write before the loop sleeps
-        self.log_mark: tuple[int, int] | None = None  # the fsync its replies wait for, and up to where (Appendix D)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -252,20 +249,14 @@ class ClientConnection(asyncio.Protocol):
 
     def write_replies(self) -> None:
         """Hand queued replies to the socket while it takes them; close the connection if the client is done."""
-        ready = self.replies.size
-        if self.server.aof is not None:  # the log first: a reply must not promise a write the file has not got
-            ready = self.server.aof.replies_ready(self)
-        closing = self.client.close_after_reply and ready == self.replies.size
-        while ready and (closing or not self.transport_full):
-            data = self.replies.take(min(ready, NET_MAX_WRITES_PER_EVENT))
-            self.transport.write(data)
-            ready -= len(data)
+        aof = self.server.aof
+        if aof is not None and (aof.commands or aof.buffer):
+            aof.flush()  # the log first: a reply must not promise a write the file has not got (chapter 8)
+        closing = self.client.close_after_reply
+        while self.replies.size and (closing or not self.transport_full):
+            self.transport.write(self.replies.take())
         if closing:
             self.transport.close()  # sends what is buffered first
-
-    def carry_on(self) -> None:
-        """Send the replies that waited (for the log's fsync, under group commit: Appendix D)."""
-        self.write_replies()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.requests.clear()
@@ -1638,9 +1629,7 @@ class BackgroundChild:
         sys.stdout.flush()  # or the child would write the parent's buffered output a second time
         sys.stderr.flush()
         started = time.perf_counter()
-        with warnings.catch_warnings():  # Python 3.12 warns of a fork() with threads running. GroupCommitFile's
-            warnings.simplefilter("ignore", DeprecationWarning)  # fsync thread takes no lock the child could need
-            pid = os.fork()
+        pid = os.fork()
         if pid == 0:
             self._run_in_child(work)
         self.last_fork_usec = int((time.perf_counter() - started) * 1_000_000)  # copying the page tables
@@ -2028,17 +2017,6 @@ class AppendOnlyFile:
         else:
             self.feed(db.index, [b"DEL", key])
 
-    def replies_ready(self, connection: ClientConnection) -> int:
-        """How many bytes of a connection's replies may leave now: all of them, once what is logged is written.
-
-        That is, written to the file, and with appendfsync always fsynced too.
-        Appendix D's GroupCommitFile answers differently: it lets the replies
-        wait for an fsync that runs in a thread while the event loop goes on.
-        """
-        if self.commands or self.buffer:
-            self.flush()
-        return connection.replies.size
-
     def flush(self) -> None:
         """Write what is logged to the file, then fsync now (always) or soon in a thread (everysec)."""
         self.encode_commands()
@@ -2332,10 +2310,8 @@ def write_full_aof(server: Server) -> None:
 
 def open_aof(server: Server, file_ready: bool = True) -> None:
     """Start logging into the append-only file: every change from now on goes in."""
-    # AppendOnlyFile, or by default its subclass that fsyncs in a thread (Appendix D).
-    log_class = GroupCommitFile if server.options.group_commit == "yes" else AppendOnlyFile
-    on_write_status = functools.partial(check_disk, server)
-    server.aof = log_class(server.aof_path, server.options.appendfsync, file_ready, on_write_status)
+    server.aof = AppendOnlyFile(server.aof_path, server.options.appendfsync, file_ready,
+                                functools.partial(check_disk, server))
     for db in server.keyspace.databases:
         db.on_expired = server.aof.key_expired
 
@@ -3271,9 +3247,6 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-writes", choices=["yes", "no"], default="yes",
                         help="write the replies of one event-loop pass together, as Redis does "
                              "(BeforeSleepSelector); no, to write each read's replies at once and measure the gain")
-    parser.add_argument("--group-commit", choices=["yes", "no"], default="yes",
-                        help="with appendfsync always, fsync in a thread while the loop goes on, replies waiting "
-                             "for it (GroupCommitFile); no, to fsync before the loop sleeps and measure the gain")
     parser.add_argument("--output-pause", choices=["yes", "no"], default="yes",
                         help="stop running a client's requests while it leaves 1 MB of replies unread "
                              "(PausingConnection); no, to buffer them without bound as Redis does by default")
@@ -5142,7 +5115,6 @@ def config_values(server: Server) -> dict[str, str]:
                                                for name, (hard, soft, seconds) in server.output_limits.items()),
         "parser-shortcut": server.options.parser_shortcut,  # this server's own settings
         "batch-writes": server.options.batch_writes,
-        "group-commit": server.options.group_commit,
     }
 
 
@@ -5784,116 +5756,6 @@ class BeforeSleepSelector(selectors.DefaultSelector):
         return events
 
 
-# GroupCommitFile (--group-commit yes, the default) replaces the plain
-# appendfsync always of chapter 8's AppendOnlyFile. Redis fsyncs the log in
-# beforeSleep(), and its event loop waits for the disk meanwhile. That costs
-# Redis little, as it runs a pass of the loop in a fraction of an fsync's
-# time; this server's passes take longer, and every fsync adds its wait to
-# them. Group commit, as databases call it, overlaps the two: the log is
-# written at once, the fsync runs in a thread, and the event loop goes on
-# reading and running other clients' requests. Every reply waits in its
-# connection's buffer until an fsync that started after its commands were
-# written has ended, so no reply promises a write that is not on the disk,
-# and the writes of all the clients served meanwhile share the next fsync.
-# --group-commit no keeps the plain way, to measure the gain.
-
-
-class GroupCommitFile(AppendOnlyFile):
-    """An AppendOnlyFile whose appendfsync always fsyncs in a thread, holding each reply until its fsync has ended.
-
-    The replies a connection has queued wait with a mark, (n, position):
-    the bytes up to that position in its output may leave once n fsyncs
-    have ended. Replies queued after the mark get a mark of their own, so a
-    subscriber with messages arriving all the time still gets them, an fsync
-    at a time.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.fsync_worker = concurrent.futures.ThreadPoolExecutor(1, "aof-fsync")  # one thread, started at first use
-        self.running_fsync: concurrent.futures.Future | None = None
-        self.running_size = 0  # the size of the file when the running fsync started: what it covers
-        self.fsyncs_started = 0
-        self.fsyncs_ended = 0
-        self.fsync_again = False  # more was written while one ran: the next starts when it ends
-        self.waiting: list[ClientConnection] = []  # the connections with a mark
-
-    def replies_ready(self, connection: ClientConnection) -> int:
-        if self.fsync_policy != "always":
-            return super().replies_ready(connection)
-        if self.commands or self.buffer:
-            self.encode_commands()
-            self.write_buffer()  # to the file now; on the disk once an fsync has run
-        replies = connection.replies
-        ready_to = replies.taken  # replies up to this position in the connection's output may leave
-        mark = connection.log_mark
-        if mark is not None and mark[0] <= self.fsyncs_ended:
-            ready_to, mark = mark[1], None
-            connection.log_mark = None
-        queued_to = replies.taken + replies.size
-        if mark is None and queued_to > ready_to:
-            if self.fsynced_size == self.size:  # nothing logged is waiting for the disk
-                ready_to = queued_to
-            else:
-                connection.log_mark = (self.fsync_covering_now(), queued_to)
-                self.waiting.append(connection)
-        return max(ready_to - replies.taken, 0)
-
-    def fsync_covering_now(self) -> int:
-        """The number of the fsync that will cover what the file holds now; start it if no fsync runs."""
-        if self.running_fsync is None:
-            self.start_fsync()
-        elif self.running_size != self.size:
-            self.fsync_again = True
-            return self.fsyncs_started + 1
-        return self.fsyncs_started
-
-    def start_fsync(self) -> None:
-        self.fsyncs_started += 1
-        self.running_size = self.size
-        future = self.running_fsync = self.fsync_worker.submit(sync_file_data, self.fd)
-        asyncio.wrap_future(future).add_done_callback(lambda _: self.fsync_ended(future))
-
-    def fsync_ended(self, future: concurrent.futures.Future) -> None:
-        """In the event loop, once the thread's fsync has returned: start the next, let the replies it covers go."""
-        if future is not self.running_fsync:
-            return  # finish_rewrite() or close() waited for it instead
-        self.running_fsync = None
-        if future.exception() is not None:
-            self.write_failed(future.exception())  # with appendfsync always the server stops, as Redis does
-        self.fsyncs_ended, self.fsynced_size = self.fsyncs_started, self.running_size
-        if self.fsync_again:
-            self.fsync_again = False
-            self.start_fsync()
-        waiting, self.waiting = self.waiting, []
-        for connection in waiting:
-            if connection.log_mark is not None and connection.log_mark[0] > self.fsyncs_ended:
-                self.waiting.append(connection)  # it waits for the next one
-            elif not connection.transport.is_closing():
-                connection.carry_on()  # sends them, and runs the requests that waited for them
-
-    def wait_for_fsync(self) -> None:
-        """Let the running fsync end, then treat everything written as on the disk: the caller has fsynced it."""
-        if self.running_fsync is not None:
-            concurrent.futures.wait([self.running_fsync])
-        self.running_fsync, self.fsync_again = None, False
-        self.fsyncs_started += 1
-        self.fsyncs_ended = self.fsyncs_started
-        for connection in self.waiting:  # their replies go soon: not from inside the command that got us here
-            connection.log_mark = None
-            asyncio.get_running_loop().call_soon(connection.carry_on)
-        self.waiting = []
-
-    def finish_rewrite(self, new_path: str) -> None:
-        self.wait_for_fsync()  # the old file's descriptor is about to close; the new file is fsynced whole
-        super().finish_rewrite(new_path)
-
-    def close(self) -> None:
-        self.wait_for_fsync()
-        super().close()  # fsyncs what is left
-        self.fsync_worker.shutdown()
-
-
 # =============================================================================
 # Appendix E. Limits: what one client may cost the others
 # =============================================================================
@@ -5966,8 +5828,6 @@ class PausingConnection(ClientConnection):
             if not self.requests or client.close_after_reply or self.transport_full:
                 break
             self.write_replies()  # over the limit: hand the replies to the socket now, go on if it took them
-            if self.log_mark is not None:
-                break  # they wait for the log's fsync (GroupCommitFile): carry_on() goes on once it is done
         if self.requests and not client.close_after_reply:
             self.transport.pause_reading()  # until the client reads: resume_writing() carries on
             self.reading_paused = True
@@ -6119,7 +5979,6 @@ class ReplyBuffer:
         self._replies: collections.deque[bytes] = collections.deque()
         self._offset = 0  # how much of the first reply was already taken
         self.size = 0  # bytes not yet taken
-        self.taken = 0  # bytes taken (or dropped) since the connection opened: group commit's positions (Appendix D)
 
     def append(self, reply: bytes) -> None:
         self._replies.append(reply)
@@ -6146,12 +6005,10 @@ class ReplyBuffer:
                 pieces.append(self._replies.popleft())
             data = b"".join(pieces)
         self.size -= len(data)
-        self.taken += len(data)
         return data
 
     def clear(self) -> None:
         self._replies.clear()
-        self.taken += self.size
         self._offset = self.size = 0
 
 

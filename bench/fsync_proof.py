@@ -9,7 +9,7 @@ Clients (one by default) send N SETs of distinct keys in all, each client over i
 each SET after the reply to its last one (no pipelining). The trace, read in the order strace saw the
 calls, shows for every SET whether its reply was written to the client's socket after the SET was
 written to the append-only file and an fsync or fdatasync of that file, started after that write, had
-returned. (An fsync may run in another thread than the replies: with group commit this server's does.)
+returned. (An fsync may run in another thread than the replies: the trace is read across threads.)
 Under `always` that must hold for all N replies; with one client that also means at least N fsyncs,
 since each SET arrives only after the previous reply went out, while several clients share them.
 tests/test_fsync.py asserts it for `always` on both servers; this script prints the counts for all

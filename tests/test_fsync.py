@@ -4,8 +4,7 @@ The tracing and the reading of the trace live in bench/fsync_proof.py, which als
 for every policy. Here, for `always`: N SETs sent one at a time over one connection, and every one of
 the N replies is written to the socket after its SET was written to the append-only file and an fsync
 (or fdatasync) of that file, started after that write, returned, so at least N fsyncs. Checked against
-real redis-server too. Then the same with several clients at once, where group commit (the fsync in a
-thread, replies waiting for it) lets them share fsyncs, and with --group-commit no.
+real redis-server too. Then the same with several clients at once, who share fsyncs.
 """
 
 import shutil
@@ -30,7 +29,7 @@ def test_appendfsync_always_fsyncs_before_every_reply(kind, tmp_path):
 
 
 @pytest.mark.skipif(STRACE_PROBLEM is not None, reason=str(STRACE_PROBLEM))
-@pytest.mark.parametrize("flags", [(), ("--group-commit", "no")])
+@pytest.mark.parametrize("flags", [(), ("--batch-writes", "no")])
 def test_several_clients_get_no_reply_before_the_fsync_of_their_write(flags, tmp_path):
     proof = fsync_proof.traced_run("this", "always", SETS * 2, str(tmp_path), 8, *flags)
     assert proof.replies_traced == SETS * 2, proof
