@@ -3194,14 +3194,6 @@ class Server:
                 background_rewrite_aof(self)
 
 
-def memory_size(value: str) -> int:
-    """A size flag such as --auto-aof-rewrite-min-size 64mb, read as Redis's memtoull() reads it (parse_memory)."""
-    size = parse_memory(value.encode("latin-1"))
-    if size is None:
-        raise ValueError(f"not a memory size: {value!r}")
-    return size
-
-
 def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Educational Redis Clone: a Redis-compatible server in one readable Python file.",
@@ -3214,36 +3206,14 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
                         help="addresses to listen on (default 127.0.0.1; use 0.0.0.0 to listen on every interface)")
     parser.add_argument("--dir", default=".", help="directory of the snapshot file (default: current directory)")
     parser.add_argument("--dbfilename", default="dump.json", help="snapshot file name (default dump.json)")
-    parser.add_argument("--requirepass", default="", metavar="PASSWORD",
-                        help="the password every client must give (AUTH) before any other command (default: none)")
-    parser.add_argument("--protected-mode", choices=["yes", "no"], default="yes",
-                        help="while there is no password, serve only clients on this machine (default yes)")
-    parser.add_argument("--timeout", type=int, default=0, metavar="SECONDS",
-                        help="close a client idle for this long (default 0: never)")
     parser.add_argument("--save", nargs="+", default=["3600 1 300 100 60 10000"], metavar="SECONDS CHANGES",
                         help='save rules: a background save after CHANGES writes and SECONDS seconds, '
                              'pairs as in Redis (default "3600 1 300 100 60 10000"; "" for none)')
-    parser.add_argument("--stop-writes-on-bgsave-error", choices=["yes", "no"], default="yes",
-                        help="refuse writes with -MISCONF while the last background save failed (default yes)")
     parser.add_argument("--hz", type=int, default=CONFIG_DEFAULT_HZ, metavar="N",
                         help="how many times a second the cron runs: active expiry, idle clients, save rules "
                              "(default 10; 1 to 500)")
     parser.add_argument("--loglevel", choices=list(LOG_LEVELS), default="notice", help="log verbosity (default notice)")
-    parser.add_argument("--enable-debug-command", choices=["no", "yes", "local"], default="local",
-                        help="who may use DEBUG, which can block the server: local connections only by default")
-    parser.add_argument("--parser-shortcut", choices=["yes", "no"], default="yes",
-                        help="take well-formed pipelines the fast way (FastRequestParser); no, to measure the gain")
-    parser.add_argument("--batch-writes", choices=["yes", "no"], default="yes",
-                        help="write the replies of one event-loop pass together, as Redis does "
-                             "(BeforeSleepSelector); no, to write each read's replies at once and measure the gain")
-    parser.add_argument("--output-pause", choices=["yes", "no"], default="yes",
-                        help="stop running a client's requests while it leaves 1 MB of replies unread "
-                             "(PausingConnection); no, to buffer them without bound as Redis does by default")
-    parser.add_argument("--client-query-buffer-limit", type=int, default=CLIENT_QUERY_BUFFER_LIMIT, metavar="BYTES",
-                        help="close a client whose unparsed input grows past this (default 1 GiB)")
-    parser.add_argument("--maxclients", type=int, default=CONFIG_DEFAULT_MAX_CLIENTS, metavar="N",
-                        help="most clients connected at once, lowered at startup if 'ulimit -n' is too low for it "
-                             "(default 10000)")
+    add_fine_print_options(parser)  # passwords, limits, speed-ups...: Appendix C
     parser.add_argument("--tcp-backlog", type=int, default=CONFIG_DEFAULT_TCP_BACKLOG, metavar="N",
                         help="connections the kernel queues until the server accepts them (default 511)")
     parser.add_argument("--appendonly", choices=["yes", "no"], default="no",
@@ -3263,28 +3233,15 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fix", action="store_true", help="with --check-aof: cut the file there, after asking")
     parser.add_argument("--notify-keyspace-events", default="", metavar="CLASSES",
                         help="keyspace events to publish, in Redis's letters, such as KEA (default: none)")
-    parser.add_argument("--client-output-buffer-limit", default="", metavar="LIMITS",
-                        help="disconnect a subscriber over these limits of unsent output (default: "
-                             "'pubsub 32mb 8mb 60': 32 MB, or 8 MB for 60 seconds)")
     options = parser.parse_args(argv)
     if os.path.basename(options.appendfilename) != options.appendfilename:
         parser.error("appendfilename can't be a path, just a filename")
-    if options.maxclients < 1:
-        parser.error("--maxclients must be at least 1")
-    if options.timeout < 0:
-        parser.error("--timeout must be at least 0")
     options.hz = min(max(options.hz, CONFIG_MIN_HZ), CONFIG_MAX_HZ)  # as Redis keeps it
     try:
         options.save = parse_save_rules(" ".join(options.save).encode())  # --save 60 1, or --save "60 1"
     except ConfigError as error:
         parser.error(f"--save: {error}")
-    for name, read in (("notify-keyspace-events", read_notify_keyspace_events),
-                       ("client-output-buffer-limit", read_client_output_buffer_limit)):
-        attribute = name.replace("-", "_")
-        try:
-            setattr(options, attribute, read(getattr(options, attribute).encode()))
-        except ConfigError as error:
-            parser.error(f"--{name}: {error}")
+    read_fine_print_options(parser, options)
     return options
 
 
@@ -5355,6 +5312,62 @@ def set_parameters(server: Server, parameters: dict[str, Parameter], new_values:
                 done(server)
             raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{name}') - {error}") from None
         applied.append(parameter.apply)
+
+
+# --- Command-line flags ---------------------------------------------------------
+
+
+def add_fine_print_options(parser: argparse.ArgumentParser) -> None:
+    """The flags chapter 12's parse_options() leaves to this appendix: access, limits, speed-ups, events."""
+    parser.add_argument("--requirepass", default="", metavar="PASSWORD",
+                        help="the password every client must give (AUTH) before any other command (default: none)")
+    parser.add_argument("--protected-mode", choices=["yes", "no"], default="yes",
+                        help="while there is no password, serve only clients on this machine (default yes)")
+    parser.add_argument("--timeout", type=int, default=0, metavar="SECONDS",
+                        help="close a client idle for this long (default 0: never)")
+    parser.add_argument("--stop-writes-on-bgsave-error", choices=["yes", "no"], default="yes",
+                        help="refuse writes with -MISCONF while the last background save failed (default yes)")
+    parser.add_argument("--enable-debug-command", choices=["no", "yes", "local"], default="local",
+                        help="who may use DEBUG, which can block the server: local connections only by default")
+    parser.add_argument("--parser-shortcut", choices=["yes", "no"], default="yes",
+                        help="take well-formed pipelines the fast way (FastRequestParser); no, to measure the gain")
+    parser.add_argument("--batch-writes", choices=["yes", "no"], default="yes",
+                        help="write the replies of one event-loop pass together, as Redis does "
+                             "(BeforeSleepSelector); no, to write each read's replies at once and measure the gain")
+    parser.add_argument("--output-pause", choices=["yes", "no"], default="yes",
+                        help="stop running a client's requests while it leaves 1 MB of replies unread "
+                             "(PausingConnection); no, to buffer them without bound as Redis does by default")
+    parser.add_argument("--client-query-buffer-limit", type=int, default=CLIENT_QUERY_BUFFER_LIMIT, metavar="BYTES",
+                        help="close a client whose unparsed input grows past this (default 1 GiB)")
+    parser.add_argument("--maxclients", type=int, default=CONFIG_DEFAULT_MAX_CLIENTS, metavar="N",
+                        help="most clients connected at once, lowered at startup if 'ulimit -n' is too low for it "
+                             "(default 10000)")
+    parser.add_argument("--client-output-buffer-limit", default="", metavar="LIMITS",
+                        help="disconnect a subscriber over these limits of unsent output (default: "
+                             "'pubsub 32mb 8mb 60': 32 MB, or 8 MB for 60 seconds)")
+
+
+def read_fine_print_options(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
+    """Check those flags, and read the ones written in Redis's notation; parser.error() exits on a bad one."""
+    if options.maxclients < 1:
+        parser.error("--maxclients must be at least 1")
+    if options.timeout < 0:
+        parser.error("--timeout must be at least 0")
+    for name, read in (("notify-keyspace-events", read_notify_keyspace_events),
+                       ("client-output-buffer-limit", read_client_output_buffer_limit)):
+        attribute = name.replace("-", "_")
+        try:
+            setattr(options, attribute, read(getattr(options, attribute).encode()))
+        except ConfigError as error:
+            parser.error(f"--{name}: {error}")
+
+
+def memory_size(value: str) -> int:
+    """A size flag such as --auto-aof-rewrite-min-size 64mb, read as Redis's memtoull() reads it (parse_memory)."""
+    size = parse_memory(value.encode("latin-1"))
+    if size is None:
+        raise ValueError(f"not a memory size: {value!r}")
+    return size
 
 
 # --- COMMAND, and every command's documentation ---------------------------------
