@@ -1108,25 +1108,11 @@ UNIT_SECONDS, UNIT_MILLISECONDS = 1000, 1  # milliseconds per unit
 def expire_generic(client: Client, args: list[bytes], base_ms: int, unit: int) -> bytes:
     """EXPIRE, PEXPIRE, EXPIREAT and PEXPIREAT: set a TTL, subject to NX, XX, GT or LT."""
     key, amount = args[1], args[2]
-    # 1. The options, and the combinations Redis refuses.
-    options = set()
-    for arg in args[3:]:
-        option = arg.upper()
-        if option not in (b"NX", b"XX", b"GT", b"LT"):
-            raise CommandError(f"ERR Unsupported option {c_string(arg)}")
-        options.add(option)
-    if b"NX" in options and len(options) > 1:
-        raise CommandError("ERR NX and XX, GT or LT options at the same time are not compatible")
-    if {b"GT", b"LT"} <= options:
-        raise CommandError("ERR GT and LT options at the same time are not compatible")
-    # 2. The absolute expire time in ms, which must fit Redis's 64 bits.
-    when = parse_int_arg(amount)
-    if unit == UNIT_SECONDS and abs(when) > LLONG_MAX // 1000:  # C's LLONG_MIN / 1000 truncates toward 0
-        raise CommandError(f"ERR invalid expire time in '{text(args[0]).lower()}' command")
-    when = when * unit + base_ms
-    if when > LLONG_MAX:
-        raise CommandError(f"ERR invalid expire time in '{text(args[0]).lower()}' command")
-    # 3. Only an existing key gets a TTL, and only if the options agree with its current one.
+    # 1. The options: NX (only if the key has no TTL), XX (only if it has one), GT or LT (only if later or
+    #    earlier); and the absolute expire time in ms. Appendix B checks them as strictly as Redis does.
+    options = parse_expire_options(args[3:])
+    when = expire_time_ms(args[0], amount, base_ms, unit)
+    # 2. Only an existing key gets a TTL, and only if the options agree with its current one.
     db = client.db
     if not db.exists(key):
         return ZERO
@@ -1137,7 +1123,7 @@ def expire_generic(client: Client, args: list[bytes], base_ms: int, unit: int) -
         return ZERO
     if b"LT" in options and current is not None and when >= current:
         return ZERO
-    # A time already past deletes the key at once. The log gets an absolute time, valid whenever it is replayed.
+    # 3. A time already past deletes the key at once. The log gets an absolute time, valid whenever it is replayed.
     if db.expire_or_delete(key, when):
         client.propagate([b"PEXPIREAT", key, b"%d" % when, *args[3:]])
         notify_keyspace_event(db, NOTIFY_GENERIC, "expire", key)
@@ -1208,55 +1194,6 @@ def persist_command(client: Client, args: list[bytes]) -> bytes:
 # do the arithmetic, and store the result back as a string.
 
 
-def parse_set_options(
-    args: list[bytes], start: int, allowed: set[bytes]
-) -> tuple[set[bytes], bytes | None, bytes | None]:
-    """Parse the options shared by SET and GETEX, exactly as Redis's parseExtendedStringArgumentsOrReply().
-
-    Returns (flags, expire option, expire argument). Options that exclude each
-    other (NX and XX, two different expire units, KEEPTTL with an expire...)
-    are a syntax error; repeating the same option is allowed.
-    """
-    flags: set[bytes] = set()
-    expire_option = expire_arg = None
-    excludes = {
-        b"NX": {b"XX"}, b"XX": {b"NX"}, b"GET": set(),
-        b"KEEPTTL": {b"PERSIST", b"EX", b"PX", b"EXAT", b"PXAT"},
-        b"PERSIST": {b"KEEPTTL", b"EX", b"PX", b"EXAT", b"PXAT"},
-    }
-    i = start
-    while i < len(args):
-        option = args[i].upper()
-        if option in (b"EX", b"PX", b"EXAT", b"PXAT") and option in allowed:
-            others = {b"EX", b"PX", b"EXAT", b"PXAT", b"KEEPTTL", b"PERSIST"} - {option}
-            if flags & others or i + 1 == len(args):
-                raise CommandError(SYNTAX_ERROR)
-            expire_option, expire_arg = option, args[i + 1]
-            i += 1
-        elif option in excludes and option in allowed and not flags & excludes[option]:
-            pass
-        else:
-            raise CommandError(SYNTAX_ERROR)
-        flags.add(option)
-        i += 1
-    return flags, expire_option, expire_arg
-
-
-def expire_at_ms(option: bytes, argument: bytes, command_name: str) -> int:
-    """Turn EX/PX/EXAT/PXAT and its argument into an absolute time in ms (Redis's getExpireMillisecondsOrReply)."""
-    amount = parse_int_arg(argument)
-    invalid = CommandError(f"ERR invalid expire time in '{command_name}' command")
-    if amount <= 0 or (option in (b"EX", b"EXAT") and amount > LLONG_MAX // 1000):
-        raise invalid
-    if option in (b"EX", b"EXAT"):
-        amount *= 1000
-    if option in (b"EX", b"PX"):
-        amount += now_ms()
-    if amount > LLONG_MAX:
-        raise invalid
-    return amount
-
-
 @command("set", -3, "write")
 def set_command(client: Client, args: list[bytes]) -> bytes:
     key, value = args[1], args[2]
@@ -1266,6 +1203,7 @@ def set_command(client: Client, args: list[bytes]) -> bytes:
         notify_keyspace_event(db, NOTIFY_STRING, "set", key)
         return OK
     # 1. The options: NX/XX (only if absent/present), GET (reply with the old value), and an expiry.
+    #    Which of them exclude which, and what an expiry may be, Appendix B checks as Redis does.
     flags, expire_option, expire_arg = parse_set_options(
         args, 3, {b"NX", b"XX", b"GET", b"KEEPTTL", b"EX", b"PX", b"EXAT", b"PXAT"})
     when = expire_at_ms(expire_option, expire_arg, "set") if expire_option else None
@@ -3950,6 +3888,84 @@ INLINE_ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"a": b"\a
 
 def _is_hex(text: bytes) -> bool:
     return len(text) == 2 and all(c in b"0123456789abcdefABCDEF" for c in text)
+
+
+# --- Options: SET's and EXPIRE's, and their combinations ---------------------------
+
+
+def parse_set_options(
+    args: list[bytes], start: int, allowed: set[bytes]
+) -> tuple[set[bytes], bytes | None, bytes | None]:
+    """Parse the options shared by SET and GETEX, exactly as Redis's parseExtendedStringArgumentsOrReply().
+
+    Returns (flags, expire option, expire argument). Options that exclude each
+    other (NX and XX, two different expire units, KEEPTTL with an expire...)
+    are a syntax error; repeating the same option is allowed.
+    """
+    flags: set[bytes] = set()
+    expire_option = expire_arg = None
+    excludes = {
+        b"NX": {b"XX"}, b"XX": {b"NX"}, b"GET": set(),
+        b"KEEPTTL": {b"PERSIST", b"EX", b"PX", b"EXAT", b"PXAT"},
+        b"PERSIST": {b"KEEPTTL", b"EX", b"PX", b"EXAT", b"PXAT"},
+    }
+    i = start
+    while i < len(args):
+        option = args[i].upper()
+        if option in (b"EX", b"PX", b"EXAT", b"PXAT") and option in allowed:
+            others = {b"EX", b"PX", b"EXAT", b"PXAT", b"KEEPTTL", b"PERSIST"} - {option}
+            if flags & others or i + 1 == len(args):
+                raise CommandError(SYNTAX_ERROR)
+            expire_option, expire_arg = option, args[i + 1]
+            i += 1
+        elif option in excludes and option in allowed and not flags & excludes[option]:
+            pass
+        else:
+            raise CommandError(SYNTAX_ERROR)
+        flags.add(option)
+        i += 1
+    return flags, expire_option, expire_arg
+
+
+def expire_at_ms(option: bytes, argument: bytes, command_name: str) -> int:
+    """Turn EX/PX/EXAT/PXAT and its argument into an absolute time in ms (Redis's getExpireMillisecondsOrReply)."""
+    amount = parse_int_arg(argument)
+    invalid = CommandError(f"ERR invalid expire time in '{command_name}' command")
+    if amount <= 0 or (option in (b"EX", b"EXAT") and amount > LLONG_MAX // 1000):
+        raise invalid
+    if option in (b"EX", b"EXAT"):
+        amount *= 1000
+    if option in (b"EX", b"PX"):
+        amount += now_ms()
+    if amount > LLONG_MAX:
+        raise invalid
+    return amount
+
+
+def parse_expire_options(arguments: list[bytes]) -> set[bytes]:
+    """EXPIRE's NX, XX, GT and LT, refusing the combinations Redis refuses."""
+    options = set()
+    for arg in arguments:
+        option = arg.upper()
+        if option not in (b"NX", b"XX", b"GT", b"LT"):
+            raise CommandError(f"ERR Unsupported option {c_string(arg)}")
+        options.add(option)
+    if b"NX" in options and len(options) > 1:
+        raise CommandError("ERR NX and XX, GT or LT options at the same time are not compatible")
+    if {b"GT", b"LT"} <= options:
+        raise CommandError("ERR GT and LT options at the same time are not compatible")
+    return options
+
+
+def expire_time_ms(command_name: bytes, amount: bytes, base_ms: int, unit: int) -> int:
+    """EXPIRE's amount as an absolute time in ms, which must fit Redis's 64 bits (expireGenericCommand)."""
+    when = parse_int_arg(amount)
+    if unit == UNIT_SECONDS and abs(when) > LLONG_MAX // 1000:  # C's LLONG_MIN / 1000 truncates toward 0
+        raise CommandError(f"ERR invalid expire time in '{text(command_name).lower()}' command")
+    when = when * unit + base_ms
+    if when > LLONG_MAX:
+        raise CommandError(f"ERR invalid expire time in '{text(command_name).lower()}' command")
+    return when
 
 
 # --- Error messages -------------------------------------------------------------
