@@ -690,25 +690,22 @@ def parse_int_arg(value: bytes, message: str = NOT_AN_INTEGER) -> int:
 # does the same with two Python dicts, so a key without a TTL costs nothing
 # extra and "which keys can expire?" is just the second dict. Expire times are
 # absolute Unix times in milliseconds, so they survive a restart unchanged.
-# Only the Database class touches its dicts: commands go through its methods.
+# Only the database classes touch their dicts: commands go through methods.
+# BasicDatabase below is the core; the server makes Database, its subclass
+# in Appendix A, which adds what only Part II's commands need.
 #
 # An expired key must never be seen, but deleting it the very millisecond it
 # expires would need a timer per key. Redis combines two cheaper strategies:
 #
 #   * Lazy expiry: every command that looks a key up first checks its expire
-#     time and deletes the key if it has passed (Database.lookup).
+#     time and deletes the key if it has passed (BasicDatabase.lookup).
 #   * Active expiry: ten times a second, a background cycle samples keys that
 #     have a TTL and deletes the expired ones, so keys that nobody reads again
-#     do not sit in memory forever (Database.active_expire).
+#     do not sit in memory forever (BasicDatabase.active_expire).
 #
-# Values are strings, Redis's string type: bytes as SET stores them, or a
-# bytearray once APPEND or SETRANGE has edited one in place (Appendix A).
-# String commands read keys through Database.lookup_string(), the one place
-# that would answer WRONGTYPE once other types (lists, hashes...) live in the
-# same dicts. Each database also keeps its keys in a list, in the order they
-# were added, for the two commands that need a key by position, RANDOMKEY and
-# SCAN (KeyList, Appendix A).
-
+# Values are strings: bytes, or a bytearray once APPEND has edited one in
+# place (Appendix A). String commands read them through lookup_string(), the
+# one place that would answer WRONGTYPE once other types share the dicts.
 
 DATABASES = 16  # Redis's default "databases" setting
 CONFIG_DEFAULT_HZ = 10  # default "hz": how many times a second background jobs (active expiry) run
@@ -731,13 +728,16 @@ def has_expired(when_ms: int, now: int) -> bool:
     return now > when_ms
 
 
-class Database:
+class BasicDatabase:
     """One numbered database: keys to values, keys to absolute expire times (Unix ms), and the keys' order.
+
+    The server uses its subclass Database (Appendix A), which adds what only
+    Part II's commands need: MSET's shortcut, SWAPDB, and INFO's and SCAN's helpers.
 
     The clock is a parameter, so that expiry can be watched without waiting:
 
     >>> clock = [1_000]
-    >>> db = Database(0, clock=lambda: clock[0])
+    >>> db = BasicDatabase(0, clock=lambda: clock[0])
     >>> db.set(b"session", b"xyz")
     >>> db.set_expire(b"session", 1_500)
     >>> clock[0] = 1_500; db.lookup(b"session")
@@ -793,26 +793,6 @@ class Database:
             self.expires.pop(key, None)
         if key in self.watched_keys:  # some client WATCHes it (chapter 9)
             touch_watched_key(self, key)
-
-    def set_many(self, keys_and_values: list[bytes]) -> None:
-        """MSET: store key, value, key, value..., forgetting the keys' TTLs."""
-        # One iterator zipped with itself yields the items two at a time: (key, value), (key, value)...
-        # Not zip(strict=True): MSET checked the count, and any keyword argument makes zip() slower.
-        items = iter(keys_and_values)
-        pairs = zip(items, items)  # noqa: B905
-        if self.expires or self.watched_keys or self.pubsub.notify_flags & NOTIFY_NEW:  # one key at a time
-            for key, value in pairs:
-                self.set(key, value)
-            return
-        data = self.data
-        size = len(data)
-        data.update(pairs)  # all in one C-level dict update
-        self.changes += len(keys_and_values) // 2
-        added = len(data) - size
-        if added:  # the keys update() added are the dict's last ones: take them from the end
-            new_keys = list(itertools.islice(reversed(data), added))
-            new_keys.reverse()
-            self.key_list.extend(new_keys)
 
     def delete(self, key: bytes) -> bool:
         """Remove key; return whether it existed (an expired key did not)."""
@@ -951,28 +931,6 @@ class Database:
         self.key_list.removed(self.data)
         if key in self.watched_keys:  # some client WATCHes it (chapter 9)
             touch_watched_key(self, key)
-
-    # What Part II's commands need (Appendix A): INFO's count, SWAPDB, and RANDOMKEY and SCAN's KeyList.
-
-    def key_count_with_ttl(self) -> int:
-        return len(self.expires)
-
-    def is_stored(self, key: bytes) -> bool:
-        """Whether key is in the dicts, expired or not: a KeyList entry is stale if not."""
-        return key in self.data
-
-    def swap_contents(self, other: Database) -> None:
-        """SWAPDB: exchange keys, expire times and their bookkeeping, but not the index: clients keep "db 0"."""
-        touch_all_watched_keys(self, other)  # WATCHes stay with the database index, as clients do
-        touch_all_watched_keys(other, self)
-        self.changes += 1
-        self.data, other.data = other.data, self.data
-        self.expires, other.expires = other.expires, self.expires
-        self.key_list, other.key_list = other.key_list, self.key_list
-        self._expire_scan, other._expire_scan = other._expire_scan, self._expire_scan
-        self._expire_scan_pos, other._expire_scan_pos = other._expire_scan_pos, self._expire_scan_pos
-        self.avg_ttl, other.avg_ttl = other.avg_ttl, self.avg_ttl
-
 
 
 class Keyspace:
@@ -1250,7 +1208,7 @@ def mset_command(client: Client, args: list[bytes]) -> bytes:
         raise CommandError("ERR wrong number of arguments for 'mset' command")
     db = client.db
     if not db.pubsub.notify_flags & NOTIFY_STRING:
-        db.set_many(keys_and_values)  # all at once: no other command can see half of them
+        db.set_many(keys_and_values)  # one dict update (Appendix A); no other command sees half of them
         return OK
     for key, value in zip(keys_and_values[::2], keys_and_values[1::2], strict=True):  # events key by key, as Redis
         db.set(key, value)
@@ -3468,6 +3426,49 @@ def swapdb_command(client: Client, args: list[bytes]) -> bytes:
         databases[first].swap_contents(databases[second])
     client.propagate(args)  # other databases than the client's changed: the log is told so (chapter 8)
     return OK
+
+
+class Database(BasicDatabase):
+    """A database with what Part II's commands need besides chapter 4's core: the one the keyspace makes."""
+
+    def set_many(self, keys_and_values: list[bytes]) -> None:
+        """MSET: store key, value, key, value..., forgetting the keys' TTLs."""
+        # One iterator zipped with itself yields the items two at a time: (key, value), (key, value)...
+        # Not zip(strict=True): MSET checked the count, and any keyword argument makes zip() slower.
+        items = iter(keys_and_values)
+        pairs = zip(items, items)  # noqa: B905
+        if self.expires or self.watched_keys or self.pubsub.notify_flags & NOTIFY_NEW:  # one key at a time
+            for key, value in pairs:
+                self.set(key, value)
+            return
+        data = self.data
+        size = len(data)
+        data.update(pairs)  # all in one C-level dict update
+        self.changes += len(keys_and_values) // 2
+        added = len(data) - size
+        if added:  # the keys update() added are the dict's last ones: take them from the end
+            new_keys = list(itertools.islice(reversed(data), added))
+            new_keys.reverse()
+            self.key_list.extend(new_keys)
+
+    def key_count_with_ttl(self) -> int:
+        return len(self.expires)
+
+    def is_stored(self, key: bytes) -> bool:
+        """Whether key is in the dicts, expired or not: a KeyList entry is stale if not."""
+        return key in self.data
+
+    def swap_contents(self, other: Database) -> None:
+        """SWAPDB: exchange keys, expire times and their bookkeeping, but not the index: clients keep "db 0"."""
+        touch_all_watched_keys(self, other)  # WATCHes stay with the database index, as clients do
+        touch_all_watched_keys(other, self)
+        self.changes += 1
+        self.data, other.data = other.data, self.data
+        self.expires, other.expires = other.expires, self.expires
+        self.key_list, other.key_list = other.key_list, self.key_list
+        self._expire_scan, other._expire_scan = other._expire_scan, self._expire_scan
+        self._expire_scan_pos, other._expire_scan_pos = other._expire_scan_pos, self._expire_scan_pos
+        self.avg_ttl, other.avg_ttl = other.avg_ttl, self.avg_ttl
 
 
 class KeyList:
