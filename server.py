@@ -314,7 +314,6 @@ CRLF = b"\r\n"
 PROTO_INLINE_MAX_SIZE = 64 * 1024  # longest inline request or "*N"/"$N" header line
 PROTO_MAX_BULK_LEN = 512 * 1024 * 1024  # proto-max-bulk-len: the largest bulk string
 PROTO_MAX_MULTIBULK_LEN = 2**31 - 1  # Redis rejects "*N" above INT_MAX
-CLIENT_QUERY_BUFFER_LIMIT = 1024 * 1024 * 1024  # default client-query-buffer-limit: unparsed bytes per client
 LLONG_MAX = 2**63 - 1  # the range of Redis's 64-bit integers (long long)
 LLONG_MIN = -(2**63)
 
@@ -476,8 +475,6 @@ EMPTY_BULK = b"$0\r\n\r\n"
 EMPTY_ARRAY = b"*0\r\n"
 RESP2_NULL = b"$-1\r\n"  # RESP2 has no null type: it uses a bulk string of length -1
 RESP3_NULL = b"_\r\n"
-RESP2_NULL_ARRAY = b"*-1\r\n"  # what EXEC answers when a WATCHed key changed; RESP3 has its one null
-QUEUED = b"+QUEUED\r\n"
 
 
 def simple_string(text: str) -> bytes:
@@ -550,8 +547,10 @@ def bulk_array(values: Iterable[bytes]) -> bytes:
 # Every command is a function (client, args) -> reply bytes, where args[0] is
 # the command name as the client sent it. It reaches the data through
 # client.db, the database the connection has SELECTed, and fails by raising
-# CommandError, which becomes an error reply. One request gets no reply at all:
-# one that starts like HTTP (POST, Host:) drops the connection (Appendix E).
+# CommandError, which becomes an error reply. A request refused before it runs
+# gets its error from refuse() (chapter 9: inside MULTI, it dooms the
+# transaction too). One request gets no reply at all: one that starts like
+# HTTP (POST, Host:) drops the connection (Appendix E).
 
 
 class CommandError(Exception):
@@ -652,26 +651,6 @@ def execute(client: Client, args: list[bytes]) -> bytes:
     if client.pushed or client.reply_mode:  # rare: a subscriber in RESP3, or a client that turned replies off
         reply = outgoing_reply(client, reply)
     return reply
-
-
-def refuse(client: Client, message: str, entry: Command | None = None) -> bytes:
-    """The error reply to a request refused before it could run; inside MULTI it dooms the transaction too.
-
-    A refused EXEC ends the transaction, saying why (Redis's execCommandAbort()).
-    Under CLIENT REPLY OFF or SKIP the error is dropped, like any reply (Appendix C).
-    """
-    if entry is not None and entry.name == "exec":
-        client.transaction = None
-        unwatch_all(client)
-        message = "EXECABORT Transaction discarded because of: " + message.removeprefix("ERR ")
-    elif client.transaction is not None:
-        client.transaction.refused = True  # EXEC will run none of it (Redis's flagTransaction)
-    return silenced(client, error_reply(message))
-
-
-def silenced(client: Client, reply: bytes) -> bytes:
-    """The reply of a command that did not run, as the client gets it: nothing under CLIENT REPLY OFF or SKIP."""
-    return outgoing_reply(client, reply) if client.reply_mode else reply
 
 
 def parse_int_arg(value: bytes, message: str = NOT_AN_INTEGER) -> int:
@@ -2334,6 +2313,8 @@ def close_aof(server: Server) -> None:
 
 
 RUN_INSIDE_MULTI = {"exec", "discard", "multi", "watch", "quit", "reset"}  # run at once, never queued
+QUEUED = b"+QUEUED\r\n"
+RESP2_NULL_ARRAY = b"*-1\r\n"  # what EXEC answers when a WATCHed key changed; RESP3 has its one null
 
 # EXEC answers all its commands in one reply, which the output pause (Appendix E) cannot split: a few bytes
 # of MULTI and GETs of a large value would ask for gigabytes. Past this size the commands still all run,
@@ -2348,6 +2329,26 @@ class Transaction:
     commands: list[list[bytes]] = field(default_factory=list)
     size: int = 0  # the memory the queued commands hold: counted against client-query-buffer-limit
     refused: bool = False  # a command was refused while queueing: EXEC runs nothing (CLIENT_DIRTY_EXEC)
+
+
+def refuse(client: Client, message: str, entry: Command | None = None) -> bytes:
+    """The error reply to a request refused before it could run; inside MULTI it dooms the transaction too.
+
+    A refused EXEC ends the transaction, saying why (Redis's execCommandAbort()).
+    Under CLIENT REPLY OFF or SKIP the error is dropped, like any reply (Appendix C).
+    """
+    if entry is not None and entry.name == "exec":
+        client.transaction = None
+        unwatch_all(client)
+        message = "EXECABORT Transaction discarded because of: " + message.removeprefix("ERR ")
+    elif client.transaction is not None:
+        client.transaction.refused = True  # EXEC will run none of it (Redis's flagTransaction)
+    return silenced(client, error_reply(message))
+
+
+def silenced(client: Client, reply: bytes) -> bytes:
+    """The reply of a command that did not run, as the client gets it: nothing under CLIENT REPLY OFF or SKIP."""
+    return outgoing_reply(client, reply) if client.reply_mode else reply
 
 
 @dataclass(slots=True, eq=False)
@@ -5795,6 +5796,8 @@ class BeforeSleepSelector(selectors.DefaultSelector):
 # Connections not accepted yet wait in the kernel's backlog queue, tcp-backlog
 # (511) of them: a burst of connects must not find it full.
 
+
+CLIENT_QUERY_BUFFER_LIMIT = 1024 * 1024 * 1024  # default client-query-buffer-limit: unparsed bytes per client
 
 # How much unsent output one client may have before the server stops running its
 # commands. A client that pipelines requests but never reads the replies would
