@@ -191,7 +191,7 @@ class ClientConnection(asyncio.Protocol):
 
     def turn_away(self, error: bytes) -> None:
         """Tell a client why it may not connect, and close the connection."""
-        self.server.rejected_connections += 1
+        self.server.stats.rejected_connections += 1
         self.transport.write(error)
         self.transport.close()
 
@@ -245,7 +245,7 @@ class ClientConnection(asyncio.Protocol):
                 break
         del self.requests[: len(replies)]
         self.replies.extend(replies)
-        self.server.commands_processed += len(replies)
+        self.server.stats.commands_processed += len(replies)
 
     def write_replies(self) -> None:
         """Hand queued replies to the socket while it takes them; close the connection if the client is done."""
@@ -1222,7 +1222,7 @@ def save_command(client: Client, args: list[bytes]) -> bytes:
     # SAVE blocks every client while it writes the snapshot (chapter 6), as it does in Redis.
     if client.server.child.kind == "rdb":  # two writers of one file: BGSAVE's child is already at it
         raise CommandError("ERR Background save already in progress")
-    client.server.rdb_saves += 1
+    client.server.stats.rdb_saves += 1
     try:
         save_now(client.server)
     except OSError as error:
@@ -1664,7 +1664,7 @@ def background_save(server: Server) -> None:
 
     Raises OSError if the fork fails. The caller checks that no child runs.
     """
-    server.rdb_saves += 1
+    server.stats.rdb_saves += 1
     server.last_bgsave_try = int(time.time())
     on_done = functools.partial(background_save_done, server, server.keyspace.changes(), server.last_bgsave_try)
     try:
@@ -1688,7 +1688,7 @@ def background_save_done(server: Server, changes: int, started: int, success: bo
         check_disk(server)
         with contextlib.suppress(OSError):  # a child killed by a signal could not remove its unfinished file
             os.unlink(temporary_snapshot_path(server.dump_path, server.child.pid))
-    server.last_bgsave_seconds = int(time.time()) - started
+    server.stats.last_bgsave_seconds = int(time.time()) - started
 
 def may_try_bgsave(server: Server, now: int) -> bool:
     """After a failed background save, the next try waits CONFIG_BGSAVE_RETRY_DELAY seconds."""
@@ -2231,9 +2231,9 @@ def background_rewrite_aof(server: Server) -> None:
 
 def background_rewrite_done(server: Server, temporary: str, started: float, success: bool) -> None:
     """The rewrite's child has exited (Redis's backgroundRewriteDoneHandler): the new file becomes the log."""
-    server.aof_last_rewrite_seconds = int(time.time() - started)
+    server.stats.aof_last_rewrite_seconds = int(time.time() - started)
     server.aof_rewrite_ended = time.time()
-    server.aof_rewrites += 1
+    server.stats.aof_rewrites += 1
     if success:
         log.info("Background AOF rewrite terminated with success")
         try:
@@ -2249,7 +2249,7 @@ def background_rewrite_done(server: Server, temporary: str, started: float, succ
             log.info("Background AOF rewrite finished successfully")
     else:
         log.warning("Background AOF rewrite terminated with error")
-    server.aof_last_rewrite_ok = success
+    server.stats.aof_last_rewrite_ok = success
     server.aof_rewrite_failures = 0 if success else server.aof_rewrite_failures + 1
     if success:
         return
@@ -2937,13 +2937,8 @@ class Server:
         self.last_bgsave_ok = True  # did the last background save succeed? (INFO's rdb_last_bgsave_status)
         self.last_bgsave_try = 0  # Unix time of the last BGSAVE's fork
         self.disk_error: str | None = None  # why write commands are refused (MISCONF), if they are: check_disk()
-        self.last_bgsave_seconds = -1  # how long the last background save took
         self.bgsave_scheduled = False  # BGSAVE SCHEDULE: start one as soon as no child runs
-        self.rdb_saves = 0  # SAVE and BGSAVE runs since startup (INFO's rdb_saves)
-        self.keys_loaded = 0  # from the snapshot, at startup
-        self.commands_processed = 0
-        self.connections_received = 0
-        self.rejected_connections = 0  # turned away: over maxclients, or by protected mode
+        self.stats = Statistics()  # what the server counts only to report it (INFO, Appendix C)
         self.idle_check_position = 0  # where in the clients list the next look for idle clients starts
         self.password_digest = password_digest(options.requirepass)  # the default user's; None: no password
         self.listener: asyncio.Server | None = None  # serve() opens it
@@ -2958,11 +2953,8 @@ class Server:
         self.aof: AppendOnlyFile | None = None  # the open log, while appendonly is on (chapter 8)
         self.loading = False  # replaying the log: commands run, but nothing may be saved from a half-loaded dataset
         self.aof_rewrite_scheduled = False  # BGREWRITEAOF while a BGSAVE ran: the cron starts it once that is done
-        self.aof_rewrites = 0
         self.aof_rewrite_failures = 0  # in a row
         self.aof_rewrite_ended = 0.0  # time.time() when the last rewrite ended
-        self.aof_last_rewrite_ok = True
-        self.aof_last_rewrite_seconds = -1
 
     @property
     def dump_path(self) -> str:
@@ -2975,7 +2967,7 @@ class Server:
     def client_connected(self, address: str, transport: asyncio.Transport) -> Client:
         client = Client(self, next(self.client_ids), address, transport)
         self.clients.append(client)
-        self.connections_received += 1
+        self.stats.connections_received += 1
         return client
 
     def client_disconnected(self, client: Client) -> None:
@@ -3016,7 +3008,7 @@ class Server:
             return
         started = time.perf_counter()
         count = load_snapshot(self.keyspace, self.dump_path)
-        self.keys_loaded = count
+        self.stats.keys_loaded = count
         self.changes_at_last_save = self.keyspace.changes()  # loading is no change to save
         log.info("DB loaded from disk: %d keys in %.3f seconds (%s)", count, time.perf_counter() - started,
                  self.dump_path)
@@ -4923,6 +4915,21 @@ def acl_whoami_command(client: Client, args: list[bytes]) -> bytes:
 
 # --- INFO and CONFIG ------------------------------------------------------------
 
+@dataclass(slots=True)
+class Statistics:
+    """What the server counts only to report it in INFO: Server.stats."""
+
+    commands_processed: int = 0
+    connections_received: int = 0
+    rejected_connections: int = 0  # turned away: over maxclients, or by protected mode
+    keys_loaded: int = 0  # from the snapshot, at startup
+    rdb_saves: int = 0  # SAVE and BGSAVE runs since startup
+    last_bgsave_seconds: int = -1  # how long the last background save took
+    aof_rewrites: int = 0
+    aof_last_rewrite_ok: bool = True
+    aof_last_rewrite_seconds: int = -1
+
+
 def info_text(server: Server, sections: set[str]) -> str:
     """The text of INFO: "# Section" headers followed by field:value lines."""
     uptime = int(time.time() - server.start_time)
@@ -4948,9 +4955,9 @@ def info_text(server: Server, sections: set[str]) -> str:
         "memory": {"used_memory": str(memory), "used_memory_rss": str(memory), "maxmemory": "0"},
         "persistence": persistence_info(server),
         "stats": {
-            "total_connections_received": str(server.connections_received),
-            "total_commands_processed": str(server.commands_processed),
-            "rejected_connections": str(server.rejected_connections),
+            "total_connections_received": str(server.stats.connections_received),
+            "total_commands_processed": str(server.stats.commands_processed),
+            "rejected_connections": str(server.stats.rejected_connections),
             "expired_keys": str(server.keyspace.expired_count()),
             "latest_fork_usec": str(server.child.last_fork_usec),
             "total_forks": str(server.child.forks),
@@ -4989,12 +4996,12 @@ def persistence_info(server: Server) -> dict[str, str]:
         "rdb_bgsave_in_progress": "1" if saving else "0",
         "rdb_last_save_time": str(server.last_save),
         "rdb_last_bgsave_status": "ok" if server.last_bgsave_ok else "err",
-        "rdb_last_bgsave_time_sec": str(server.last_bgsave_seconds),
+        "rdb_last_bgsave_time_sec": str(server.stats.last_bgsave_seconds),
         "rdb_current_bgsave_time_sec": str(int(time.time()) - int(server.child.started)) if saving else "-1",
-        "rdb_saves": str(server.rdb_saves),
+        "rdb_saves": str(server.stats.rdb_saves),
         "rdb_last_cow_size": "0",
         "rdb_last_load_keys_expired": "0",
-        "rdb_last_load_keys_loaded": str(server.keys_loaded),
+        "rdb_last_load_keys_loaded": str(server.stats.keys_loaded),
         **aof_info(server),
     }
 
@@ -5006,10 +5013,10 @@ def aof_info(server: Server) -> dict[str, str]:
         "aof_enabled": "1" if aof is not None else "0",
         "aof_rewrite_in_progress": "1" if child.kind == "aof" else "0",
         "aof_rewrite_scheduled": "1" if server.aof_rewrite_scheduled else "0",
-        "aof_last_rewrite_time_sec": str(server.aof_last_rewrite_seconds),
+        "aof_last_rewrite_time_sec": str(server.stats.aof_last_rewrite_seconds),
         "aof_current_rewrite_time_sec": str(int(time.time() - child.started)) if child.kind == "aof" else "-1",
-        "aof_last_bgrewrite_status": "ok" if server.aof_last_rewrite_ok else "err",
-        "aof_rewrites": str(server.aof_rewrites),
+        "aof_last_bgrewrite_status": "ok" if server.stats.aof_last_rewrite_ok else "err",
+        "aof_rewrites": str(server.stats.aof_rewrites),
         "aof_rewrites_consecutive_failures": str(server.aof_rewrite_failures),
         "aof_last_write_status": "ok" if aof is None or aof.write_error is None else "err",
         "aof_last_cow_size": "0",
@@ -5083,8 +5090,8 @@ def config_values(server: Server) -> dict[str, str]:
 
 
 def reset_stats(server: Server) -> None:
-    server.commands_processed = 0
-    server.connections_received = 0
+    server.stats.commands_processed = 0
+    server.stats.connections_received = 0
     server.child.forks = server.child.last_fork_usec = 0
     for db in server.keyspace.databases:
         db.expired_count = 0
@@ -5843,7 +5850,7 @@ class PausingConnection(ClientConnection):
                         break
                 del self.requests[: len(replies)]
                 self.replies.extend(replies)
-                self.server.commands_processed += len(replies)
+                self.server.stats.commands_processed += len(replies)
             if not self.requests or client.close_after_reply or self.transport_full:
                 break
             self.write_replies()  # over the limit: hand the replies to the socket now, go on if it took them
