@@ -1026,14 +1026,7 @@ def flushall_command(client: Client, args: list[bytes]) -> bytes:
     server = client.server
     server.keyspace.flush()
     client.propagate(args)  # logged always, as in Redis: it changes databases other than the client's (chapter 8)
-    # As in Redis, a background save in progress is stopped (it would write the old data back), and
-    # with save rules on, the empty dataset is saved at once: a restart cannot bring the keys back.
-    server.child.kill(only="rdb")
-    if server.options.save and not server.loading:  # replaying the log (chapter 8) saves nothing
-        try:
-            save_now(server)
-        except OSError as error:  # FLUSHALL itself has succeeded
-            log.warning("Failed saving the snapshot after FLUSHALL: %s", error)
+    save_after_flushall(server)  # chapter 7: so that a restart cannot bring the keys back
     return OK
 
 
@@ -1233,17 +1226,9 @@ def save_command(client: Client, args: list[bytes]) -> bytes:
 
 @command("shutdown", -1, "admin noscript loading stale no_multi allow_busy")
 def shutdown_command(client: Client, args: list[bytes]) -> bytes:
-    # SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]. Without save rules, only SAVE saves. FORCE exits even if
-    # the save fails. NOW skips the wait for replicas to catch up, and ABORT cancels that wait: with no
-    # replicas here there is never a wait, so NOW changes nothing and ABORT finds no shutdown to cancel.
-    options = {arg.upper() for arg in args[1:]}
-    if (not options <= {b"NOSAVE", b"SAVE", b"NOW", b"FORCE", b"ABORT"} or {b"NOSAVE", b"SAVE"} <= options
-            or (b"ABORT" in options and len(options) > 1)):
-        raise CommandError(SYNTAX_ERROR)
-    if b"ABORT" in options:
-        raise CommandError("ERR No shutdown in progress.")
-    save = True if b"SAVE" in options else False if b"NOSAVE" in options else None
-    if not client.server.shutdown(save, force=b"FORCE" in options):
+    # SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]: save or not (Server.shutdown, chapter 12), then close.
+    save, force = parse_shutdown_options(args)  # Appendix B
+    if not client.server.shutdown(save, force=force):
         raise CommandError("ERR Errors trying to SHUTDOWN. Check logs.")  # the save failed: still serving
     client.close_after_reply = True  # run nothing more: a write now would miss the final snapshot
     return b""  # like Redis, the connection just closes
@@ -1339,12 +1324,8 @@ def entry_lines(keyspace: Keyspace) -> Iterator[str]:
             if len(key) + len(value) <= SAVE_CHUNK:  # nearly always: the whole line in one piece
                 yield (f"{separator}[{db.index},{quote_json(key.decode(DUMP_ENCODING, DUMP_ERRORS))},"
                        f"{quote_json(value.decode(DUMP_ENCODING, DUMP_ERRORS))},{expiry}]")
-            else:
-                yield f"{separator}[{db.index},"
-                yield from json_string_pieces(key)
-                yield ","
-                yield from json_string_pieces(value)
-                yield f",{expiry}]"
+            else:  # a large key or value is encoded a piece at a time (Appendix E)
+                yield from large_entry_pieces(f"{separator}[{db.index},", key, value, f",{expiry}]")
             separator = ",\n"
 
 
@@ -1693,6 +1674,20 @@ def background_save_done(server: Server, changes: int, started: int, success: bo
 def may_try_bgsave(server: Server, now: int) -> bool:
     """After a failed background save, the next try waits CONFIG_BGSAVE_RETRY_DELAY seconds."""
     return server.last_bgsave_ok or now - server.last_bgsave_try > CONFIG_BGSAVE_RETRY_DELAY
+
+def save_after_flushall(server: Server) -> None:
+    """What FLUSHALL asks of the snapshot, as in Redis.
+
+    A background save in progress is stopped (it would write the old data back), and with save rules on,
+    the empty dataset is saved at once: a restart cannot bring the keys back.
+    """
+    server.child.kill(only="rdb")
+    if server.options.save and not server.loading:  # replaying the log (chapter 8) saves nothing
+        try:
+            save_now(server)
+        except OSError as error:  # FLUSHALL itself has succeeded
+            log.warning("Failed saving the snapshot after FLUSHALL: %s", error)
+
 
 def save_if_due(server: Server, now: int) -> None:
     """Start a background save if a save rule says so (Redis's serverCron; chapter 7 explains the rules)."""
@@ -3884,7 +3879,7 @@ def _is_hex(text: bytes) -> bool:
     return len(text) == 2 and all(c in b"0123456789abcdefABCDEF" for c in text)
 
 
-# --- Options: SET's and EXPIRE's, and their combinations ---------------------------
+# --- Options: SET's, EXPIRE's and SHUTDOWN's, and their combinations ----------------
 
 
 def parse_set_options(
@@ -3960,6 +3955,23 @@ def expire_time_ms(command_name: bytes, amount: bytes, base_ms: int, unit: int) 
     if when > LLONG_MAX:
         raise CommandError(f"ERR invalid expire time in '{text(command_name).lower()}' command")
     return when
+
+
+def parse_shutdown_options(args: list[bytes]) -> tuple[bool | None, bool]:
+    """SHUTDOWN's options as (save, force): save is True for SAVE, False for NOSAVE, None for neither.
+
+    Without save rules, only SAVE saves. FORCE exits even if the save fails. NOW skips the wait for replicas
+    to catch up, and ABORT cancels that wait: with no replicas here there is never a wait, so NOW changes
+    nothing and ABORT finds no shutdown to cancel.
+    """
+    options = {arg.upper() for arg in args[1:]}
+    if (not options <= {b"NOSAVE", b"SAVE", b"NOW", b"FORCE", b"ABORT"} or {b"NOSAVE", b"SAVE"} <= options
+            or (b"ABORT" in options and len(options) > 1)):
+        raise CommandError(SYNTAX_ERROR)
+    if b"ABORT" in options:
+        raise CommandError("ERR No shutdown in progress.")
+    save = True if b"SAVE" in options else False if b"NOSAVE" in options else None
+    return save, b"FORCE" in options
 
 
 # --- Error messages -------------------------------------------------------------
@@ -5962,6 +5974,15 @@ def json_string_pieces(data: bytes) -> Iterator[str]:
         end = start + SAVE_CHUNK
         yield quote_json(decoder.decode(data[start:end], final=end >= len(data)))[1:-1]  # without its quotes
     yield '"'
+
+
+def large_entry_pieces(start: str, key: bytes, value: bytes, end: str) -> Iterator[str]:
+    """One snapshot line, as entry_lines() makes it, with its key and value encoded SAVE_CHUNK bytes at a time."""
+    yield start
+    yield from json_string_pieces(key)
+    yield ","
+    yield from json_string_pieces(value)
+    yield end
 
 
 def read_snapshot_text(path: str) -> str:
