@@ -175,11 +175,9 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         peer = transport.get_extra_info("peername")
-        if len(self.server.clients) >= self.server.options.maxclients:  # see Appendix E
-            self.turn_away(MAX_CLIENTS_REACHED)
-            return
-        if protected_mode_refuses(self.server, peer[0] if isinstance(peer, tuple) else ""):  # chapter 11
-            self.turn_away(PROTECTED_MODE_DENIED)
+        refusal = admission_refusal(self.server, peer)  # over maxclients, or protected mode (chapter 11)
+        if refusal is not None:
+            self.turn_away(refusal)
             return
         address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.client = self.server.client_connected(address, transport)
@@ -2833,6 +2831,15 @@ def auth_command(client: Client, args: list[bytes]) -> bytes:
     return OK
 
 
+def admission_refusal(server: Server, peer: object) -> bytes | None:
+    """Why a new connection is turned away, or None: too many clients (Appendix E), or protected mode."""
+    if len(server.clients) >= server.options.maxclients:
+        return MAX_CLIENTS_REACHED
+    if protected_mode_refuses(server, peer[0] if isinstance(peer, tuple) else ""):
+        return PROTECTED_MODE_DENIED
+    return None
+
+
 def protected_mode_refuses(server: Server, host: str) -> bool:
     """Whether protected mode turns this client away: no password, and not on this machine."""
     return server.options.protected_mode == "yes" and server.password_digest is None and host not in LOCAL_HOSTS
@@ -3011,14 +3018,10 @@ class Server:
     def shutdown(self, save: bool | None = None, force: bool = False) -> bool:
         """Save the final snapshot, then stop serving; if the save fails, log why and return False, still serving.
 
-        Redis's prepareForShutdown(), in its order: a background save is
-        stopped, then the final save comes, while everything still runs, so a
-        failed save leaves the server as it was. After a good save, every
-        connection is closed before this returns: no command can run after the
-        save, so none can be lost. save: True saves (SHUTDOWN SAVE), False
-        does not (NOSAVE), None saves if there are save rules (plain SHUTDOWN,
-        SIGTERM). force (SHUTDOWN FORCE, a second signal) exits even if the
-        save fails, with exit code 1.
+        Redis's prepareForShutdown() order: save while everything still runs, so that a failed save leaves the
+        server as it was, then close every connection, so that no command runs after the save. save: True
+        (SHUTDOWN SAVE), False (NOSAVE), None if there are save rules (SHUTDOWN, SIGTERM). force (SHUTDOWN
+        FORCE, a second signal) exits even if the save fails, with exit code 1.
         """
         if self.exit_code.done():
             return True  # already on the way out
