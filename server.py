@@ -944,11 +944,11 @@ class Keyspace:
 # =============================================================================
 #
 # One function per command, named after it, as in Redis's t_string.c, db.c and
-# expire.c: the
-# ones a first reading needs. Each checks its options, reads or changes the
-# keyspace, and returns its reply encoded in RESP. The rest of each family
-# (APPEND, RENAME, SCAN, GETEX...) is in Appendix A, and the connection and
-# introspection commands (HELLO, CLIENT, INFO...) in Appendix C.
+# expire.c: the ones a first reading needs. Each checks its options, reads or
+# changes the keyspace, and returns its reply encoded in RESP. The rest of each
+# family (APPEND, RENAME, SCAN, GETEX...) is in Appendix A, the letter of their
+# option rules in Appendix B, and the connection and introspection commands
+# (HELLO, CLIENT, INFO...) in Appendix C.
 
 
 # --- Connection -------------------------------------------------------------
@@ -1256,11 +1256,11 @@ def shutdown_command(client: Client, args: list[bytes]) -> bytes:
 # and each byte that is not valid UTF-8 becomes the code point U+DC80 + byte,
 # which JSON writes as an escape such as "\udcff". Loading reverses it exactly.
 #
-# SAVE writes each line as soon as it is made, and a large value a piece at a
-# time (Appendix E), so that saving costs little memory beyond the data itself. Loading is
-# strict, as Redis's is: an entry that no snapshot could hold (a value that is
-# not a string, an expire time beyond 64 bits, a key seen twice) stops the
-# server from starting, rather than have it guess, then save its guess.
+# SAVE writes each line as soon as it is made, so that saving costs little
+# memory beyond the data itself. Loading is strict, as Redis's is: an entry
+# that no snapshot could hold (a value that is not a string, an expire time
+# beyond 64 bits, a key seen twice) stops the server from starting, rather
+# than have it guess, then save its guess.
 
 
 DUMP_FORMAT = "educational-redis-clone"
