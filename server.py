@@ -539,8 +539,8 @@ def bulk_array(values: Iterable[bytes]) -> bytes:
 # command runs, so each command function can trust the shape of its
 # arguments. Commands with subcommands (CLIENT SETNAME, CONFIG GET...) are
 # "containers": their subcommands have table entries of their own. What
-# COMMAND DOCS says of each command lives in one table of its own, in
-# Appendix C.
+# COMMAND DOCS says of each command lives in one table of its own, in the
+# introspection appendix (C).
 #
 # Every command is a function (client, args) -> reply bytes, where args[0] is
 # the command name as the client sent it. It reaches the data through
