@@ -175,11 +175,9 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         peer = transport.get_extra_info("peername")
-        if len(self.server.clients) >= self.server.options.maxclients:  # see Appendix E
-            self.turn_away(MAX_CLIENTS_REACHED)
-            return
-        if protected_mode_refuses(self.server, peer[0] if isinstance(peer, tuple) else ""):  # chapter 11
-            self.turn_away(PROTECTED_MODE_DENIED)
+        refusal = admission_refusal(self.server, peer)  # over maxclients, or protected mode (chapter 11)
+        if refusal is not None:
+            self.turn_away(refusal)
             return
         address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.client = self.server.client_connected(address, transport)
@@ -191,7 +189,7 @@ class ClientConnection(asyncio.Protocol):
 
     def turn_away(self, error: bytes) -> None:
         """Tell a client why it may not connect, and close the connection."""
-        self.server.rejected_connections += 1
+        self.server.stats.rejected_connections += 1
         self.transport.write(error)
         self.transport.close()
 
@@ -245,7 +243,7 @@ class ClientConnection(asyncio.Protocol):
                 break
         del self.requests[: len(replies)]
         self.replies.extend(replies)
-        self.server.commands_processed += len(replies)
+        self.server.stats.commands_processed += len(replies)
 
     def write_replies(self) -> None:
         """Hand queued replies to the socket while it takes them; close the connection if the client is done."""
@@ -314,7 +312,6 @@ CRLF = b"\r\n"
 PROTO_INLINE_MAX_SIZE = 64 * 1024  # longest inline request or "*N"/"$N" header line
 PROTO_MAX_BULK_LEN = 512 * 1024 * 1024  # proto-max-bulk-len: the largest bulk string
 PROTO_MAX_MULTIBULK_LEN = 2**31 - 1  # Redis rejects "*N" above INT_MAX
-CLIENT_QUERY_BUFFER_LIMIT = 1024 * 1024 * 1024  # default client-query-buffer-limit: unparsed bytes per client
 LLONG_MAX = 2**63 - 1  # the range of Redis's 64-bit integers (long long)
 LLONG_MIN = -(2**63)
 
@@ -476,8 +473,6 @@ EMPTY_BULK = b"$0\r\n\r\n"
 EMPTY_ARRAY = b"*0\r\n"
 RESP2_NULL = b"$-1\r\n"  # RESP2 has no null type: it uses a bulk string of length -1
 RESP3_NULL = b"_\r\n"
-RESP2_NULL_ARRAY = b"*-1\r\n"  # what EXEC answers when a WATCHed key changed; RESP3 has its one null
-QUEUED = b"+QUEUED\r\n"
 
 
 def simple_string(text: str) -> bytes:
@@ -544,14 +539,16 @@ def bulk_array(values: Iterable[bytes]) -> bytes:
 # command runs, so each command function can trust the shape of its
 # arguments. Commands with subcommands (CLIENT SETNAME, CONFIG GET...) are
 # "containers": their subcommands have table entries of their own. What
-# COMMAND DOCS says of each command lives in one table of its own, in
-# Appendix C.
+# COMMAND DOCS says of each command lives in one table of its own, in the
+# introspection appendix (C).
 #
 # Every command is a function (client, args) -> reply bytes, where args[0] is
 # the command name as the client sent it. It reaches the data through
 # client.db, the database the connection has SELECTed, and fails by raising
-# CommandError, which becomes an error reply. One request gets no reply at all:
-# one that starts like HTTP (POST, Host:) drops the connection (Appendix E).
+# CommandError, which becomes an error reply. A request refused before it runs
+# gets its error from refuse() (chapter 9: inside MULTI, it dooms the
+# transaction too). One request gets no reply at all: one that starts like
+# HTTP (POST, Host:) drops the connection (Appendix E).
 
 
 class CommandError(Exception):
@@ -654,26 +651,6 @@ def execute(client: Client, args: list[bytes]) -> bytes:
     return reply
 
 
-def refuse(client: Client, message: str, entry: Command | None = None) -> bytes:
-    """The error reply to a request refused before it could run; inside MULTI it dooms the transaction too.
-
-    A refused EXEC ends the transaction, saying why (Redis's execCommandAbort()).
-    Under CLIENT REPLY OFF or SKIP the error is dropped, like any reply (Appendix C).
-    """
-    if entry is not None and entry.name == "exec":
-        client.transaction = None
-        unwatch_all(client)
-        message = "EXECABORT Transaction discarded because of: " + message.removeprefix("ERR ")
-    elif client.transaction is not None:
-        client.transaction.refused = True  # EXEC will run none of it (Redis's flagTransaction)
-    return silenced(client, error_reply(message))
-
-
-def silenced(client: Client, reply: bytes) -> bytes:
-    """The reply of a command that did not run, as the client gets it: nothing under CLIENT REPLY OFF or SKIP."""
-    return outgoing_reply(client, reply) if client.reply_mode else reply
-
-
 def parse_int_arg(value: bytes, message: str = NOT_AN_INTEGER) -> int:
     number = parse_integer(value)
     if number is None:
@@ -690,25 +667,22 @@ def parse_int_arg(value: bytes, message: str = NOT_AN_INTEGER) -> int:
 # does the same with two Python dicts, so a key without a TTL costs nothing
 # extra and "which keys can expire?" is just the second dict. Expire times are
 # absolute Unix times in milliseconds, so they survive a restart unchanged.
-# Only the Database class touches its dicts: commands go through its methods.
+# Only the database classes touch their dicts: commands go through methods.
+# BasicDatabase below is the core; the server makes Database, its subclass
+# in Appendix A, which adds what only Part II's commands need.
 #
 # An expired key must never be seen, but deleting it the very millisecond it
 # expires would need a timer per key. Redis combines two cheaper strategies:
 #
 #   * Lazy expiry: every command that looks a key up first checks its expire
-#     time and deletes the key if it has passed (Database.lookup).
+#     time and deletes the key if it has passed (BasicDatabase.lookup).
 #   * Active expiry: ten times a second, a background cycle samples keys that
 #     have a TTL and deletes the expired ones, so keys that nobody reads again
-#     do not sit in memory forever (Database.active_expire).
+#     do not sit in memory forever (BasicDatabase.active_expire).
 #
-# Values are strings, Redis's string type: bytes as SET stores them, or a
-# bytearray once APPEND or SETRANGE has edited one in place (Appendix A).
-# String commands read keys through Database.lookup_string(), the one place
-# that would answer WRONGTYPE once other types (lists, hashes...) live in the
-# same dicts. Each database also keeps its keys in a list, in the order they
-# were added, for the two commands that need a key by position, RANDOMKEY and
-# SCAN (KeyList, Appendix A).
-
+# Values are strings: bytes, or a bytearray once APPEND has edited one in
+# place (Appendix A). String commands read them through lookup_string(), the
+# one place that would answer WRONGTYPE once other types share the dicts.
 
 DATABASES = 16  # Redis's default "databases" setting
 CONFIG_DEFAULT_HZ = 10  # default "hz": how many times a second background jobs (active expiry) run
@@ -731,13 +705,16 @@ def has_expired(when_ms: int, now: int) -> bool:
     return now > when_ms
 
 
-class Database:
+class BasicDatabase:
     """One numbered database: keys to values, keys to absolute expire times (Unix ms), and the keys' order.
+
+    The server uses its subclass Database (Appendix A), which adds what only
+    Part II's commands need: MSET's shortcut, SWAPDB, and INFO's and SCAN's helpers.
 
     The clock is a parameter, so that expiry can be watched without waiting:
 
     >>> clock = [1_000]
-    >>> db = Database(0, clock=lambda: clock[0])
+    >>> db = BasicDatabase(0, clock=lambda: clock[0])
     >>> db.set(b"session", b"xyz")
     >>> db.set_expire(b"session", 1_500)
     >>> clock[0] = 1_500; db.lookup(b"session")
@@ -793,26 +770,6 @@ class Database:
             self.expires.pop(key, None)
         if key in self.watched_keys:  # some client WATCHes it (chapter 9)
             touch_watched_key(self, key)
-
-    def set_many(self, keys_and_values: list[bytes]) -> None:
-        """MSET: store key, value, key, value..., forgetting the keys' TTLs."""
-        # One iterator zipped with itself yields the items two at a time: (key, value), (key, value)...
-        # Not zip(strict=True): MSET checked the count, and any keyword argument makes zip() slower.
-        items = iter(keys_and_values)
-        pairs = zip(items, items)  # noqa: B905
-        if self.expires or self.watched_keys or self.pubsub.notify_flags & NOTIFY_NEW:  # one key at a time
-            for key, value in pairs:
-                self.set(key, value)
-            return
-        data = self.data
-        size = len(data)
-        data.update(pairs)  # all in one C-level dict update
-        self.changes += len(keys_and_values) // 2
-        added = len(data) - size
-        if added:  # the keys update() added are the dict's last ones: take them from the end
-            new_keys = list(itertools.islice(reversed(data), added))
-            new_keys.reverse()
-            self.key_list.extend(new_keys)
 
     def delete(self, key: bytes) -> bool:
         """Remove key; return whether it existed (an expired key did not)."""
@@ -952,28 +909,6 @@ class Database:
         if key in self.watched_keys:  # some client WATCHes it (chapter 9)
             touch_watched_key(self, key)
 
-    # What Part II's commands need (Appendix A): INFO's count, SWAPDB, and RANDOMKEY and SCAN's KeyList.
-
-    def key_count_with_ttl(self) -> int:
-        return len(self.expires)
-
-    def is_stored(self, key: bytes) -> bool:
-        """Whether key is in the dicts, expired or not: a KeyList entry is stale if not."""
-        return key in self.data
-
-    def swap_contents(self, other: Database) -> None:
-        """SWAPDB: exchange keys, expire times and their bookkeeping, but not the index: clients keep "db 0"."""
-        touch_all_watched_keys(self, other)  # WATCHes stay with the database index, as clients do
-        touch_all_watched_keys(other, self)
-        self.changes += 1
-        self.data, other.data = other.data, self.data
-        self.expires, other.expires = other.expires, self.expires
-        self.key_list, other.key_list = other.key_list, self.key_list
-        self._expire_scan, other._expire_scan = other._expire_scan, self._expire_scan
-        self._expire_scan_pos, other._expire_scan_pos = other._expire_scan_pos, self._expire_scan_pos
-        self.avg_ttl, other.avg_ttl = other.avg_ttl, self.avg_ttl
-
-
 
 class Keyspace:
     """All the databases of one server."""
@@ -1009,11 +944,11 @@ class Keyspace:
 # =============================================================================
 #
 # One function per command, named after it, as in Redis's t_string.c, db.c and
-# expire.c: the
-# ones a first reading needs. Each checks its options, reads or changes the
-# keyspace, and returns its reply encoded in RESP. The rest of each family
-# (APPEND, RENAME, SCAN, GETEX...) is in Appendix A, and the connection and
-# introspection commands (HELLO, CLIENT, INFO...) in Appendix C.
+# expire.c: the ones a first reading needs. Each checks its options, reads or
+# changes the keyspace, and returns its reply encoded in RESP. The rest of each
+# family (APPEND, RENAME, SCAN, GETEX...) is in Appendix A, the letter of their
+# option rules in Appendix B, and the connection and introspection commands
+# (HELLO, CLIENT, INFO...) in Appendix C.
 
 
 # --- Connection -------------------------------------------------------------
@@ -1089,14 +1024,7 @@ def flushall_command(client: Client, args: list[bytes]) -> bytes:
     server = client.server
     server.keyspace.flush()
     client.propagate(args)  # logged always, as in Redis: it changes databases other than the client's (chapter 8)
-    # As in Redis, a background save in progress is stopped (it would write the old data back), and
-    # with save rules on, the empty dataset is saved at once: a restart cannot bring the keys back.
-    server.child.kill(only="rdb")
-    if server.options.save and not server.loading:  # replaying the log (chapter 8) saves nothing
-        try:
-            save_now(server)
-        except OSError as error:  # FLUSHALL itself has succeeded
-            log.warning("Failed saving the snapshot after FLUSHALL: %s", error)
+    save_after_flushall(server)  # chapter 7: so that a restart cannot bring the keys back
     return OK
 
 
@@ -1108,25 +1036,11 @@ UNIT_SECONDS, UNIT_MILLISECONDS = 1000, 1  # milliseconds per unit
 def expire_generic(client: Client, args: list[bytes], base_ms: int, unit: int) -> bytes:
     """EXPIRE, PEXPIRE, EXPIREAT and PEXPIREAT: set a TTL, subject to NX, XX, GT or LT."""
     key, amount = args[1], args[2]
-    # 1. The options, and the combinations Redis refuses.
-    options = set()
-    for arg in args[3:]:
-        option = arg.upper()
-        if option not in (b"NX", b"XX", b"GT", b"LT"):
-            raise CommandError(f"ERR Unsupported option {c_string(arg)}")
-        options.add(option)
-    if b"NX" in options and len(options) > 1:
-        raise CommandError("ERR NX and XX, GT or LT options at the same time are not compatible")
-    if {b"GT", b"LT"} <= options:
-        raise CommandError("ERR GT and LT options at the same time are not compatible")
-    # 2. The absolute expire time in ms, which must fit Redis's 64 bits.
-    when = parse_int_arg(amount)
-    if unit == UNIT_SECONDS and abs(when) > LLONG_MAX // 1000:  # C's LLONG_MIN / 1000 truncates toward 0
-        raise CommandError(f"ERR invalid expire time in '{text(args[0]).lower()}' command")
-    when = when * unit + base_ms
-    if when > LLONG_MAX:
-        raise CommandError(f"ERR invalid expire time in '{text(args[0]).lower()}' command")
-    # 3. Only an existing key gets a TTL, and only if the options agree with its current one.
+    # 1. The options: NX (only if the key has no TTL), XX (only if it has one), GT or LT (only if later or
+    #    earlier); and the absolute expire time in ms. Appendix B checks them as strictly as Redis does.
+    options = parse_expire_options(args[3:])
+    when = expire_time_ms(args[0], amount, base_ms, unit)
+    # 2. Only an existing key gets a TTL, and only if the options agree with its current one.
     db = client.db
     if not db.exists(key):
         return ZERO
@@ -1137,7 +1051,7 @@ def expire_generic(client: Client, args: list[bytes], base_ms: int, unit: int) -
         return ZERO
     if b"LT" in options and current is not None and when >= current:
         return ZERO
-    # A time already past deletes the key at once. The log gets an absolute time, valid whenever it is replayed.
+    # 3. A time already past deletes the key at once. The log gets an absolute time, valid whenever it is replayed.
     if db.expire_or_delete(key, when):
         client.propagate([b"PEXPIREAT", key, b"%d" % when, *args[3:]])
         notify_keyspace_event(db, NOTIFY_GENERIC, "expire", key)
@@ -1208,55 +1122,6 @@ def persist_command(client: Client, args: list[bytes]) -> bytes:
 # do the arithmetic, and store the result back as a string.
 
 
-def parse_set_options(
-    args: list[bytes], start: int, allowed: set[bytes]
-) -> tuple[set[bytes], bytes | None, bytes | None]:
-    """Parse the options shared by SET and GETEX, exactly as Redis's parseExtendedStringArgumentsOrReply().
-
-    Returns (flags, expire option, expire argument). Options that exclude each
-    other (NX and XX, two different expire units, KEEPTTL with an expire...)
-    are a syntax error; repeating the same option is allowed.
-    """
-    flags: set[bytes] = set()
-    expire_option = expire_arg = None
-    excludes = {
-        b"NX": {b"XX"}, b"XX": {b"NX"}, b"GET": set(),
-        b"KEEPTTL": {b"PERSIST", b"EX", b"PX", b"EXAT", b"PXAT"},
-        b"PERSIST": {b"KEEPTTL", b"EX", b"PX", b"EXAT", b"PXAT"},
-    }
-    i = start
-    while i < len(args):
-        option = args[i].upper()
-        if option in (b"EX", b"PX", b"EXAT", b"PXAT") and option in allowed:
-            others = {b"EX", b"PX", b"EXAT", b"PXAT", b"KEEPTTL", b"PERSIST"} - {option}
-            if flags & others or i + 1 == len(args):
-                raise CommandError(SYNTAX_ERROR)
-            expire_option, expire_arg = option, args[i + 1]
-            i += 1
-        elif option in excludes and option in allowed and not flags & excludes[option]:
-            pass
-        else:
-            raise CommandError(SYNTAX_ERROR)
-        flags.add(option)
-        i += 1
-    return flags, expire_option, expire_arg
-
-
-def expire_at_ms(option: bytes, argument: bytes, command_name: str) -> int:
-    """Turn EX/PX/EXAT/PXAT and its argument into an absolute time in ms (Redis's getExpireMillisecondsOrReply)."""
-    amount = parse_int_arg(argument)
-    invalid = CommandError(f"ERR invalid expire time in '{command_name}' command")
-    if amount <= 0 or (option in (b"EX", b"EXAT") and amount > LLONG_MAX // 1000):
-        raise invalid
-    if option in (b"EX", b"EXAT"):
-        amount *= 1000
-    if option in (b"EX", b"PX"):
-        amount += now_ms()
-    if amount > LLONG_MAX:
-        raise invalid
-    return amount
-
-
 @command("set", -3, "write")
 def set_command(client: Client, args: list[bytes]) -> bytes:
     key, value = args[1], args[2]
@@ -1266,6 +1131,7 @@ def set_command(client: Client, args: list[bytes]) -> bytes:
         notify_keyspace_event(db, NOTIFY_STRING, "set", key)
         return OK
     # 1. The options: NX/XX (only if absent/present), GET (reply with the old value), and an expiry.
+    #    Which of them exclude which, and what an expiry may be, Appendix B checks as Redis does.
     flags, expire_option, expire_arg = parse_set_options(
         args, 3, {b"NX", b"XX", b"GET", b"KEEPTTL", b"EX", b"PX", b"EXAT", b"PXAT"})
     when = expire_at_ms(expire_option, expire_arg, "set") if expire_option else None
@@ -1312,7 +1178,7 @@ def mset_command(client: Client, args: list[bytes]) -> bytes:
         raise CommandError("ERR wrong number of arguments for 'mset' command")
     db = client.db
     if not db.pubsub.notify_flags & NOTIFY_STRING:
-        db.set_many(keys_and_values)  # all at once: no other command can see half of them
+        db.set_many(keys_and_values)  # one dict update (Appendix A); no other command sees half of them
         return OK
     for key, value in zip(keys_and_values[::2], keys_and_values[1::2], strict=True):  # events key by key, as Redis
         db.set(key, value)
@@ -1347,7 +1213,7 @@ def save_command(client: Client, args: list[bytes]) -> bytes:
     # SAVE blocks every client while it writes the snapshot (chapter 6), as it does in Redis.
     if client.server.child.kind == "rdb":  # two writers of one file: BGSAVE's child is already at it
         raise CommandError("ERR Background save already in progress")
-    client.server.rdb_saves += 1
+    client.server.stats.rdb_saves += 1
     try:
         save_now(client.server)
     except OSError as error:
@@ -1358,17 +1224,9 @@ def save_command(client: Client, args: list[bytes]) -> bytes:
 
 @command("shutdown", -1, "admin noscript loading stale no_multi allow_busy")
 def shutdown_command(client: Client, args: list[bytes]) -> bytes:
-    # SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]. Without save rules, only SAVE saves. FORCE exits even if
-    # the save fails. NOW skips the wait for replicas to catch up, and ABORT cancels that wait: with no
-    # replicas here there is never a wait, so NOW changes nothing and ABORT finds no shutdown to cancel.
-    options = {arg.upper() for arg in args[1:]}
-    if (not options <= {b"NOSAVE", b"SAVE", b"NOW", b"FORCE", b"ABORT"} or {b"NOSAVE", b"SAVE"} <= options
-            or (b"ABORT" in options and len(options) > 1)):
-        raise CommandError(SYNTAX_ERROR)
-    if b"ABORT" in options:
-        raise CommandError("ERR No shutdown in progress.")
-    save = True if b"SAVE" in options else False if b"NOSAVE" in options else None
-    if not client.server.shutdown(save, force=b"FORCE" in options):
+    # SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]: save or not (Server.shutdown, chapter 12), then close.
+    save, force = parse_shutdown_options(args)  # Appendix B
+    if not client.server.shutdown(save, force=force):
         raise CommandError("ERR Errors trying to SHUTDOWN. Check logs.")  # the save failed: still serving
     client.close_after_reply = True  # run nothing more: a write now would miss the final snapshot
     return b""  # like Redis, the connection just closes
@@ -1398,11 +1256,11 @@ def shutdown_command(client: Client, args: list[bytes]) -> bytes:
 # and each byte that is not valid UTF-8 becomes the code point U+DC80 + byte,
 # which JSON writes as an escape such as "\udcff". Loading reverses it exactly.
 #
-# SAVE writes each line as soon as it is made, and a large value a piece at a
-# time (Appendix E), so that saving costs little memory beyond the data itself. Loading is
-# strict, as Redis's is: an entry that no snapshot could hold (a value that is
-# not a string, an expire time beyond 64 bits, a key seen twice) stops the
-# server from starting, rather than have it guess, then save its guess.
+# SAVE writes each line as soon as it is made, so that saving costs little
+# memory beyond the data itself. Loading is strict, as Redis's is: an entry
+# that no snapshot could hold (a value that is not a string, an expire time
+# beyond 64 bits, a key seen twice) stops the server from starting, rather
+# than have it guess, then save its guess.
 
 
 DUMP_FORMAT = "educational-redis-clone"
@@ -1464,12 +1322,8 @@ def entry_lines(keyspace: Keyspace) -> Iterator[str]:
             if len(key) + len(value) <= SAVE_CHUNK:  # nearly always: the whole line in one piece
                 yield (f"{separator}[{db.index},{quote_json(key.decode(DUMP_ENCODING, DUMP_ERRORS))},"
                        f"{quote_json(value.decode(DUMP_ENCODING, DUMP_ERRORS))},{expiry}]")
-            else:
-                yield f"{separator}[{db.index},"
-                yield from json_string_pieces(key)
-                yield ","
-                yield from json_string_pieces(value)
-                yield f",{expiry}]"
+            else:  # a large key or value is encoded a piece at a time (Appendix E)
+                yield from large_entry_pieces(f"{separator}[{db.index},", key, value, f",{expiry}]")
             separator = ",\n"
 
 
@@ -1789,7 +1643,7 @@ def background_save(server: Server) -> None:
 
     Raises OSError if the fork fails. The caller checks that no child runs.
     """
-    server.rdb_saves += 1
+    server.stats.rdb_saves += 1
     server.last_bgsave_try = int(time.time())
     on_done = functools.partial(background_save_done, server, server.keyspace.changes(), server.last_bgsave_try)
     try:
@@ -1813,11 +1667,25 @@ def background_save_done(server: Server, changes: int, started: int, success: bo
         check_disk(server)
         with contextlib.suppress(OSError):  # a child killed by a signal could not remove its unfinished file
             os.unlink(temporary_snapshot_path(server.dump_path, server.child.pid))
-    server.last_bgsave_seconds = int(time.time()) - started
+    server.stats.last_bgsave_seconds = int(time.time()) - started
 
 def may_try_bgsave(server: Server, now: int) -> bool:
     """After a failed background save, the next try waits CONFIG_BGSAVE_RETRY_DELAY seconds."""
     return server.last_bgsave_ok or now - server.last_bgsave_try > CONFIG_BGSAVE_RETRY_DELAY
+
+def save_after_flushall(server: Server) -> None:
+    """What FLUSHALL asks of the snapshot, as in Redis.
+
+    A background save in progress is stopped (it would write the old data back), and with save rules on,
+    the empty dataset is saved at once: a restart cannot bring the keys back.
+    """
+    server.child.kill(only="rdb")
+    if server.options.save and not server.loading:  # replaying the log (chapter 8) saves nothing
+        try:
+            save_now(server)
+        except OSError as error:  # FLUSHALL itself has succeeded
+            log.warning("Failed saving the snapshot after FLUSHALL: %s", error)
+
 
 def save_if_due(server: Server, now: int) -> None:
     """Start a background save if a save rule says so (Redis's serverCron; chapter 7 explains the rules)."""
@@ -2367,9 +2235,9 @@ def background_rewrite_aof(server: Server) -> None:
 
 def background_rewrite_done(server: Server, temporary: str, started: float, success: bool) -> None:
     """The rewrite's child has exited (Redis's backgroundRewriteDoneHandler): the new file becomes the log."""
-    server.aof_last_rewrite_seconds = int(time.time() - started)
+    server.stats.aof_last_rewrite_seconds = int(time.time() - started)
     server.aof_rewrite_ended = time.time()
-    server.aof_rewrites += 1
+    server.stats.aof_rewrites += 1
     if success:
         log.info("Background AOF rewrite terminated with success")
         try:
@@ -2385,7 +2253,7 @@ def background_rewrite_done(server: Server, temporary: str, started: float, succ
             log.info("Background AOF rewrite finished successfully")
     else:
         log.warning("Background AOF rewrite terminated with error")
-    server.aof_last_rewrite_ok = success
+    server.stats.aof_last_rewrite_ok = success
     server.aof_rewrite_failures = 0 if success else server.aof_rewrite_failures + 1
     if success:
         return
@@ -2449,6 +2317,8 @@ def close_aof(server: Server) -> None:
 
 
 RUN_INSIDE_MULTI = {"exec", "discard", "multi", "watch", "quit", "reset"}  # run at once, never queued
+QUEUED = b"+QUEUED\r\n"
+RESP2_NULL_ARRAY = b"*-1\r\n"  # what EXEC answers when a WATCHed key changed; RESP3 has its one null
 
 # EXEC answers all its commands in one reply, which the output pause (Appendix E) cannot split: a few bytes
 # of MULTI and GETs of a large value would ask for gigabytes. Past this size the commands still all run,
@@ -2463,6 +2333,26 @@ class Transaction:
     commands: list[list[bytes]] = field(default_factory=list)
     size: int = 0  # the memory the queued commands hold: counted against client-query-buffer-limit
     refused: bool = False  # a command was refused while queueing: EXEC runs nothing (CLIENT_DIRTY_EXEC)
+
+
+def refuse(client: Client, message: str, entry: Command | None = None) -> bytes:
+    """The error reply to a request refused before it could run; inside MULTI it dooms the transaction too.
+
+    A refused EXEC ends the transaction, saying why (Redis's execCommandAbort()).
+    Under CLIENT REPLY OFF or SKIP the error is dropped, like any reply (Appendix C).
+    """
+    if entry is not None and entry.name == "exec":
+        client.transaction = None
+        unwatch_all(client)
+        message = "EXECABORT Transaction discarded because of: " + message.removeprefix("ERR ")
+    elif client.transaction is not None:
+        client.transaction.refused = True  # EXEC will run none of it (Redis's flagTransaction)
+    return silenced(client, error_reply(message))
+
+
+def silenced(client: Client, reply: bytes) -> bytes:
+    """The reply of a command that did not run, as the client gets it: nothing under CLIENT REPLY OFF or SKIP."""
+    return outgoing_reply(client, reply) if client.reply_mode else reply
 
 
 @dataclass(slots=True, eq=False)
@@ -2952,6 +2842,15 @@ def auth_command(client: Client, args: list[bytes]) -> bytes:
     return OK
 
 
+def admission_refusal(server: Server, peer: object) -> bytes | None:
+    """Why a new connection is turned away, or None: too many clients (Appendix E), or protected mode."""
+    if len(server.clients) >= server.options.maxclients:
+        return MAX_CLIENTS_REACHED
+    if protected_mode_refuses(server, peer[0] if isinstance(peer, tuple) else ""):
+        return PROTECTED_MODE_DENIED
+    return None
+
+
 def protected_mode_refuses(server: Server, host: str) -> bool:
     """Whether protected mode turns this client away: no password, and not on this machine."""
     return server.options.protected_mode == "yes" and server.password_digest is None and host not in LOCAL_HOSTS
@@ -3051,13 +2950,8 @@ class Server:
         self.last_bgsave_ok = True  # did the last background save succeed? (INFO's rdb_last_bgsave_status)
         self.last_bgsave_try = 0  # Unix time of the last BGSAVE's fork
         self.disk_error: str | None = None  # why write commands are refused (MISCONF), if they are: check_disk()
-        self.last_bgsave_seconds = -1  # how long the last background save took
         self.bgsave_scheduled = False  # BGSAVE SCHEDULE: start one as soon as no child runs
-        self.rdb_saves = 0  # SAVE and BGSAVE runs since startup (INFO's rdb_saves)
-        self.keys_loaded = 0  # from the snapshot, at startup
-        self.commands_processed = 0
-        self.connections_received = 0
-        self.rejected_connections = 0  # turned away: over maxclients, or by protected mode
+        self.stats = Statistics()  # what the server counts only to report it (INFO, Appendix C)
         self.idle_check_position = 0  # where in the clients list the next look for idle clients starts
         self.password_digest = password_digest(options.requirepass)  # the default user's; None: no password
         self.listener: asyncio.Server | None = None  # serve() opens it
@@ -3072,11 +2966,8 @@ class Server:
         self.aof: AppendOnlyFile | None = None  # the open log, while appendonly is on (chapter 8)
         self.loading = False  # replaying the log: commands run, but nothing may be saved from a half-loaded dataset
         self.aof_rewrite_scheduled = False  # BGREWRITEAOF while a BGSAVE ran: the cron starts it once that is done
-        self.aof_rewrites = 0
         self.aof_rewrite_failures = 0  # in a row
         self.aof_rewrite_ended = 0.0  # time.time() when the last rewrite ended
-        self.aof_last_rewrite_ok = True
-        self.aof_last_rewrite_seconds = -1
 
     @property
     def dump_path(self) -> str:
@@ -3089,7 +2980,7 @@ class Server:
     def client_connected(self, address: str, transport: asyncio.Transport) -> Client:
         client = Client(self, next(self.client_ids), address, transport)
         self.clients.append(client)
-        self.connections_received += 1
+        self.stats.connections_received += 1
         return client
 
     def client_disconnected(self, client: Client) -> None:
@@ -3130,7 +3021,7 @@ class Server:
             return
         started = time.perf_counter()
         count = load_snapshot(self.keyspace, self.dump_path)
-        self.keys_loaded = count
+        self.stats.keys_loaded = count
         self.changes_at_last_save = self.keyspace.changes()  # loading is no change to save
         log.info("DB loaded from disk: %d keys in %.3f seconds (%s)", count, time.perf_counter() - started,
                  self.dump_path)
@@ -3138,14 +3029,10 @@ class Server:
     def shutdown(self, save: bool | None = None, force: bool = False) -> bool:
         """Save the final snapshot, then stop serving; if the save fails, log why and return False, still serving.
 
-        Redis's prepareForShutdown(), in its order: a background save is
-        stopped, then the final save comes, while everything still runs, so a
-        failed save leaves the server as it was. After a good save, every
-        connection is closed before this returns: no command can run after the
-        save, so none can be lost. save: True saves (SHUTDOWN SAVE), False
-        does not (NOSAVE), None saves if there are save rules (plain SHUTDOWN,
-        SIGTERM). force (SHUTDOWN FORCE, a second signal) exits even if the
-        save fails, with exit code 1.
+        Redis's prepareForShutdown() order: save while everything still runs, so that a failed save leaves the
+        server as it was, then close every connection, so that no command runs after the save. save: True
+        (SHUTDOWN SAVE), False (NOSAVE), None if there are save rules (SHUTDOWN, SIGTERM). force (SHUTDOWN
+        FORCE, a second signal) exits even if the save fails, with exit code 1.
         """
         if self.exit_code.done():
             return True  # already on the way out
@@ -3205,14 +3092,6 @@ class Server:
                 background_rewrite_aof(self)
 
 
-def memory_size(value: str) -> int:
-    """A size flag such as --auto-aof-rewrite-min-size 64mb, read as Redis's memtoull() reads it (parse_memory)."""
-    size = parse_memory(value.encode("latin-1"))
-    if size is None:
-        raise ValueError(f"not a memory size: {value!r}")
-    return size
-
-
 def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Educational Redis Clone: a Redis-compatible server in one readable Python file.",
@@ -3225,36 +3104,14 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
                         help="addresses to listen on (default 127.0.0.1; use 0.0.0.0 to listen on every interface)")
     parser.add_argument("--dir", default=".", help="directory of the snapshot file (default: current directory)")
     parser.add_argument("--dbfilename", default="dump.json", help="snapshot file name (default dump.json)")
-    parser.add_argument("--requirepass", default="", metavar="PASSWORD",
-                        help="the password every client must give (AUTH) before any other command (default: none)")
-    parser.add_argument("--protected-mode", choices=["yes", "no"], default="yes",
-                        help="while there is no password, serve only clients on this machine (default yes)")
-    parser.add_argument("--timeout", type=int, default=0, metavar="SECONDS",
-                        help="close a client idle for this long (default 0: never)")
     parser.add_argument("--save", nargs="+", default=["3600 1 300 100 60 10000"], metavar="SECONDS CHANGES",
                         help='save rules: a background save after CHANGES writes and SECONDS seconds, '
                              'pairs as in Redis (default "3600 1 300 100 60 10000"; "" for none)')
-    parser.add_argument("--stop-writes-on-bgsave-error", choices=["yes", "no"], default="yes",
-                        help="refuse writes with -MISCONF while the last background save failed (default yes)")
     parser.add_argument("--hz", type=int, default=CONFIG_DEFAULT_HZ, metavar="N",
                         help="how many times a second the cron runs: active expiry, idle clients, save rules "
                              "(default 10; 1 to 500)")
     parser.add_argument("--loglevel", choices=list(LOG_LEVELS), default="notice", help="log verbosity (default notice)")
-    parser.add_argument("--enable-debug-command", choices=["no", "yes", "local"], default="local",
-                        help="who may use DEBUG, which can block the server: local connections only by default")
-    parser.add_argument("--parser-shortcut", choices=["yes", "no"], default="yes",
-                        help="take well-formed pipelines the fast way (FastRequestParser); no, to measure the gain")
-    parser.add_argument("--batch-writes", choices=["yes", "no"], default="yes",
-                        help="write the replies of one event-loop pass together, as Redis does "
-                             "(BeforeSleepSelector); no, to write each read's replies at once and measure the gain")
-    parser.add_argument("--output-pause", choices=["yes", "no"], default="yes",
-                        help="stop running a client's requests while it leaves 1 MB of replies unread "
-                             "(PausingConnection); no, to buffer them without bound as Redis does by default")
-    parser.add_argument("--client-query-buffer-limit", type=int, default=CLIENT_QUERY_BUFFER_LIMIT, metavar="BYTES",
-                        help="close a client whose unparsed input grows past this (default 1 GiB)")
-    parser.add_argument("--maxclients", type=int, default=CONFIG_DEFAULT_MAX_CLIENTS, metavar="N",
-                        help="most clients connected at once, lowered at startup if 'ulimit -n' is too low for it "
-                             "(default 10000)")
+    add_fine_print_options(parser)  # passwords, limits, speed-ups...: Appendix C
     parser.add_argument("--tcp-backlog", type=int, default=CONFIG_DEFAULT_TCP_BACKLOG, metavar="N",
                         help="connections the kernel queues until the server accepts them (default 511)")
     parser.add_argument("--appendonly", choices=["yes", "no"], default="no",
@@ -3274,28 +3131,15 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fix", action="store_true", help="with --check-aof: cut the file there, after asking")
     parser.add_argument("--notify-keyspace-events", default="", metavar="CLASSES",
                         help="keyspace events to publish, in Redis's letters, such as KEA (default: none)")
-    parser.add_argument("--client-output-buffer-limit", default="", metavar="LIMITS",
-                        help="disconnect a subscriber over these limits of unsent output (default: "
-                             "'pubsub 32mb 8mb 60': 32 MB, or 8 MB for 60 seconds)")
     options = parser.parse_args(argv)
     if os.path.basename(options.appendfilename) != options.appendfilename:
         parser.error("appendfilename can't be a path, just a filename")
-    if options.maxclients < 1:
-        parser.error("--maxclients must be at least 1")
-    if options.timeout < 0:
-        parser.error("--timeout must be at least 0")
     options.hz = min(max(options.hz, CONFIG_MIN_HZ), CONFIG_MAX_HZ)  # as Redis keeps it
     try:
         options.save = parse_save_rules(" ".join(options.save).encode())  # --save 60 1, or --save "60 1"
     except ConfigError as error:
         parser.error(f"--save: {error}")
-    for name, read in (("notify-keyspace-events", read_notify_keyspace_events),
-                       ("client-output-buffer-limit", read_client_output_buffer_limit)):
-        attribute = name.replace("-", "_")
-        try:
-            setattr(options, attribute, read(getattr(options, attribute).encode()))
-        except ConfigError as error:
-            parser.error(f"--{name}: {error}")
+    read_fine_print_options(parser, options)
     return options
 
 
@@ -3584,6 +3428,49 @@ def swapdb_command(client: Client, args: list[bytes]) -> bytes:
         databases[first].swap_contents(databases[second])
     client.propagate(args)  # other databases than the client's changed: the log is told so (chapter 8)
     return OK
+
+
+class Database(BasicDatabase):
+    """A database with what Part II's commands need besides chapter 4's core: the one the keyspace makes."""
+
+    def set_many(self, keys_and_values: list[bytes]) -> None:
+        """MSET: store key, value, key, value..., forgetting the keys' TTLs."""
+        # One iterator zipped with itself yields the items two at a time: (key, value), (key, value)...
+        # Not zip(strict=True): MSET checked the count, and any keyword argument makes zip() slower.
+        items = iter(keys_and_values)
+        pairs = zip(items, items)  # noqa: B905
+        if self.expires or self.watched_keys or self.pubsub.notify_flags & NOTIFY_NEW:  # one key at a time
+            for key, value in pairs:
+                self.set(key, value)
+            return
+        data = self.data
+        size = len(data)
+        data.update(pairs)  # all in one C-level dict update
+        self.changes += len(keys_and_values) // 2
+        added = len(data) - size
+        if added:  # the keys update() added are the dict's last ones: take them from the end
+            new_keys = list(itertools.islice(reversed(data), added))
+            new_keys.reverse()
+            self.key_list.extend(new_keys)
+
+    def key_count_with_ttl(self) -> int:
+        return len(self.expires)
+
+    def is_stored(self, key: bytes) -> bool:
+        """Whether key is in the dicts, expired or not: a KeyList entry is stale if not."""
+        return key in self.data
+
+    def swap_contents(self, other: Database) -> None:
+        """SWAPDB: exchange keys, expire times and their bookkeeping, but not the index: clients keep "db 0"."""
+        touch_all_watched_keys(self, other)  # WATCHes stay with the database index, as clients do
+        touch_all_watched_keys(other, self)
+        self.changes += 1
+        self.data, other.data = other.data, self.data
+        self.expires, other.expires = other.expires, self.expires
+        self.key_list, other.key_list = other.key_list, self.key_list
+        self._expire_scan, other._expire_scan = other._expire_scan, self._expire_scan
+        self._expire_scan_pos, other._expire_scan_pos = other._expire_scan_pos, self._expire_scan_pos
+        self.avg_ttl, other.avg_ttl = other.avg_ttl, self.avg_ttl
 
 
 class KeyList:
@@ -4004,6 +3891,101 @@ INLINE_ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"a": b"\a
 
 def _is_hex(text: bytes) -> bool:
     return len(text) == 2 and all(c in b"0123456789abcdefABCDEF" for c in text)
+
+
+# --- Options: SET's, EXPIRE's and SHUTDOWN's, and their combinations ----------------
+
+
+def parse_set_options(
+    args: list[bytes], start: int, allowed: set[bytes]
+) -> tuple[set[bytes], bytes | None, bytes | None]:
+    """Parse the options shared by SET and GETEX, exactly as Redis's parseExtendedStringArgumentsOrReply().
+
+    Returns (flags, expire option, expire argument). Options that exclude each
+    other (NX and XX, two different expire units, KEEPTTL with an expire...)
+    are a syntax error; repeating the same option is allowed.
+    """
+    flags: set[bytes] = set()
+    expire_option = expire_arg = None
+    excludes = {
+        b"NX": {b"XX"}, b"XX": {b"NX"}, b"GET": set(),
+        b"KEEPTTL": {b"PERSIST", b"EX", b"PX", b"EXAT", b"PXAT"},
+        b"PERSIST": {b"KEEPTTL", b"EX", b"PX", b"EXAT", b"PXAT"},
+    }
+    i = start
+    while i < len(args):
+        option = args[i].upper()
+        if option in (b"EX", b"PX", b"EXAT", b"PXAT") and option in allowed:
+            others = {b"EX", b"PX", b"EXAT", b"PXAT", b"KEEPTTL", b"PERSIST"} - {option}
+            if flags & others or i + 1 == len(args):
+                raise CommandError(SYNTAX_ERROR)
+            expire_option, expire_arg = option, args[i + 1]
+            i += 1
+        elif option in excludes and option in allowed and not flags & excludes[option]:
+            pass
+        else:
+            raise CommandError(SYNTAX_ERROR)
+        flags.add(option)
+        i += 1
+    return flags, expire_option, expire_arg
+
+
+def expire_at_ms(option: bytes, argument: bytes, command_name: str) -> int:
+    """Turn EX/PX/EXAT/PXAT and its argument into an absolute time in ms (Redis's getExpireMillisecondsOrReply)."""
+    amount = parse_int_arg(argument)
+    invalid = CommandError(f"ERR invalid expire time in '{command_name}' command")
+    if amount <= 0 or (option in (b"EX", b"EXAT") and amount > LLONG_MAX // 1000):
+        raise invalid
+    if option in (b"EX", b"EXAT"):
+        amount *= 1000
+    if option in (b"EX", b"PX"):
+        amount += now_ms()
+    if amount > LLONG_MAX:
+        raise invalid
+    return amount
+
+
+def parse_expire_options(arguments: list[bytes]) -> set[bytes]:
+    """EXPIRE's NX, XX, GT and LT, refusing the combinations Redis refuses."""
+    options = set()
+    for arg in arguments:
+        option = arg.upper()
+        if option not in (b"NX", b"XX", b"GT", b"LT"):
+            raise CommandError(f"ERR Unsupported option {c_string(arg)}")
+        options.add(option)
+    if b"NX" in options and len(options) > 1:
+        raise CommandError("ERR NX and XX, GT or LT options at the same time are not compatible")
+    if {b"GT", b"LT"} <= options:
+        raise CommandError("ERR GT and LT options at the same time are not compatible")
+    return options
+
+
+def expire_time_ms(command_name: bytes, amount: bytes, base_ms: int, unit: int) -> int:
+    """EXPIRE's amount as an absolute time in ms, which must fit Redis's 64 bits (expireGenericCommand)."""
+    when = parse_int_arg(amount)
+    if unit == UNIT_SECONDS and abs(when) > LLONG_MAX // 1000:  # C's LLONG_MIN / 1000 truncates toward 0
+        raise CommandError(f"ERR invalid expire time in '{text(command_name).lower()}' command")
+    when = when * unit + base_ms
+    if when > LLONG_MAX:
+        raise CommandError(f"ERR invalid expire time in '{text(command_name).lower()}' command")
+    return when
+
+
+def parse_shutdown_options(args: list[bytes]) -> tuple[bool | None, bool]:
+    """SHUTDOWN's options as (save, force): save is True for SAVE, False for NOSAVE, None for neither.
+
+    Without save rules, only SAVE saves. FORCE exits even if the save fails. NOW skips the wait for replicas
+    to catch up, and ABORT cancels that wait: with no replicas here there is never a wait, so NOW changes
+    nothing and ABORT finds no shutdown to cancel.
+    """
+    options = {arg.upper() for arg in args[1:]}
+    if (not options <= {b"NOSAVE", b"SAVE", b"NOW", b"FORCE", b"ABORT"} or {b"NOSAVE", b"SAVE"} <= options
+            or (b"ABORT" in options and len(options) > 1)):
+        raise CommandError(SYNTAX_ERROR)
+    if b"ABORT" in options:
+        raise CommandError("ERR No shutdown in progress.")
+    save = True if b"SAVE" in options else False if b"NOSAVE" in options else None
+    return save, b"FORCE" in options
 
 
 # --- Error messages -------------------------------------------------------------
@@ -4959,6 +4941,21 @@ def acl_whoami_command(client: Client, args: list[bytes]) -> bytes:
 
 # --- INFO and CONFIG ------------------------------------------------------------
 
+@dataclass(slots=True)
+class Statistics:
+    """What the server counts only to report it in INFO: Server.stats."""
+
+    commands_processed: int = 0
+    connections_received: int = 0
+    rejected_connections: int = 0  # turned away: over maxclients, or by protected mode
+    keys_loaded: int = 0  # from the snapshot, at startup
+    rdb_saves: int = 0  # SAVE and BGSAVE runs since startup
+    last_bgsave_seconds: int = -1  # how long the last background save took
+    aof_rewrites: int = 0
+    aof_last_rewrite_ok: bool = True
+    aof_last_rewrite_seconds: int = -1
+
+
 def info_text(server: Server, sections: set[str]) -> str:
     """The text of INFO: "# Section" headers followed by field:value lines."""
     uptime = int(time.time() - server.start_time)
@@ -4984,9 +4981,9 @@ def info_text(server: Server, sections: set[str]) -> str:
         "memory": {"used_memory": str(memory), "used_memory_rss": str(memory), "maxmemory": "0"},
         "persistence": persistence_info(server),
         "stats": {
-            "total_connections_received": str(server.connections_received),
-            "total_commands_processed": str(server.commands_processed),
-            "rejected_connections": str(server.rejected_connections),
+            "total_connections_received": str(server.stats.connections_received),
+            "total_commands_processed": str(server.stats.commands_processed),
+            "rejected_connections": str(server.stats.rejected_connections),
             "expired_keys": str(server.keyspace.expired_count()),
             "latest_fork_usec": str(server.child.last_fork_usec),
             "total_forks": str(server.child.forks),
@@ -5025,12 +5022,12 @@ def persistence_info(server: Server) -> dict[str, str]:
         "rdb_bgsave_in_progress": "1" if saving else "0",
         "rdb_last_save_time": str(server.last_save),
         "rdb_last_bgsave_status": "ok" if server.last_bgsave_ok else "err",
-        "rdb_last_bgsave_time_sec": str(server.last_bgsave_seconds),
+        "rdb_last_bgsave_time_sec": str(server.stats.last_bgsave_seconds),
         "rdb_current_bgsave_time_sec": str(int(time.time()) - int(server.child.started)) if saving else "-1",
-        "rdb_saves": str(server.rdb_saves),
+        "rdb_saves": str(server.stats.rdb_saves),
         "rdb_last_cow_size": "0",
         "rdb_last_load_keys_expired": "0",
-        "rdb_last_load_keys_loaded": str(server.keys_loaded),
+        "rdb_last_load_keys_loaded": str(server.stats.keys_loaded),
         **aof_info(server),
     }
 
@@ -5042,10 +5039,10 @@ def aof_info(server: Server) -> dict[str, str]:
         "aof_enabled": "1" if aof is not None else "0",
         "aof_rewrite_in_progress": "1" if child.kind == "aof" else "0",
         "aof_rewrite_scheduled": "1" if server.aof_rewrite_scheduled else "0",
-        "aof_last_rewrite_time_sec": str(server.aof_last_rewrite_seconds),
+        "aof_last_rewrite_time_sec": str(server.stats.aof_last_rewrite_seconds),
         "aof_current_rewrite_time_sec": str(int(time.time() - child.started)) if child.kind == "aof" else "-1",
-        "aof_last_bgrewrite_status": "ok" if server.aof_last_rewrite_ok else "err",
-        "aof_rewrites": str(server.aof_rewrites),
+        "aof_last_bgrewrite_status": "ok" if server.stats.aof_last_rewrite_ok else "err",
+        "aof_rewrites": str(server.stats.aof_rewrites),
         "aof_rewrites_consecutive_failures": str(server.aof_rewrite_failures),
         "aof_last_write_status": "ok" if aof is None or aof.write_error is None else "err",
         "aof_last_cow_size": "0",
@@ -5119,8 +5116,8 @@ def config_values(server: Server) -> dict[str, str]:
 
 
 def reset_stats(server: Server) -> None:
-    server.commands_processed = 0
-    server.connections_received = 0
+    server.stats.commands_processed = 0
+    server.stats.connections_received = 0
     server.child.forks = server.child.last_fork_usec = 0
     for db in server.keyspace.databases:
         db.expired_count = 0
@@ -5366,6 +5363,62 @@ def set_parameters(server: Server, parameters: dict[str, Parameter], new_values:
                 done(server)
             raise CommandError(f"ERR CONFIG SET failed (possibly related to argument '{name}') - {error}") from None
         applied.append(parameter.apply)
+
+
+# --- Command-line flags ---------------------------------------------------------
+
+
+def add_fine_print_options(parser: argparse.ArgumentParser) -> None:
+    """The flags chapter 12's parse_options() leaves to this appendix: access, limits, speed-ups, events."""
+    parser.add_argument("--requirepass", default="", metavar="PASSWORD",
+                        help="the password every client must give (AUTH) before any other command (default: none)")
+    parser.add_argument("--protected-mode", choices=["yes", "no"], default="yes",
+                        help="while there is no password, serve only clients on this machine (default yes)")
+    parser.add_argument("--timeout", type=int, default=0, metavar="SECONDS",
+                        help="close a client idle for this long (default 0: never)")
+    parser.add_argument("--stop-writes-on-bgsave-error", choices=["yes", "no"], default="yes",
+                        help="refuse writes with -MISCONF while the last background save failed (default yes)")
+    parser.add_argument("--enable-debug-command", choices=["no", "yes", "local"], default="local",
+                        help="who may use DEBUG, which can block the server: local connections only by default")
+    parser.add_argument("--parser-shortcut", choices=["yes", "no"], default="yes",
+                        help="take well-formed pipelines the fast way (FastRequestParser); no, to measure the gain")
+    parser.add_argument("--batch-writes", choices=["yes", "no"], default="yes",
+                        help="write the replies of one event-loop pass together, as Redis does "
+                             "(BeforeSleepSelector); no, to write each read's replies at once and measure the gain")
+    parser.add_argument("--output-pause", choices=["yes", "no"], default="yes",
+                        help="stop running a client's requests while it leaves 1 MB of replies unread "
+                             "(PausingConnection); no, to buffer them without bound as Redis does by default")
+    parser.add_argument("--client-query-buffer-limit", type=int, default=CLIENT_QUERY_BUFFER_LIMIT, metavar="BYTES",
+                        help="close a client whose unparsed input grows past this (default 1 GiB)")
+    parser.add_argument("--maxclients", type=int, default=CONFIG_DEFAULT_MAX_CLIENTS, metavar="N",
+                        help="most clients connected at once, lowered at startup if 'ulimit -n' is too low for it "
+                             "(default 10000)")
+    parser.add_argument("--client-output-buffer-limit", default="", metavar="LIMITS",
+                        help="disconnect a subscriber over these limits of unsent output (default: "
+                             "'pubsub 32mb 8mb 60': 32 MB, or 8 MB for 60 seconds)")
+
+
+def read_fine_print_options(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
+    """Check those flags, and read the ones written in Redis's notation; parser.error() exits on a bad one."""
+    if options.maxclients < 1:
+        parser.error("--maxclients must be at least 1")
+    if options.timeout < 0:
+        parser.error("--timeout must be at least 0")
+    for name, read in (("notify-keyspace-events", read_notify_keyspace_events),
+                       ("client-output-buffer-limit", read_client_output_buffer_limit)):
+        attribute = name.replace("-", "_")
+        try:
+            setattr(options, attribute, read(getattr(options, attribute).encode()))
+        except ConfigError as error:
+            parser.error(f"--{name}: {error}")
+
+
+def memory_size(value: str) -> int:
+    """A size flag such as --auto-aof-rewrite-min-size 64mb, read as Redis's memtoull() reads it (parse_memory)."""
+    size = parse_memory(value.encode("latin-1"))
+    if size is None:
+        raise ValueError(f"not a memory size: {value!r}")
+    return size
 
 
 # --- COMMAND, and every command's documentation ---------------------------------
@@ -5780,6 +5833,8 @@ class BeforeSleepSelector(selectors.DefaultSelector):
 # (511) of them: a burst of connects must not find it full.
 
 
+CLIENT_QUERY_BUFFER_LIMIT = 1024 * 1024 * 1024  # default client-query-buffer-limit: unparsed bytes per client
+
 # How much unsent output one client may have before the server stops running its
 # commands. A client that pipelines requests but never reads the replies would
 # otherwise make the server produce replies without end (Redis's own answer is
@@ -5824,7 +5879,7 @@ class PausingConnection(ClientConnection):
                         break
                 del self.requests[: len(replies)]
                 self.replies.extend(replies)
-                self.server.commands_processed += len(replies)
+                self.server.stats.commands_processed += len(replies)
             if not self.requests or client.close_after_reply or self.transport_full:
                 break
             self.write_replies()  # over the limit: hand the replies to the socket now, go on if it took them
@@ -5936,6 +5991,15 @@ def json_string_pieces(data: bytes) -> Iterator[str]:
         end = start + SAVE_CHUNK
         yield quote_json(decoder.decode(data[start:end], final=end >= len(data)))[1:-1]  # without its quotes
     yield '"'
+
+
+def large_entry_pieces(start: str, key: bytes, value: bytes, end: str) -> Iterator[str]:
+    """One snapshot line, as entry_lines() makes it, with its key and value encoded SAVE_CHUNK bytes at a time."""
+    yield start
+    yield from json_string_pieces(key)
+    yield ","
+    yield from json_string_pieces(value)
+    yield end
 
 
 def read_snapshot_text(path: str) -> str:
