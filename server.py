@@ -706,7 +706,7 @@ def has_expired(when_ms: int, now: int) -> bool:
 class BasicDatabase:
     """One numbered database: keys to values, keys to absolute expire times (Unix ms), and the keys' order.
 
-    The server makes its subclass Database (Appendix A), with what only Part II needs.
+    The keyspace makes its subclass Database (Appendix A), with what Part II and WATCH need.
     The clock is a parameter, so that expiry can be watched without waiting:
 
     >>> clock = [1_000]
@@ -919,13 +919,12 @@ class Keyspace:
 # One function per command, named after it, as in Redis's t_string.c, db.c and
 # expire.c: the ones a first reading needs. Each checks its options, reads or
 # changes the keyspace, and returns its reply encoded in RESP. The rest of each
-# family (APPEND, RENAME, SCAN, GETEX...) is in Appendix A, the letter of their
-# option rules in Appendix B, and the connection and introspection commands
-# (HELLO, CLIENT, INFO...) in Appendix C.
+# family (QUIT, SHUTDOWN, DBSIZE, FLUSHALL, PTTL, PERSIST, APPEND, SCAN...) is
+# in Appendix A, the letter of their option rules in Appendix B, and the
+# introspection commands (HELLO, CLIENT, INFO...) in Appendix C.
 
 
 # --- Connection -------------------------------------------------------------
-
 
 @command("ping", -1, "fast")
 def ping_command(client: Client, args: list[bytes]) -> bytes:
@@ -1046,12 +1045,7 @@ def ttl_command(client: Client, args: list[bytes]) -> bytes:
     return ttl_generic(client, key, in_ms=False, absolute=False)
 
 
-# --- String commands ----------------------------------------------------------
-#
-# Redis strings are binary-safe byte sequences of up to proto-max-bulk-len
-# bytes. The numeric commands (INCR, INCRBYFLOAT) read the string as a number,
-# do the arithmetic, and store the result back as a string.
-
+# --- Strings: any bytes, up to proto-max-bulk-len of them ----------------------
 
 @command("set", -3, "write")
 def set_command(client: Client, args: list[bytes]) -> bytes:
@@ -3374,7 +3368,7 @@ def swapdb_command(client: Client, args: list[bytes]) -> bytes:
 
 
 class Database(BasicDatabase):
-    """A database with what Part II's commands need besides chapter 4's core: the one the keyspace makes."""
+    """A database with what Part II's commands and WATCH (chapter 9) need besides chapter 4's core."""
 
     def set_many(self, keys_and_values: list[bytes]) -> None:
         """MSET: store key, value, key, value..., forgetting the keys' TTLs; in one dict update when it can."""
