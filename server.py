@@ -4496,6 +4496,8 @@ def check_append_only_file(path: str, fix: bool) -> int:
     return 0
 
 
+# --- FLUSHDB's and FLUSHALL's option --------------------------------------------
+
 def parse_flush_mode(args: list[bytes]) -> None:
     """FLUSHDB's and FLUSHALL's one option, ASYNC or SYNC: Redis may free the memory later; here both flush now."""
     if len(args) > 2 or (len(args) == 2 and args[1].upper() not in (b"ASYNC", b"SYNC")):
