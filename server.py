@@ -668,8 +668,6 @@ def parse_int_arg(value: bytes, message: str = NOT_AN_INTEGER) -> int:
 # extra and "which keys can expire?" is just the second dict. Expire times are
 # absolute Unix times in milliseconds, so they survive a restart unchanged.
 # Only the database classes touch their dicts: commands go through methods.
-# BasicDatabase below is the core; the server makes Database, its subclass
-# in Appendix A, which adds what only Part II's commands need.
 #
 # An expired key must never be seen, but deleting it the very millisecond it
 # expires would need a timer per key. Redis combines two cheaper strategies:
@@ -708,9 +706,7 @@ def has_expired(when_ms: int, now: int) -> bool:
 class BasicDatabase:
     """One numbered database: keys to values, keys to absolute expire times (Unix ms), and the keys' order.
 
-    The server uses its subclass Database (Appendix A), which adds what only
-    Part II's commands need: MSET's shortcut, SWAPDB, and INFO's and SCAN's helpers.
-
+    The keyspace makes its subclass Database (Appendix A), with what Part II and WATCH need.
     The clock is a parameter, so that expiry can be watched without waiting:
 
     >>> clock = [1_000]
@@ -793,22 +789,13 @@ class BasicDatabase:
     def expire_or_delete(self, key: bytes, when_ms: int) -> bool:
         """What EXPIRE and GETEX do: set the expire time (True), or delete the key now (False) if it is not later.
 
-        That is Redis's checkAlreadyExpired(): a time of now already deletes,
-        where a stored one would still live through this millisecond. Returns
-        whether it deleted the key.
+        Redis's checkAlreadyExpired(): a time of now already deletes, where a
+        stored one would still live through this millisecond.
         """
         if when_ms <= self.clock():
             self.delete(key)
             return False
         self.set_expire(key, when_ms)
-        return True
-
-    def remove_expire(self, key: bytes) -> bool:
-        if self.expires.pop(key, None) is None:
-            return False
-        self.changes += 1
-        if key in self.watched_keys:  # some client WATCHes it (chapter 9)
-            touch_watched_key(self, key)
         return True
 
     def flush(self) -> None:
@@ -831,10 +818,6 @@ class BasicDatabase:
             self.expires[key] = when_ms
         return True
 
-    def is_expired(self, key: bytes) -> bool:
-        """Whether key is stored but its time has passed: lazy expiry will delete it (Redis's keyIsExpired)."""
-        return key in self.expires and has_expired(self.expires[key], self.clock())
-
     def key_count(self) -> int:
         """DBSIZE: how many keys there are, counting expired ones not deleted yet, as Redis does."""
         return len(self.data)
@@ -854,17 +837,14 @@ class BasicDatabase:
     def active_expire(self, deadline: float) -> None:
         """One database's share of the active expiry cycle; returns when done or past deadline.
 
-        Redis does not scan all keys with a TTL each time: that would be slow
-        with millions of them. It samples ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP keys,
-        deletes the expired ones, and samples again only while more than
-        ACTIVE_EXPIRE_CYCLE_ACCEPTABLE_STALE percent of a sample was expired (so
-        there are probably many more) and the time budget lasts.
-
-        Redis 6+ takes its samples by walking its hash table with a cursor, so
-        that over time every key is visited. A Python dict has no cursor that
-        survives inserts and deletes, so we walk a snapshot of the keys with a
-        TTL instead and take a new snapshot when we reach its end. A key added
-        meanwhile waits for the next snapshot; a key deleted meanwhile is skipped.
+        Scanning every key with a TTL would be slow with millions of them, so
+        Redis samples ACTIVE_EXPIRE_CYCLE_KEYS_PER_LOOP keys, deletes the expired
+        ones, and samples again while time lasts and more than
+        ACTIVE_EXPIRE_CYCLE_ACCEPTABLE_STALE percent of the sample had expired
+        (so there are probably many more). Redis walks its hash table with a
+        cursor, so that every key is visited in time; a Python dict has no
+        cursor that survives inserts and deletes, so we walk a copy of the keys
+        with a TTL, and copy them again at its end.
         """
         while self.expires and time.perf_counter() < deadline:
             if self._expire_scan_pos >= len(self._expire_scan):
@@ -878,16 +858,14 @@ class BasicDatabase:
             for key in sample:
                 when = self.expires.get(key)
                 if when is None:
-                    continue  # deleted or persisted since the snapshot
+                    continue  # deleted or persisted since the copy
                 if has_expired(when, now):
                     self._expire(key)
                     expired += 1
                 else:
                     ttl_sum += when - now
                     ttl_count += 1
-            if ttl_count:
-                # Like Redis, keep a running average that leans on the past:
-                # each sample moves it 2% towards what the sample saw.
+            if ttl_count:  # INFO's avg_ttl, as Redis keeps it: each sample moves it 2% towards what it saw
                 sample_avg = ttl_sum // ttl_count
                 self.avg_ttl = sample_avg if self.avg_ttl == 0 else (self.avg_ttl // 50) * 49 + sample_avg // 50
             if expired * 100 <= len(sample) * ACTIVE_EXPIRE_CYCLE_ACCEPTABLE_STALE:
@@ -898,8 +876,7 @@ class BasicDatabase:
         self.expired_count += 1
         if self.on_expired is not None:
             self.on_expired(self, key)
-        if self.pubsub.notify_flags & NOTIFY_EXPIRED:  # lazy and active expiry both come here
-            self.pubsub.keyspace_event("expired", key, self.index)
+        notify_keyspace_event(self, NOTIFY_EXPIRED, "expired", key)  # lazy and active expiry both come here
 
     def _remove(self, key: bytes) -> None:
         """Take key out of the dicts; its entry in the key list goes stale."""
@@ -934,10 +911,6 @@ class Keyspace:
         """How many writes have changed the data since the server started (Redis's server.dirty)."""
         return sum(db.changes for db in self.databases)
 
-    def flush(self) -> None:
-        for db in self.databases:
-            db.flush()
-
 
 # =============================================================================
 # Chapter 5. The core commands
@@ -946,13 +919,12 @@ class Keyspace:
 # One function per command, named after it, as in Redis's t_string.c, db.c and
 # expire.c: the ones a first reading needs. Each checks its options, reads or
 # changes the keyspace, and returns its reply encoded in RESP. The rest of each
-# family (APPEND, RENAME, SCAN, GETEX...) is in Appendix A, the letter of their
-# option rules in Appendix B, and the connection and introspection commands
-# (HELLO, CLIENT, INFO...) in Appendix C.
+# family (QUIT, SHUTDOWN, DBSIZE, FLUSHALL, PTTL, PERSIST, APPEND, SCAN...) is
+# in Appendix A, the letter of their option rules in Appendix B, and the
+# introspection commands (HELLO, CLIENT, INFO...) in Appendix C.
 
 
 # --- Connection -------------------------------------------------------------
-
 
 @command("ping", -1, "fast")
 def ping_command(client: Client, args: list[bytes]) -> bytes:
@@ -965,12 +937,6 @@ def ping_command(client: Client, args: list[bytes]) -> bytes:
         message = args[1]
         return bulk(message)
     return PONG
-
-
-@command("quit", -1, "noscript loading stale fast no_auth allow_busy")
-def quit_command(client: Client, args: list[bytes]) -> bytes:
-    client.close_after_reply = True  # the connection writes +OK, then closes
-    return OK
 
 
 @command("select", 2, "fast")
@@ -1001,30 +967,10 @@ def keys_command(client: Client, args: list[bytes]) -> bytes:
     return bulk_array(client.db.matching_keys(glob_matcher(pattern)))
 
 
-@command("dbsize", 1, "readonly fast")
-def dbsize_command(client: Client, args: list[bytes]) -> bytes:
-    return integer(client.db.key_count())
-
-
-def parse_flush_mode(args: list[bytes]) -> None:
-    if len(args) > 2 or (len(args) == 2 and args[1].upper() not in (b"ASYNC", b"SYNC")):
-        raise CommandError(SYNTAX_ERROR)
-
-
 @command("flushdb", -1, "write")
 def flushdb_command(client: Client, args: list[bytes]) -> bytes:
-    parse_flush_mode(args)
+    parse_flush_mode(args)  # ASYNC or SYNC, both flush at once (Appendix B)
     client.db.flush()
-    return OK
-
-
-@command("flushall", -1, "write")
-def flushall_command(client: Client, args: list[bytes]) -> bytes:
-    parse_flush_mode(args)
-    server = client.server
-    server.keyspace.flush()
-    client.propagate(args)  # logged always, as in Redis: it changes databases other than the client's (chapter 8)
-    save_after_flushall(server)  # chapter 7: so that a restart cannot bring the keys back
     return OK
 
 
@@ -1099,28 +1045,7 @@ def ttl_command(client: Client, args: list[bytes]) -> bytes:
     return ttl_generic(client, key, in_ms=False, absolute=False)
 
 
-@command("pttl", 2, "readonly fast")
-def pttl_command(client: Client, args: list[bytes]) -> bytes:
-    key = args[1]
-    return ttl_generic(client, key, in_ms=True, absolute=False)
-
-
-@command("persist", 2, "write fast")
-def persist_command(client: Client, args: list[bytes]) -> bytes:
-    key = args[1]
-    db = client.db
-    if not (db.exists(key) and db.remove_expire(key)):
-        return ZERO  # 1 only if there was a TTL to remove
-    notify_keyspace_event(db, NOTIFY_GENERIC, "persist", key)
-    return ONE
-
-
-# --- String commands ----------------------------------------------------------
-#
-# Redis strings are binary-safe byte sequences of up to proto-max-bulk-len
-# bytes. The numeric commands (INCR, INCRBYFLOAT) read the string as a number,
-# do the arithmetic, and store the result back as a string.
-
+# --- Strings: any bytes, up to proto-max-bulk-len of them ----------------------
 
 @command("set", -3, "write")
 def set_command(client: Client, args: list[bytes]) -> bytes:
@@ -1176,13 +1101,7 @@ def mset_command(client: Client, args: list[bytes]) -> bytes:
     keys_and_values = args[1:]
     if len(keys_and_values) % 2:
         raise CommandError("ERR wrong number of arguments for 'mset' command")
-    db = client.db
-    if not db.pubsub.notify_flags & NOTIFY_STRING:
-        db.set_many(keys_and_values)  # one dict update (Appendix A); no other command sees half of them
-        return OK
-    for key, value in zip(keys_and_values[::2], keys_and_values[1::2], strict=True):  # events key by key, as Redis
-        db.set(key, value)
-        notify_keyspace_event(db, NOTIFY_STRING, "set", key)
+    client.db.set_many(keys_and_values)  # each pair stored as SET stores it, with its event (Appendix A)
     return OK
 
 
@@ -1222,30 +1141,16 @@ def save_command(client: Client, args: list[bytes]) -> bytes:
     return OK
 
 
-@command("shutdown", -1, "admin noscript loading stale no_multi allow_busy")
-def shutdown_command(client: Client, args: list[bytes]) -> bytes:
-    # SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]: save or not (Server.shutdown, chapter 12), then close.
-    save, force = parse_shutdown_options(args)  # Appendix B
-    if not client.server.shutdown(save, force=force):
-        raise CommandError("ERR Errors trying to SHUTDOWN. Check logs.")  # the save failed: still serving
-    client.close_after_reply = True  # run nothing more: a write now would miss the final snapshot
-    return b""  # like Redis, the connection just closes
-
-
 # =============================================================================
 # Chapter 6. The snapshot: saved atomically, loaded strictly
 # =============================================================================
 #
-# Redis can persist in two ways. An RDB snapshot writes the whole dataset to a
-# file now and then: compact and fast to load, but whatever changed since the
-# last snapshot is lost in a crash. An append-only file (AOF) logs every write
-# command as it happens: little or nothing is lost, but the file grows until
-# it is rewritten, and replaying it is slower than loading a snapshot.
-#
-# This server writes snapshots, as JSON so that `cat dump.json` shows exactly
-# what is stored. It saves on SAVE and on shutdown, and it saves atomically,
-# as Redis does: write a temporary file in the same directory, flush it to
-# the disk (fsync), then rename it over the old file. A rename within one
+# Redis persists in two ways: a snapshot of the whole dataset now and then
+# (compact and quick to load, but a crash loses what changed since), and a
+# log of every write (chapter 8). Here a snapshot is JSON, so that `cat
+# dump.json` shows exactly what is stored. SAVE and shutdown write it
+# atomically, as Redis does: a temporary file in the same directory, flushed
+# to the disk (fsync), then renamed over the old file. A rename within one
 # file system is atomic, so a crash at any moment leaves either the old
 # snapshot or the new one, never half of one.
 #
@@ -1291,21 +1196,7 @@ def save_snapshot(keyspace: Keyspace, path: str) -> None:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
-    fsync_directory(path)
-
-
-def fsync_directory(path: str) -> None:
-    """The rename of a file lives in its directory: flush that too, where the OS allows it."""
-    try:
-        directory_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(directory_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(directory_fd)
+    fsync_directory(path)  # so that the rename itself is on the disk too (chapter 7)
 
 
 def temporary_snapshot_path(path: str, pid: int) -> str:
@@ -1695,6 +1586,20 @@ def save_if_due(server: Server, now: int) -> None:
         log.info("%d changes in %d seconds. Saving...", changes, seconds)
         with contextlib.suppress(OSError):  # logged, and tried again after the retry delay
             background_save(server)
+
+
+def fsync_directory(path: str) -> None:
+    """Flush the directory of path, where the OS allows it: a rename is written there, not in the file.
+
+    The snapshot's rename (chapter 6) and the append-only file's (chapter 8)
+    survive a power cut only once the directory is on the disk too.
+    """
+    with contextlib.suppress(OSError):
+        directory_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(directory_fd)
+        finally:
+            os.close(directory_fd)
 
 
 # =============================================================================
@@ -3249,6 +3154,12 @@ def echo_command(client: Client, args: list[bytes]) -> bytes:
     return bulk(message)
 
 
+@command("quit", -1, "noscript loading stale fast no_auth allow_busy")
+def quit_command(client: Client, args: list[bytes]) -> bytes:
+    client.close_after_reply = True  # the connection writes +OK, then closes
+    return OK
+
+
 @command("lastsave", 1, "fast")
 def lastsave_command(client: Client, args: list[bytes]) -> bytes:
     return integer(client.server.last_save)
@@ -3258,6 +3169,16 @@ def lastsave_command(client: Client, args: list[bytes]) -> bytes:
 def time_command(client: Client, args: list[bytes]) -> bytes:
     seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
     return bulk_array([b"%d" % seconds, b"%d" % micros])
+
+
+@command("shutdown", -1, "admin noscript loading stale no_multi allow_busy")
+def shutdown_command(client: Client, args: list[bytes]) -> bytes:
+    # SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]: save or not (Server.shutdown, chapter 12), then close.
+    save, force = parse_shutdown_options(args)  # Appendix B
+    if not client.server.shutdown(save, force=force):
+        raise CommandError("ERR Errors trying to SHUTDOWN. Check logs.")  # the save failed: still serving
+    client.close_after_reply = True  # run nothing more: a write now would miss the final snapshot
+    return b""  # like Redis, the connection just closes
 
 
 def debug_allowed(client: Client) -> bool:
@@ -3297,6 +3218,22 @@ def exists_command(client: Client, args: list[bytes]) -> bytes:
     keys = args[1:]
     exists = client.db.exists
     return integer(sum(exists(key) for key in keys))  # a key named twice counts twice, as in Redis
+
+
+@command("dbsize", 1, "readonly fast")
+def dbsize_command(client: Client, args: list[bytes]) -> bytes:
+    return integer(client.db.key_count())
+
+
+@command("flushall", -1, "write")
+def flushall_command(client: Client, args: list[bytes]) -> bytes:
+    parse_flush_mode(args)
+    server = client.server
+    for db in server.keyspace.databases:
+        db.flush()
+    client.propagate(args)  # logged always, as in Redis: it changes databases other than the client's (chapter 8)
+    save_after_flushall(server)  # chapter 7: so that a restart cannot bring the keys back
+    return OK
 
 
 @command("unlink", -2, "write fast")
@@ -3431,17 +3368,18 @@ def swapdb_command(client: Client, args: list[bytes]) -> bytes:
 
 
 class Database(BasicDatabase):
-    """A database with what Part II's commands need besides chapter 4's core: the one the keyspace makes."""
+    """A database with what Part II's commands and WATCH (chapter 9) need besides chapter 4's core."""
 
     def set_many(self, keys_and_values: list[bytes]) -> None:
-        """MSET: store key, value, key, value..., forgetting the keys' TTLs."""
+        """MSET: store key, value, key, value..., forgetting the keys' TTLs; in one dict update when it can."""
         # One iterator zipped with itself yields the items two at a time: (key, value), (key, value)...
         # Not zip(strict=True): MSET checked the count, and any keyword argument makes zip() slower.
         items = iter(keys_and_values)
         pairs = zip(items, items)  # noqa: B905
-        if self.expires or self.watched_keys or self.pubsub.notify_flags & NOTIFY_NEW:  # one key at a time
-            for key, value in pairs:
+        if self.expires or self.watched_keys or self.pubsub.notify_flags & (NOTIFY_NEW | NOTIFY_STRING):
+            for key, value in pairs:  # one key at a time, each with its keyspace event, as in Redis
                 self.set(key, value)
+                notify_keyspace_event(self, NOTIFY_STRING, "set", key)
             return
         data = self.data
         size = len(data)
@@ -3455,6 +3393,19 @@ class Database(BasicDatabase):
 
     def key_count_with_ttl(self) -> int:
         return len(self.expires)
+
+    def remove_expire(self, key: bytes) -> bool:
+        """PERSIST: forget key's TTL; False if it had none."""
+        if self.expires.pop(key, None) is None:
+            return False
+        self.changes += 1
+        if key in self.watched_keys:  # some client WATCHes it (chapter 9)
+            touch_watched_key(self, key)
+        return True
+
+    def is_expired(self, key: bytes) -> bool:
+        """Whether key is stored but its time has passed: lazy expiry will delete it (Redis's keyIsExpired)."""
+        return key in self.expires and has_expired(self.expires[key], self.clock())
 
     def is_stored(self, key: bytes) -> bool:
         """Whether key is in the dicts, expired or not: a KeyList entry is stale if not."""
@@ -3602,6 +3553,22 @@ def scan_command(client: Client, args: list[bytes]) -> bytes:
 
 
 # --- Expiry ---------------------------------------------------------------------
+
+@command("pttl", 2, "readonly fast")
+def pttl_command(client: Client, args: list[bytes]) -> bytes:
+    key = args[1]
+    return ttl_generic(client, key, in_ms=True, absolute=False)
+
+
+@command("persist", 2, "write fast")
+def persist_command(client: Client, args: list[bytes]) -> bytes:
+    key = args[1]
+    db = client.db
+    if not (db.exists(key) and db.remove_expire(key)):
+        return ZERO  # 1 only if there was a TTL to remove
+    notify_keyspace_event(db, NOTIFY_GENERIC, "persist", key)
+    return ONE
+
 
 @command("expiretime", 2, "readonly fast")
 def expiretime_command(client: Client, args: list[bytes]) -> bytes:
@@ -4527,6 +4494,14 @@ def check_append_only_file(path: str, fix: bool) -> int:
     os.truncate(path, good_up_to)
     print(f"Successfully truncated AOF {path}")
     return 0
+
+
+# --- FLUSHDB's and FLUSHALL's option --------------------------------------------
+
+def parse_flush_mode(args: list[bytes]) -> None:
+    """FLUSHDB's and FLUSHALL's one option, ASYNC or SYNC: Redis may free the memory later; here both flush now."""
+    if len(args) > 2 or (len(args) == 2 and args[1].upper() not in (b"ASYNC", b"SYNC")):
+        raise CommandError(SYNTAX_ERROR)
 
 
 # =============================================================================
