@@ -1573,6 +1573,21 @@ class SaveRules:
         if old_enough and self.easiest[old_enough - 1][1] <= changes:
             return self.easiest[old_enough - 1]
         return None
+
+
+class SnapshotState:
+    """What the server knows of its snapshots; a base class of Server (chapter 12), so these are server.last_save..."""
+
+    def __init__(self, started: float) -> None:
+        self.last_save = int(started)  # Unix time of the last successful save, or of the start (LASTSAVE)
+        self.changes_at_last_save = 0  # keyspace.changes() when the last snapshot was saved or loaded
+        self.child = BackgroundChild()  # the BGSAVE (or BGREWRITEAOF) child process, when one runs
+        self.last_bgsave_ok = True  # did the last background save succeed? (INFO's rdb_last_bgsave_status)
+        self.last_bgsave_try = 0  # Unix time of the last BGSAVE's fork
+        self.disk_error: str | None = None  # why write commands are refused (MISCONF), if they are: check_disk()
+        self.bgsave_scheduled = False  # BGSAVE SCHEDULE: start one as soon as no child runs
+
+
 MISCONF_RDB = (
     "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk. "
     "Commands that may modify the data set are disabled, because this instance is configured to report errors "
@@ -1606,6 +1621,28 @@ def save_now(server: Server) -> None:
     changes = server.keyspace.changes()
     write_snapshot(server)
     snapshot_saved(server, changes)
+
+def final_save(server: Server, save: bool | None, force: bool) -> int | None:
+    """Shutdown's snapshot (chapter 12): the exit code, or None if the save failed and the server must go on serving.
+
+    save: True (SHUTDOWN SAVE), False (NOSAVE), None if there are save rules (SHUTDOWN, SIGTERM). force (SHUTDOWN
+    FORCE, a second signal) exits even if the save fails, with exit code 1.
+    """
+    server.child.kill()  # its snapshot would race the final one, and would be older
+    if not (save or (save is None and server.options.save)):
+        return 0
+    log.info("Saving the final snapshot before exiting.")
+    try:
+        save_now(server)
+    except OSError as error:
+        log.warning("Failed saving the snapshot %s: %s", server.dump_path, error)
+        if not force:
+            log.warning("Error trying to save the DB, can't exit.")
+            log.warning("Errors trying to shut down the server. Check the logs for more information.")
+            return None
+        log.warning("Exiting anyway: every change since the last successful save is lost.")
+        return 1
+    return 0
 
 def write_snapshot(server: Server) -> None:
     """Write the snapshot and log it: in the server for SAVE, in the child for BGSAVE."""
@@ -1782,6 +1819,17 @@ AOF_REWRITE_RETRY_DELAY = 60  # seconds before an automatic rewrite is tried aga
 # Redis's redis_fsync(): fdatasync where there is one (Linux), which flushes the data and the file's size but
 # not its times, one disk write fewer than fsync.
 sync_file_data = getattr(os, "fdatasync", os.fsync)
+
+
+class AppendOnlyState:
+    """What the server keeps for its log; a base class of Server (chapter 12), so these are server.aof..."""
+
+    def __init__(self) -> None:
+        self.aof: AppendOnlyFile | None = None  # the open log, while appendonly is on
+        self.loading = False  # replaying the log: commands run, but nothing may be saved from a half-loaded dataset
+        self.aof_rewrite_scheduled = False  # BGREWRITEAOF while a BGSAVE ran: the cron starts it once that is done
+        self.aof_rewrite_failures = 0  # in a row
+        self.aof_rewrite_ended = 0.0  # time.time() when the last rewrite ended
 
 
 def call_and_propagate(client: Client, entry: Command, args: list[bytes]) -> bytes:
@@ -2183,6 +2231,19 @@ def open_aof(server: Server, file_ready: bool = True) -> None:
     for db in server.keyspace.databases:
         db.on_expired = server.aof.key_expired
 
+def open_aof_at_startup(server: Server) -> None:
+    """With appendonly yes, load the data from the log; with no log yet, from the snapshot, and write the log from it.
+
+    Raises AofError (or DumpError) if what it loads is unreadable. The log is open for writing when it returns.
+    """
+    if os.path.exists(server.aof_path):
+        load_aof(server)
+    else:
+        server.load_snapshot()
+        log.info("Creating the AOF file %s on server start, with the data loaded", server.aof_path)
+        write_full_aof(server)
+    open_aof(server)
+
 def apply_appendonly(server: Server) -> None:
     """CONFIG SET appendonly: start the log (through a first rewrite), or stop it."""
     if server.options.appendonly == "yes" and server.aof is None:
@@ -2289,6 +2350,44 @@ def close_aof(server: Server) -> None:
     server.aof.close()
     server.aof = None
     check_disk(server)
+
+
+def persistence_cron(server: Server) -> None:
+    """The cron's part for chapters 7 and 8: flush the log, reap a finished child, start a save or rewrite if due."""
+    if server.aof is not None:
+        server.aof.flush()  # the DELs of expired keys, and everysec's fsync when no reply has called for it
+    now = int(time.time())
+    if server.child.kind is not None:
+        server.child.poll()
+    else:
+        save_if_due(server, now)
+    if server.bgsave_scheduled and server.child.kind is None and may_try_bgsave(server, now):
+        with contextlib.suppress(OSError):  # logged; BGSAVE SCHEDULE was answered long ago
+            background_save(server)
+            server.bgsave_scheduled = False
+    elif server.child.kind is None and (server.aof_rewrite_scheduled or
+                                        (server.aof is not None and aof_rewrite_due(server))):
+        with contextlib.suppress(OSError):  # logged
+            background_rewrite_aof(server)
+
+
+def add_aof_options(parser: argparse.ArgumentParser) -> None:
+    """The append-only file's command-line flags, for chapter 12's parse_options()."""
+    parser.add_argument("--appendonly", choices=["yes", "no"], default="no",
+                        help="log every change to the append-only file, and load the data from it (default no)")
+    parser.add_argument("--appendfilename", default="appendonly.aof",
+                        help="the append-only file's name, in --dir (default appendonly.aof)")
+    parser.add_argument("--appendfsync", choices=APPENDFSYNC_POLICIES, default="everysec",
+                        help="when the log is flushed to the disk: after every write, every second or when the OS "
+                             "likes (default everysec)")
+    parser.add_argument("--auto-aof-rewrite-percentage", type=int, default=100, metavar="PERCENT",
+                        help="rewrite the log once it has grown by this much since the last rewrite; 0: never "
+                             "(default 100)")
+    parser.add_argument("--auto-aof-rewrite-min-size", type=memory_size, default=64 * 1024 * 1024, metavar="BYTES",
+                        help="but not while it is smaller than this; units such as 64mb are understood (default 64mb)")
+    parser.add_argument("--check-aof", metavar="FILE",
+                        help="check an append-only file, report its first bad command, and exit (redis-check-aof)")
+    parser.add_argument("--fix", action="store_true", help="with --check-aof: cut the file there, after asking")
 
 
 # =============================================================================
@@ -2816,6 +2915,14 @@ def password_digest(password: str) -> bytes | None:
     return hashlib.sha256(password.encode("utf-8", "surrogateescape")).digest() if password else None
 
 
+class AccessState:
+    """What access control keeps; a base class of Server (chapter 12), so these are server.password_digest..."""
+
+    def __init__(self, password: str) -> None:
+        self.password_digest = password_digest(password)  # the default user's; None: no password
+        self.idle_check_position = 0  # where in the clients list the next look for idle clients starts
+
+
 def authenticate(client: Client, username: bytes, password: bytes) -> None:
     """Log the client in as username, or fail with WRONGPASS (Redis's ACLAuthenticateUser, for one user)."""
     expected = client.server.password_digest
@@ -2898,11 +3005,17 @@ def close_idle_clients(server: Server) -> None:
 # Chapter 12. Startup and shutdown
 # =============================================================================
 #
+# The Server object holds what every part shares: the options, the keyspace
+# and the clients. Chapters 7, 8 and 11 keep their own state in base classes
+# of it (SnapshotState, AppendOnlyState, AccessState), beside their code.
+#
 # Startup happens in Redis's order: read the configuration, make sure the
 # process may open a file descriptor for every client it will accept (Appendix
-# E), load the data (from the append-only file if it is on and there, else
-# from the snapshot; and refuse to go on if it is unreadable), only then
-# listen, and log one line saying where.
+# E), load the data (from the append-only file if it is on, else from the
+# snapshot; and refuse to go on if it is unreadable), only then listen, and
+# log one line saying where. From then on the cron (Redis's serverCron) runs
+# hz times a second between the clients' requests: active expiry, idle
+# clients, the log, save rules and the background child.
 #
 # Shutdown (SIGTERM, Ctrl+C or SHUTDOWN) saves the snapshot first, while the
 # server still runs, and writes and fsyncs what the append-only file has
@@ -2927,11 +3040,15 @@ def log_formatter(role: str) -> logging.Formatter:
     return logging.Formatter(LOG_FORMAT.format(role=role), datefmt="%d %b %Y %H:%M:%S")
 
 
-class Server:
-    """The server's shared state: configuration, keyspace, clients and statistics."""
+class Server(SnapshotState, AppendOnlyState, AccessState):
+    """The server's shared state: configuration, keyspace and clients; chapters 7, 8 and 11 add theirs."""
 
     def __init__(self, options: argparse.Namespace) -> None:
         self.options = options
+        self.start_time = time.time()
+        SnapshotState.__init__(self, self.start_time)  # chapter 7: the last save, the background child, MISCONF
+        AppendOnlyState.__init__(self)  # chapter 8: the log
+        AccessState.__init__(self, options.requirepass)  # chapter 11: the password
         self.pubsub = PubSub()  # channels, patterns and who listens to them (chapter 10)
         self.keyspace = Keyspace(pubsub=self.pubsub)
         self.running_client: Client | None = None  # the client whose requests are running, if any
@@ -2943,17 +3060,7 @@ class Server:
         self.client_ids = itertools.count(1)
         self.port = options.port
         self.address = ""
-        self.start_time = time.time()
-        self.last_save = int(self.start_time)
-        self.changes_at_last_save = 0  # keyspace.changes() when the last snapshot was saved or loaded
-        self.child = BackgroundChild()  # the BGSAVE (or BGREWRITEAOF) child process, when one runs
-        self.last_bgsave_ok = True  # did the last background save succeed? (INFO's rdb_last_bgsave_status)
-        self.last_bgsave_try = 0  # Unix time of the last BGSAVE's fork
-        self.disk_error: str | None = None  # why write commands are refused (MISCONF), if they are: check_disk()
-        self.bgsave_scheduled = False  # BGSAVE SCHEDULE: start one as soon as no child runs
         self.stats = Statistics()  # what the server counts only to report it (INFO, Appendix C)
-        self.idle_check_position = 0  # where in the clients list the next look for idle clients starts
-        self.password_digest = password_digest(options.requirepass)  # the default user's; None: no password
         self.listener: asyncio.Server | None = None  # serve() opens it
         self.exit_code: asyncio.Future[int] | None = None  # set by shutdown() once the server may exit
         self.stopping = False  # shutdown() has saved (or was told not to): no command may run any more
@@ -2963,11 +3070,6 @@ class Server:
         # new_event_loop() replaces it with BeforeSleepSelector, unless --batch-writes no.
         self.writer: WriteAtOnce | BeforeSleepSelector = WriteAtOnce()
         self.active_expiry_enabled = True  # DEBUG SET-ACTIVE-EXPIRE 0 turns it off
-        self.aof: AppendOnlyFile | None = None  # the open log, while appendonly is on (chapter 8)
-        self.loading = False  # replaying the log: commands run, but nothing may be saved from a half-loaded dataset
-        self.aof_rewrite_scheduled = False  # BGREWRITEAOF while a BGSAVE ran: the cron starts it once that is done
-        self.aof_rewrite_failures = 0  # in a row
-        self.aof_rewrite_ended = 0.0  # time.time() when the last rewrite ended
 
     @property
     def dump_path(self) -> str:
@@ -3000,20 +3102,14 @@ class Server:
         return self.keyspace.databases[index]
 
     def load(self) -> None:
-        """Load the data: from the append-only file if it is on and there, else from the snapshot if there is one.
+        """Load the data: from the append-only file if appendonly is on (chapter 8), else from the snapshot.
 
-        A snapshot that fails to load raises DumpError, a log AofError. With
-        appendonly on, the log is open for writing when this returns.
+        A snapshot that fails to load raises DumpError, a log AofError.
         """
-        if self.options.appendonly == "yes" and os.path.exists(self.aof_path):
-            load_aof(self)
+        if self.options.appendonly == "yes":
+            open_aof_at_startup(self)
         else:
             self.load_snapshot()
-        if self.options.appendonly == "yes":
-            if not os.path.exists(self.aof_path):
-                log.info("Creating the AOF file %s on server start, with the data loaded", self.aof_path)
-                write_full_aof(self)
-            open_aof(self)
 
     def load_snapshot(self) -> None:
         if not os.path.exists(self.dump_path):
@@ -3030,29 +3126,17 @@ class Server:
         """Save the final snapshot, then stop serving; if the save fails, log why and return False, still serving.
 
         Redis's prepareForShutdown() order: save while everything still runs, so that a failed save leaves the
-        server as it was, then close every connection, so that no command runs after the save. save: True
-        (SHUTDOWN SAVE), False (NOSAVE), None if there are save rules (SHUTDOWN, SIGTERM). force (SHUTDOWN
-        FORCE, a second signal) exits even if the save fails, with exit code 1.
+        server as it was, then close every connection, so that no command runs after the save. save and force
+        are SHUTDOWN's options (final_save, chapter 7).
         """
         if self.exit_code.done():
             return True  # already on the way out
         log.warning("User requested shutdown...")
-        self.child.kill()  # its snapshot would race the final one, and would be older
-        exit_code = 0
-        if save or (save is None and self.options.save):
-            log.info("Saving the final snapshot before exiting.")
-            try:
-                save_now(self)
-            except OSError as error:
-                log.warning("Failed saving the snapshot %s: %s", self.dump_path, error)
-                if not force:
-                    log.warning("Error trying to save the DB, can't exit.")
-                    log.warning("Errors trying to shut down the server. Check the logs for more information.")
-                    return False
-                log.warning("Exiting anyway: every change since the last successful save is lost.")
-                exit_code = 1
+        exit_code = final_save(self, save, force)
+        if exit_code is None:
+            return False
         if self.aof is not None:
-            close_aof(self)
+            close_aof(self)  # what the log has buffered, written and fsynced (chapter 8)
         log.info("No new connections; closing %d client(s)", len(self.clients))
         self.stopping = True
         self.listener.close()
@@ -3068,28 +3152,14 @@ class Server:
             self.signal_shutdown_failed = True
 
     def cron(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Redis's serverCron, hz times a second: active expiry, idle clients, the background child, save rules."""
+        """Redis's serverCron, hz times a second: active expiry, idle clients, the log, the background child."""
         if self.stopping:
             return  # shut down: a save rule must not start a child that would outlive the server
         loop.call_later(1 / self.options.hz, self.cron, loop)  # first, so that no error below can stop the cron
         if self.active_expiry_enabled:
             self.keyspace.active_expire_cycle(self.options.hz)
-        close_idle_clients(self)
-        if self.aof is not None:
-            self.aof.flush()  # the DELs of expired keys, and everysec's fsync when no reply has called for it
-        now = int(time.time())
-        if self.child.kind is not None:
-            self.child.poll()
-        else:
-            save_if_due(self, now)
-        if self.bgsave_scheduled and self.child.kind is None and may_try_bgsave(self, now):
-            with contextlib.suppress(OSError):  # logged; BGSAVE SCHEDULE was answered long ago
-                background_save(self)
-                self.bgsave_scheduled = False
-        elif self.child.kind is None and (self.aof_rewrite_scheduled or
-                                          (self.aof is not None and aof_rewrite_due(self))):
-            with contextlib.suppress(OSError):  # logged
-                background_rewrite_aof(self)
+        close_idle_clients(self)  # chapter 11
+        persistence_cron(self)  # chapters 7 and 8: the log flushed, save rules, the background child
 
 
 def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -3114,21 +3184,7 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     add_fine_print_options(parser)  # passwords, limits, speed-ups...: Appendix C
     parser.add_argument("--tcp-backlog", type=int, default=CONFIG_DEFAULT_TCP_BACKLOG, metavar="N",
                         help="connections the kernel queues until the server accepts them (default 511)")
-    parser.add_argument("--appendonly", choices=["yes", "no"], default="no",
-                        help="log every change to the append-only file, and load the data from it (default no)")
-    parser.add_argument("--appendfilename", default="appendonly.aof",
-                        help="the append-only file's name, in --dir (default appendonly.aof)")
-    parser.add_argument("--appendfsync", choices=APPENDFSYNC_POLICIES, default="everysec",
-                        help="when the log is flushed to the disk: after every write, every second or when the OS "
-                             "likes (default everysec)")
-    parser.add_argument("--auto-aof-rewrite-percentage", type=int, default=100, metavar="PERCENT",
-                        help="rewrite the log once it has grown by this much since the last rewrite; 0: never "
-                             "(default 100)")
-    parser.add_argument("--auto-aof-rewrite-min-size", type=memory_size, default=64 * 1024 * 1024, metavar="BYTES",
-                        help="but not while it is smaller than this; units such as 64mb are understood (default 64mb)")
-    parser.add_argument("--check-aof", metavar="FILE",
-                        help="check an append-only file, report its first bad command, and exit (redis-check-aof)")
-    parser.add_argument("--fix", action="store_true", help="with --check-aof: cut the file there, after asking")
+    add_aof_options(parser)  # --appendonly, --appendfsync...: chapter 8
     parser.add_argument("--notify-keyspace-events", default="", metavar="CLASSES",
                         help="keyspace events to publish, in Redis's letters, such as KEA (default: none)")
     options = parser.parse_args(argv)
