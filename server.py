@@ -1403,7 +1403,7 @@ def _load_entries(keyspace: Keyspace, document_text: str) -> int:
 # needs more memory.)
 #
 # The parent never blocks on the child. Ten times a second its cron (Redis's
-# serverCron, Server.cron in chapter 12) asks the kernel, without waiting,
+# serverCron: persistence_cron, chapter 8) asks the kernel, without waiting,
 # whether the child has exited (waitpid with WNOHANG), and if so whether it
 # exited 0 (success) or not. Only one child runs at a time, as in Redis: two
 # would double the memory copy-on-write can cost. A background rewrite of the
@@ -1616,6 +1616,18 @@ def bgsave_command(client: Client, args: list[bytes]) -> bytes:
     return simple_string("Background saving started")
 
 
+def load_snapshot_at_startup(server: Server) -> None:
+    """Load the snapshot, if there is one; loading is no change that needs saving. Raises DumpError."""
+    if not os.path.exists(server.dump_path):
+        log.info("No snapshot at %s: starting with an empty dataset", server.dump_path)
+        return
+    started = time.perf_counter()
+    count = load_snapshot(server.keyspace, server.dump_path)
+    server.stats.keys_loaded = count
+    server.changes_at_last_save = server.keyspace.changes()
+    log.info("DB loaded from disk: %d keys in %.3f seconds (%s)", count, time.perf_counter() - started,
+             server.dump_path)
+
 def save_now(server: Server) -> None:
     """Write the snapshot in the foreground, as SAVE and shutdown do: every client waits. Raises OSError."""
     changes = server.keyspace.changes()
@@ -1624,6 +1636,14 @@ def save_now(server: Server) -> None:
 
 def final_save(server: Server, save: bool | None, force: bool) -> int | None:
     """Shutdown's snapshot (chapter 12): the exit code, or None if the save failed and the server must go on serving.
+
+    If the save fails (a full disk, a directory gone), exiting would throw
+    away every change since the last save. So, like Redis, the server logs
+    why, answers SHUTDOWN with an error, and keeps serving: free the disk and
+    shut down again, or use SHUTDOWN NOSAVE to give the changes up. Redis
+    retries on every signal; here a second SIGTERM or Ctrl+C after a failed
+    save tries once more and then exits anyway, with exit code 1: whoever
+    asks twice wants the process gone, and the log says exactly what was lost.
 
     save: True (SHUTDOWN SAVE), False (NOSAVE), None if there are save rules (SHUTDOWN, SIGTERM). force (SHUTDOWN
     FORCE, a second signal) exits even if the save fails, with exit code 1.
@@ -2239,7 +2259,7 @@ def open_aof_at_startup(server: Server) -> None:
     if os.path.exists(server.aof_path):
         load_aof(server)
     else:
-        server.load_snapshot()
+        load_snapshot_at_startup(server)
         log.info("Creating the AOF file %s on server start, with the data loaded", server.aof_path)
         write_full_aof(server)
     open_aof(server)
@@ -3005,10 +3025,6 @@ def close_idle_clients(server: Server) -> None:
 # Chapter 12. Startup and shutdown
 # =============================================================================
 #
-# The Server object holds what every part shares: the options, the keyspace
-# and the clients. Chapters 7, 8 and 11 keep their own state in base classes
-# of it (SnapshotState, AppendOnlyState, AccessState), beside their code.
-#
 # Startup happens in Redis's order: read the configuration, make sure the
 # process may open a file descriptor for every client it will accept (Appendix
 # E), load the data (from the append-only file if it is on, else from the
@@ -3019,15 +3035,10 @@ def close_idle_clients(server: Server) -> None:
 #
 # Shutdown (SIGTERM, Ctrl+C or SHUTDOWN) saves the snapshot first, while the
 # server still runs, and writes and fsyncs what the append-only file has
-# buffered; only once the data is safely on disk does it stop
-# accepting connections, let each client's queued replies go out, and exit 0.
-# If the save fails (a full disk, a directory gone), exiting would throw away
-# every change since the last save. So, like Redis, the server logs why,
-# answers SHUTDOWN with an error, and keeps serving: free the disk and shut
-# down again, or use SHUTDOWN NOSAVE to give the changes up. Redis retries on
-# every signal; here a second SIGTERM or Ctrl+C after a failed save tries once
-# more and then exits anyway, with exit code 1: whoever asks twice wants the
-# process gone, and the log says exactly what was lost.
+# buffered; only once the data is safely on disk does it stop accepting
+# connections, let each client's queued replies go out, and exit 0. If the
+# save fails, exiting would throw away every change since the last save: so,
+# like Redis, the server says why and keeps serving (final_save, chapter 7).
 
 
 SHUTDOWN_FLUSH_TIMEOUT = 2.0  # seconds to let replies in flight reach their clients
@@ -3041,7 +3052,7 @@ def log_formatter(role: str) -> logging.Formatter:
 
 
 class Server(SnapshotState, AppendOnlyState, AccessState):
-    """The server's shared state: configuration, keyspace and clients; chapters 7, 8 and 11 add theirs."""
+    """The server's shared state: configuration, keyspace and clients; chapters 7, 8 and 11 add theirs as bases."""
 
     def __init__(self, options: argparse.Namespace) -> None:
         self.options = options
@@ -3102,25 +3113,14 @@ class Server(SnapshotState, AppendOnlyState, AccessState):
         return self.keyspace.databases[index]
 
     def load(self) -> None:
-        """Load the data: from the append-only file if appendonly is on (chapter 8), else from the snapshot.
+        """Load the data: from the log if appendonly is on (chapter 8), else from the snapshot (chapter 7).
 
         A snapshot that fails to load raises DumpError, a log AofError.
         """
         if self.options.appendonly == "yes":
             open_aof_at_startup(self)
         else:
-            self.load_snapshot()
-
-    def load_snapshot(self) -> None:
-        if not os.path.exists(self.dump_path):
-            log.info("No snapshot at %s: starting with an empty dataset", self.dump_path)
-            return
-        started = time.perf_counter()
-        count = load_snapshot(self.keyspace, self.dump_path)
-        self.stats.keys_loaded = count
-        self.changes_at_last_save = self.keyspace.changes()  # loading is no change to save
-        log.info("DB loaded from disk: %d keys in %.3f seconds (%s)", count, time.perf_counter() - started,
-                 self.dump_path)
+            load_snapshot_at_startup(self)
 
     def shutdown(self, save: bool | None = None, force: bool = False) -> bool:
         """Save the final snapshot, then stop serving; if the save fails, log why and return False, still serving.
@@ -3147,6 +3147,7 @@ class Server(SnapshotState, AppendOnlyState, AccessState):
         return True
 
     def signal_received(self, name: str) -> None:
+        """SIGTERM or Ctrl+C: shut down; after a failed save, the next one exits anyway (final_save, chapter 7)."""
         log.warning("Received %s scheduling shutdown...", name)
         if not self.shutdown(force=self.signal_shutdown_failed):
             self.signal_shutdown_failed = True
@@ -3268,8 +3269,6 @@ def main(argv: list[str] | None = None) -> int:
         return loop.run_until_complete(serve(server))
     finally:
         loop.close()
-
-
 
 
 # #############################################################################
