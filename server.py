@@ -1576,7 +1576,7 @@ class SaveRules:
 
 
 class SnapshotState:
-    """What the server knows of its snapshots; a base class of Server (chapter 12), so these are server.last_save..."""
+    """The server's state for snapshots and the background child; Server (chapter 12) inherits it."""
 
     def __init__(self, started: float) -> None:
         self.last_save = int(started)  # Unix time of the last successful save, or of the start (LASTSAVE)
@@ -1842,7 +1842,7 @@ sync_file_data = getattr(os, "fdatasync", os.fsync)
 
 
 class AppendOnlyState:
-    """What the server keeps for its log; a base class of Server (chapter 12), so these are server.aof..."""
+    """The server's state for the append-only file; Server (chapter 12) inherits it."""
 
     def __init__(self) -> None:
         self.aof: AppendOnlyFile | None = None  # the open log, while appendonly is on
@@ -2936,7 +2936,7 @@ def password_digest(password: str) -> bytes | None:
 
 
 class AccessState:
-    """What access control keeps; a base class of Server (chapter 12), so these are server.password_digest..."""
+    """The server's state for access control; Server (chapter 12) inherits it."""
 
     def __init__(self, password: str) -> None:
         self.password_digest = password_digest(password)  # the default user's; None: no password
@@ -3052,7 +3052,7 @@ def log_formatter(role: str) -> logging.Formatter:
 
 
 class Server(SnapshotState, AppendOnlyState, AccessState):
-    """The server's shared state: configuration, keyspace and clients; chapters 7, 8 and 11 add theirs as bases."""
+    """The server's shared state: configuration, keyspace and clients; chapters 7, 8, 11 add theirs as base classes."""
 
     def __init__(self, options: argparse.Namespace) -> None:
         self.options = options
