@@ -1294,7 +1294,7 @@ def _load_entries(keyspace: Keyspace, document_text: str) -> int:
 # needs more memory.)
 #
 # The parent never blocks on the child. Ten times a second its cron (Redis's
-# serverCron, Server.cron in chapter 12) asks the kernel, without waiting,
+# serverCron: persistence_cron, chapter 8) asks the kernel, without waiting,
 # whether the child has exited (waitpid with WNOHANG), and if so whether it
 # exited 0 (success) or not. Only one child runs at a time, as in Redis: two
 # would double the memory copy-on-write can cost. A background rewrite of the
@@ -1464,6 +1464,21 @@ class SaveRules:
         if old_enough and self.easiest[old_enough - 1][1] <= changes:
             return self.easiest[old_enough - 1]
         return None
+
+
+class SnapshotState:
+    """The server's state for snapshots and the background child; Server (chapter 12) inherits it."""
+
+    def __init__(self, started: float) -> None:
+        self.last_save = int(started)  # Unix time of the last successful save, or of the start (LASTSAVE)
+        self.changes_at_last_save = 0  # keyspace.changes() when the last snapshot was saved or loaded
+        self.child = BackgroundChild()  # the BGSAVE (or BGREWRITEAOF) child process, when one runs
+        self.last_bgsave_ok = True  # did the last background save succeed? (INFO's rdb_last_bgsave_status)
+        self.last_bgsave_try = 0  # Unix time of the last BGSAVE's fork
+        self.disk_error: str | None = None  # why write commands are refused (MISCONF), if they are: check_disk()
+        self.bgsave_scheduled = False  # BGSAVE SCHEDULE: start one as soon as no child runs
+
+
 MISCONF_RDB = (
     "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk. "
     "Commands that may modify the data set are disabled, because this instance is configured to report errors "
@@ -1492,11 +1507,53 @@ def bgsave_command(client: Client, args: list[bytes]) -> bytes:
     return simple_string("Background saving started")
 
 
+def load_snapshot_at_startup(server: Server) -> None:
+    """Load the snapshot, if there is one; loading is no change that needs saving. Raises DumpError."""
+    if not os.path.exists(server.dump_path):
+        log.info("No snapshot at %s: starting with an empty dataset", server.dump_path)
+        return
+    started = time.perf_counter()
+    count = load_snapshot(server.keyspace, server.dump_path)
+    server.stats.keys_loaded = count
+    server.changes_at_last_save = server.keyspace.changes()
+    log.info("DB loaded from disk: %d keys in %.3f seconds (%s)", count, time.perf_counter() - started,
+             server.dump_path)
+
 def save_now(server: Server) -> None:
     """Write the snapshot in the foreground, as SAVE and shutdown do: every client waits. Raises OSError."""
     changes = server.keyspace.changes()
     write_snapshot(server)
     snapshot_saved(server, changes)
+
+def final_save(server: Server, save: bool | None, force: bool) -> int | None:
+    """Shutdown's snapshot (chapter 12): the exit code, or None if the save failed and the server must go on serving.
+
+    If the save fails (a full disk, a directory gone), exiting would throw
+    away every change since the last save. So, like Redis, the server logs
+    why, answers SHUTDOWN with an error, and keeps serving: free the disk and
+    shut down again, or use SHUTDOWN NOSAVE to give the changes up. Redis
+    retries on every signal; here a second SIGTERM or Ctrl+C after a failed
+    save tries once more and then exits anyway, with exit code 1: whoever
+    asks twice wants the process gone, and the log says exactly what was lost.
+
+    save: True (SHUTDOWN SAVE), False (NOSAVE), None if there are save rules (SHUTDOWN, SIGTERM). force (SHUTDOWN
+    FORCE, a second signal) exits even if the save fails, with exit code 1.
+    """
+    server.child.kill()  # its snapshot would race the final one, and would be older
+    if not (save or (save is None and server.options.save)):
+        return 0
+    log.info("Saving the final snapshot before exiting.")
+    try:
+        save_now(server)
+    except OSError as error:
+        log.warning("Failed saving the snapshot %s: %s", server.dump_path, error)
+        if not force:
+            log.warning("Error trying to save the DB, can't exit.")
+            log.warning("Errors trying to shut down the server. Check the logs for more information.")
+            return None
+        log.warning("Exiting anyway: every change since the last successful save is lost.")
+        return 1
+    return 0
 
 def write_snapshot(server: Server) -> None:
     """Write the snapshot and log it: in the server for SAVE, in the child for BGSAVE."""
@@ -1687,6 +1744,17 @@ AOF_REWRITE_RETRY_DELAY = 60  # seconds before an automatic rewrite is tried aga
 # Redis's redis_fsync(): fdatasync where there is one (Linux), which flushes the data and the file's size but
 # not its times, one disk write fewer than fsync.
 sync_file_data = getattr(os, "fdatasync", os.fsync)
+
+
+class AppendOnlyState:
+    """The server's state for the append-only file; Server (chapter 12) inherits it."""
+
+    def __init__(self) -> None:
+        self.aof: AppendOnlyFile | None = None  # the open log, while appendonly is on
+        self.loading = False  # replaying the log: commands run, but nothing may be saved from a half-loaded dataset
+        self.aof_rewrite_scheduled = False  # BGREWRITEAOF while a BGSAVE ran: the cron starts it once that is done
+        self.aof_rewrite_failures = 0  # in a row
+        self.aof_rewrite_ended = 0.0  # time.time() when the last rewrite ended
 
 
 def call_and_propagate(client: Client, entry: Command, args: list[bytes]) -> bytes:
@@ -2088,6 +2156,19 @@ def open_aof(server: Server, file_ready: bool = True) -> None:
     for db in server.keyspace.databases:
         db.on_expired = server.aof.key_expired
 
+def open_aof_at_startup(server: Server) -> None:
+    """With appendonly yes, load the data from the log; with no log yet, from the snapshot, and write the log from it.
+
+    Raises AofError (or DumpError) if what it loads is unreadable. The log is open for writing when it returns.
+    """
+    if os.path.exists(server.aof_path):
+        load_aof(server)
+    else:
+        load_snapshot_at_startup(server)
+        log.info("Creating the AOF file %s on server start, with the data loaded", server.aof_path)
+        write_full_aof(server)
+    open_aof(server)
+
 def apply_appendonly(server: Server) -> None:
     """CONFIG SET appendonly: start the log (through a first rewrite), or stop it."""
     if server.options.appendonly == "yes" and server.aof is None:
@@ -2194,6 +2275,44 @@ def close_aof(server: Server) -> None:
     server.aof.close()
     server.aof = None
     check_disk(server)
+
+
+def persistence_cron(server: Server) -> None:
+    """The cron's part for chapters 7 and 8: flush the log, reap a finished child, start a save or rewrite if due."""
+    if server.aof is not None:
+        server.aof.flush()  # the DELs of expired keys, and everysec's fsync when no reply has called for it
+    now = int(time.time())
+    if server.child.kind is not None:
+        server.child.poll()
+    else:
+        save_if_due(server, now)
+    if server.bgsave_scheduled and server.child.kind is None and may_try_bgsave(server, now):
+        with contextlib.suppress(OSError):  # logged; BGSAVE SCHEDULE was answered long ago
+            background_save(server)
+            server.bgsave_scheduled = False
+    elif server.child.kind is None and (server.aof_rewrite_scheduled or
+                                        (server.aof is not None and aof_rewrite_due(server))):
+        with contextlib.suppress(OSError):  # logged
+            background_rewrite_aof(server)
+
+
+def add_aof_options(parser: argparse.ArgumentParser) -> None:
+    """The append-only file's command-line flags, for chapter 12's parse_options()."""
+    parser.add_argument("--appendonly", choices=["yes", "no"], default="no",
+                        help="log every change to the append-only file, and load the data from it (default no)")
+    parser.add_argument("--appendfilename", default="appendonly.aof",
+                        help="the append-only file's name, in --dir (default appendonly.aof)")
+    parser.add_argument("--appendfsync", choices=APPENDFSYNC_POLICIES, default="everysec",
+                        help="when the log is flushed to the disk: after every write, every second or when the OS "
+                             "likes (default everysec)")
+    parser.add_argument("--auto-aof-rewrite-percentage", type=int, default=100, metavar="PERCENT",
+                        help="rewrite the log once it has grown by this much since the last rewrite; 0: never "
+                             "(default 100)")
+    parser.add_argument("--auto-aof-rewrite-min-size", type=memory_size, default=64 * 1024 * 1024, metavar="BYTES",
+                        help="but not while it is smaller than this; units such as 64mb are understood (default 64mb)")
+    parser.add_argument("--check-aof", metavar="FILE",
+                        help="check an append-only file, report its first bad command, and exit (redis-check-aof)")
+    parser.add_argument("--fix", action="store_true", help="with --check-aof: cut the file there, after asking")
 
 
 # =============================================================================
@@ -2721,6 +2840,14 @@ def password_digest(password: str) -> bytes | None:
     return hashlib.sha256(password.encode("utf-8", "surrogateescape")).digest() if password else None
 
 
+class AccessState:
+    """The server's state for access control; Server (chapter 12) inherits it."""
+
+    def __init__(self, password: str) -> None:
+        self.password_digest = password_digest(password)  # the default user's; None: no password
+        self.idle_check_position = 0  # where in the clients list the next look for idle clients starts
+
+
 def authenticate(client: Client, username: bytes, password: bytes) -> None:
     """Log the client in as username, or fail with WRONGPASS (Redis's ACLAuthenticateUser, for one user)."""
     expected = client.server.password_digest
@@ -2805,21 +2932,18 @@ def close_idle_clients(server: Server) -> None:
 #
 # Startup happens in Redis's order: read the configuration, make sure the
 # process may open a file descriptor for every client it will accept (Appendix
-# E), load the data (from the append-only file if it is on and there, else
-# from the snapshot; and refuse to go on if it is unreadable), only then
-# listen, and log one line saying where.
+# E), load the data (from the append-only file if it is on, else from the
+# snapshot; and refuse to go on if it is unreadable), only then listen, and
+# log one line saying where. From then on the cron (Redis's serverCron) runs
+# hz times a second between the clients' requests: active expiry, idle
+# clients, the log, save rules and the background child.
 #
 # Shutdown (SIGTERM, Ctrl+C or SHUTDOWN) saves the snapshot first, while the
 # server still runs, and writes and fsyncs what the append-only file has
-# buffered; only once the data is safely on disk does it stop
-# accepting connections, let each client's queued replies go out, and exit 0.
-# If the save fails (a full disk, a directory gone), exiting would throw away
-# every change since the last save. So, like Redis, the server logs why,
-# answers SHUTDOWN with an error, and keeps serving: free the disk and shut
-# down again, or use SHUTDOWN NOSAVE to give the changes up. Redis retries on
-# every signal; here a second SIGTERM or Ctrl+C after a failed save tries once
-# more and then exits anyway, with exit code 1: whoever asks twice wants the
-# process gone, and the log says exactly what was lost.
+# buffered; only once the data is safely on disk does it stop accepting
+# connections, let each client's queued replies go out, and exit 0. If the
+# save fails, exiting would throw away every change since the last save: so,
+# like Redis, the server says why and keeps serving (final_save, chapter 7).
 
 
 SHUTDOWN_FLUSH_TIMEOUT = 2.0  # seconds to let replies in flight reach their clients
@@ -2832,11 +2956,15 @@ def log_formatter(role: str) -> logging.Formatter:
     return logging.Formatter(LOG_FORMAT.format(role=role), datefmt="%d %b %Y %H:%M:%S")
 
 
-class Server:
-    """The server's shared state: configuration, keyspace, clients and statistics."""
+class Server(SnapshotState, AppendOnlyState, AccessState):
+    """The server's shared state: configuration, keyspace and clients; chapters 7, 8, 11 add theirs as base classes."""
 
     def __init__(self, options: argparse.Namespace) -> None:
         self.options = options
+        self.start_time = time.time()
+        SnapshotState.__init__(self, self.start_time)  # chapter 7: the last save, the background child, MISCONF
+        AppendOnlyState.__init__(self)  # chapter 8: the log
+        AccessState.__init__(self, options.requirepass)  # chapter 11: the password
         self.pubsub = PubSub()  # channels, patterns and who listens to them (chapter 10)
         self.keyspace = Keyspace(pubsub=self.pubsub)
         self.running_client: Client | None = None  # the client whose requests are running, if any
@@ -2848,17 +2976,7 @@ class Server:
         self.client_ids = itertools.count(1)
         self.port = options.port
         self.address = ""
-        self.start_time = time.time()
-        self.last_save = int(self.start_time)
-        self.changes_at_last_save = 0  # keyspace.changes() when the last snapshot was saved or loaded
-        self.child = BackgroundChild()  # the BGSAVE (or BGREWRITEAOF) child process, when one runs
-        self.last_bgsave_ok = True  # did the last background save succeed? (INFO's rdb_last_bgsave_status)
-        self.last_bgsave_try = 0  # Unix time of the last BGSAVE's fork
-        self.disk_error: str | None = None  # why write commands are refused (MISCONF), if they are: check_disk()
-        self.bgsave_scheduled = False  # BGSAVE SCHEDULE: start one as soon as no child runs
         self.stats = Statistics()  # what the server counts only to report it (INFO, Appendix C)
-        self.idle_check_position = 0  # where in the clients list the next look for idle clients starts
-        self.password_digest = password_digest(options.requirepass)  # the default user's; None: no password
         self.listener: asyncio.Server | None = None  # serve() opens it
         self.exit_code: asyncio.Future[int] | None = None  # set by shutdown() once the server may exit
         self.stopping = False  # shutdown() has saved (or was told not to): no command may run any more
@@ -2868,11 +2986,6 @@ class Server:
         # new_event_loop() replaces it with BeforeSleepSelector, unless --batch-writes no.
         self.writer: WriteAtOnce | BeforeSleepSelector = WriteAtOnce()
         self.active_expiry_enabled = True  # DEBUG SET-ACTIVE-EXPIRE 0 turns it off
-        self.aof: AppendOnlyFile | None = None  # the open log, while appendonly is on (chapter 8)
-        self.loading = False  # replaying the log: commands run, but nothing may be saved from a half-loaded dataset
-        self.aof_rewrite_scheduled = False  # BGREWRITEAOF while a BGSAVE ran: the cron starts it once that is done
-        self.aof_rewrite_failures = 0  # in a row
-        self.aof_rewrite_ended = 0.0  # time.time() when the last rewrite ended
 
     @property
     def dump_path(self) -> str:
@@ -2905,59 +3018,30 @@ class Server:
         return self.keyspace.databases[index]
 
     def load(self) -> None:
-        """Load the data: from the append-only file if it is on and there, else from the snapshot if there is one.
+        """Load the data: from the log if appendonly is on (chapter 8), else from the snapshot (chapter 7).
 
-        A snapshot that fails to load raises DumpError, a log AofError. With
-        appendonly on, the log is open for writing when this returns.
+        A snapshot that fails to load raises DumpError, a log AofError.
         """
-        if self.options.appendonly == "yes" and os.path.exists(self.aof_path):
-            load_aof(self)
-        else:
-            self.load_snapshot()
         if self.options.appendonly == "yes":
-            if not os.path.exists(self.aof_path):
-                log.info("Creating the AOF file %s on server start, with the data loaded", self.aof_path)
-                write_full_aof(self)
-            open_aof(self)
-
-    def load_snapshot(self) -> None:
-        if not os.path.exists(self.dump_path):
-            log.info("No snapshot at %s: starting with an empty dataset", self.dump_path)
-            return
-        started = time.perf_counter()
-        count = load_snapshot(self.keyspace, self.dump_path)
-        self.stats.keys_loaded = count
-        self.changes_at_last_save = self.keyspace.changes()  # loading is no change to save
-        log.info("DB loaded from disk: %d keys in %.3f seconds (%s)", count, time.perf_counter() - started,
-                 self.dump_path)
+            open_aof_at_startup(self)
+        else:
+            load_snapshot_at_startup(self)
 
     def shutdown(self, save: bool | None = None, force: bool = False) -> bool:
         """Save the final snapshot, then stop serving; if the save fails, log why and return False, still serving.
 
         Redis's prepareForShutdown() order: save while everything still runs, so that a failed save leaves the
-        server as it was, then close every connection, so that no command runs after the save. save: True
-        (SHUTDOWN SAVE), False (NOSAVE), None if there are save rules (SHUTDOWN, SIGTERM). force (SHUTDOWN
-        FORCE, a second signal) exits even if the save fails, with exit code 1.
+        server as it was, then close every connection, so that no command runs after the save. save and force
+        are SHUTDOWN's options (final_save, chapter 7).
         """
         if self.exit_code.done():
             return True  # already on the way out
         log.warning("User requested shutdown...")
-        self.child.kill()  # its snapshot would race the final one, and would be older
-        exit_code = 0
-        if save or (save is None and self.options.save):
-            log.info("Saving the final snapshot before exiting.")
-            try:
-                save_now(self)
-            except OSError as error:
-                log.warning("Failed saving the snapshot %s: %s", self.dump_path, error)
-                if not force:
-                    log.warning("Error trying to save the DB, can't exit.")
-                    log.warning("Errors trying to shut down the server. Check the logs for more information.")
-                    return False
-                log.warning("Exiting anyway: every change since the last successful save is lost.")
-                exit_code = 1
+        exit_code = final_save(self, save, force)
+        if exit_code is None:
+            return False
         if self.aof is not None:
-            close_aof(self)
+            close_aof(self)  # what the log has buffered, written and fsynced (chapter 8)
         log.info("No new connections; closing %d client(s)", len(self.clients))
         self.stopping = True
         self.listener.close()
@@ -2968,33 +3052,20 @@ class Server:
         return True
 
     def signal_received(self, name: str) -> None:
+        """SIGTERM or Ctrl+C: shut down; after a failed save, the next one exits anyway (final_save, chapter 7)."""
         log.warning("Received %s scheduling shutdown...", name)
         if not self.shutdown(force=self.signal_shutdown_failed):
             self.signal_shutdown_failed = True
 
     def cron(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Redis's serverCron, hz times a second: active expiry, idle clients, the background child, save rules."""
+        """Redis's serverCron, hz times a second: active expiry, idle clients, the log, the background child."""
         if self.stopping:
             return  # shut down: a save rule must not start a child that would outlive the server
         loop.call_later(1 / self.options.hz, self.cron, loop)  # first, so that no error below can stop the cron
         if self.active_expiry_enabled:
             self.keyspace.active_expire_cycle(self.options.hz)
-        close_idle_clients(self)
-        if self.aof is not None:
-            self.aof.flush()  # the DELs of expired keys, and everysec's fsync when no reply has called for it
-        now = int(time.time())
-        if self.child.kind is not None:
-            self.child.poll()
-        else:
-            save_if_due(self, now)
-        if self.bgsave_scheduled and self.child.kind is None and may_try_bgsave(self, now):
-            with contextlib.suppress(OSError):  # logged; BGSAVE SCHEDULE was answered long ago
-                background_save(self)
-                self.bgsave_scheduled = False
-        elif self.child.kind is None and (self.aof_rewrite_scheduled or
-                                          (self.aof is not None and aof_rewrite_due(self))):
-            with contextlib.suppress(OSError):  # logged
-                background_rewrite_aof(self)
+        close_idle_clients(self)  # chapter 11
+        persistence_cron(self)  # chapters 7 and 8: the log flushed, save rules, the background child
 
 
 def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -3019,21 +3090,7 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     add_fine_print_options(parser)  # passwords, limits, speed-ups...: Appendix C
     parser.add_argument("--tcp-backlog", type=int, default=CONFIG_DEFAULT_TCP_BACKLOG, metavar="N",
                         help="connections the kernel queues until the server accepts them (default 511)")
-    parser.add_argument("--appendonly", choices=["yes", "no"], default="no",
-                        help="log every change to the append-only file, and load the data from it (default no)")
-    parser.add_argument("--appendfilename", default="appendonly.aof",
-                        help="the append-only file's name, in --dir (default appendonly.aof)")
-    parser.add_argument("--appendfsync", choices=APPENDFSYNC_POLICIES, default="everysec",
-                        help="when the log is flushed to the disk: after every write, every second or when the OS "
-                             "likes (default everysec)")
-    parser.add_argument("--auto-aof-rewrite-percentage", type=int, default=100, metavar="PERCENT",
-                        help="rewrite the log once it has grown by this much since the last rewrite; 0: never "
-                             "(default 100)")
-    parser.add_argument("--auto-aof-rewrite-min-size", type=memory_size, default=64 * 1024 * 1024, metavar="BYTES",
-                        help="but not while it is smaller than this; units such as 64mb are understood (default 64mb)")
-    parser.add_argument("--check-aof", metavar="FILE",
-                        help="check an append-only file, report its first bad command, and exit (redis-check-aof)")
-    parser.add_argument("--fix", action="store_true", help="with --check-aof: cut the file there, after asking")
+    add_aof_options(parser)  # --appendonly, --appendfsync...: chapter 8
     parser.add_argument("--notify-keyspace-events", default="", metavar="CLASSES",
                         help="keyspace events to publish, in Redis's letters, such as KEA (default: none)")
     options = parser.parse_args(argv)
@@ -3117,8 +3174,6 @@ def main(argv: list[str] | None = None) -> int:
         return loop.run_until_complete(serve(server))
     finally:
         loop.close()
-
-
 
 
 # #############################################################################
