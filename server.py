@@ -95,12 +95,11 @@ log = logging.getLogger("redis-clone")
 # ClientConnection (an asyncio.Protocol) and calls data_received() with
 # whatever bytes arrived. That is the whole journey of a request:
 #
-#   1. data_received() feeds the bytes to the connection's parser (chapter 2),
-#      which returns every complete command in them: one read may hold half
-#      a command, or sixteen at once (pipelining).
-#   2. run_requests() runs each through execute() (chapter 3), which finds the
-#      command's function (chapter 5) and returns its reply encoded in RESP;
-#      the function works on the data through the keyspace (chapter 4).
+#   1. The connection's parser (chapter 2) returns every complete command in
+#      the bytes: one read may hold half a command, or sixteen (pipelining).
+#   2. execute() (chapter 3) runs each: it finds the command's function
+#      (chapter 5), which works on the keyspace (chapter 4) and returns its
+#      reply encoded in RESP.
 #   3. The replies are queued, and the server's writer sends them.
 #
 # Nothing in this path awaits, so commands never interleave.
@@ -152,9 +151,8 @@ class Client:
 class ClientConnection(asyncio.Protocol):
     """Bytes in, commands run, replies out: the life of one TCP connection.
 
-    This plain version runs every request as soon as it has arrived. By
-    default the server uses Appendix E's PausingConnection, which stops
-    running a client's requests while it does not read its replies.
+    This plain version runs every request as soon as it has arrived. By default Appendix E's
+    PausingConnection takes its place, which stops running a client's requests while it does not read.
     """
 
     def __init__(self, server: Server) -> None:
@@ -252,9 +250,8 @@ class ClientConnection(asyncio.Protocol):
 class WriteAtOnce:
     """How replies leave: each connection's as soon as the requests of its read have run.
 
-    Appendix D's BeforeSleepSelector (--batch-writes yes, the default) replaces
-    it with Redis's way: the replies of all the clients served in one pass of
-    the event loop are written together, just before the loop sleeps.
+    By default Appendix D's BeforeSleepSelector takes its place, and writes them as Redis does: just before
+    the event loop sleeps, the replies of all the clients served in its pass together.
     """
 
     def queue(self, connection: ClientConnection) -> None:
@@ -304,8 +301,8 @@ class ProtocolError(Exception):
 class RequestParser:
     """A streaming RESP request parser: feed it bytes, get back complete commands.
 
-    It walks the bytes as Redis's processMultibulkBuffer() does, with every
-    check and error message it has. Bytes may arrive in any pieces:
+    It walks the bytes as Redis's processMultibulkBuffer() does, with its
+    checks and error messages. Bytes may arrive in any pieces:
 
     >>> parser = RequestParser()
     >>> parser.feed(b"*2\\r\\n$3\\r\\nGET\\r\\n$1\\r")
@@ -315,12 +312,10 @@ class RequestParser:
     >>> parser.feed(b"*1\\r\\n:1\\r\\n")
     ([], ProtocolError("Protocol error: expected '$', got ':'"))
 
-    Like Redis, it keeps its place in a request that has not all arrived: the
-    arguments read so far, how many are still missing and the length of the
-    bulk string being read (Redis's argv, multibulklen and bulklen); only the
-    bytes after them wait for the next read. So each read parses just the
-    bytes it brought. Starting over on every read would let a client that
-    sends a huge array an argument at a time keep the server re-parsing it.
+    Like Redis, it keeps the arguments of a request that has not all arrived,
+    so each read parses just the bytes it brought: starting over on every read
+    would let a client that sends a huge array an argument at a time keep the
+    server re-parsing it.
     """
 
     def __init__(self) -> None:
@@ -332,11 +327,7 @@ class RequestParser:
 
     @property
     def pending_size(self) -> int:
-        """The received bytes that wait for the rest of their request, parsed into arguments or not.
-
-        Redis's client-query-buffer-limit counts only its query buffer; counting the
-        arguments too keeps a request that never ends from growing without bound.
-        """
+        """The received bytes that wait for the rest of their request, parsed into arguments or not (Appendix E)."""
         return len(self._buffer) + self._args_size
 
     def feed(self, data: bytes) -> tuple[list[list[bytes]], ProtocolError | None]:
@@ -586,12 +577,9 @@ def execute(client: Client, args: list[bytes]) -> bytes:
         reply = error_reply(str(error))
     except Exception as error:  # out of memory, or a bug: the request fails alone (Appendix E)
         reply = failure_reply(client, entry, args, error)
-    # 4. The reply, as the client gets it: after what it pushed to itself (chapter 10), with its own
-    #    MONITOR line if it monitors, and nothing at all under CLIENT REPLY OFF or SKIP (Appendix C).
-    if client.server.monitors:
-        reply += feed_monitors(client, entry, args)
-    if client.pushed or client.reply_mode:
-        reply = outgoing_reply(client, reply)
+    # 4. Rarely, more to it: what it pushed to itself, MONITOR's line, or CLIENT REPLY OFF (chapter 10).
+    if client.server.monitors or client.pushed or client.reply_mode:
+        reply = reply_as_sent(client, entry, args, reply)
     return reply
 
 
@@ -2624,6 +2612,20 @@ def push(client: Client, message: bytes) -> None:
     client.server.writer.queue_push(connection)
 
 
+def reply_as_sent(client: Client, entry: Command, args: list[bytes], reply: bytes) -> bytes:
+    """A command's reply as its client gets it, where execute() ends.
+
+    The messages pushed to it while the command ran come first, and its own
+    MONITOR line last if it monitors (Appendix C); under CLIENT REPLY OFF or
+    SKIP the reply and the MONITOR line are dropped, not the messages.
+    """
+    if client.server.monitors:
+        reply += feed_monitors(client, entry, args)  # every monitor is shown the command that ran
+    if client.pushed or client.reply_mode:
+        reply = outgoing_reply(client, reply)
+    return reply
+
+
 def stop_listening(client: Client) -> None:
     """Leave every channel and pattern, and MONITOR: what a disconnect does, and RESET (with no replies)."""
     client.server.pubsub.unsubscribe_all(client)
@@ -2736,9 +2738,11 @@ def publish_command(client: Client, args: list[bytes]) -> bytes:
 # password, only clients on this machine (127.0.0.1 and ::1) are served, and
 # anyone else gets one -DENIED line saying what to do, then is disconnected.
 # And a password (requirepass): a new connection may only AUTH, HELLO ... AUTH,
-# QUIT or RESET until it has given it; every other command gets -NOAUTH. Since
-# Redis 6 these are ACL users; requirepass is the password of "default", the
-# user every connection starts as, and the only user this server has.
+# QUIT or RESET until it has given it; every other command gets -NOAUTH (from
+# command_refusal(), where execute() asks whether a client may run a command
+# now). Since Redis 6 these are ACL users; requirepass is the password of
+# "default", the user every connection starts as, and the only user this
+# server has.
 #
 # A password check must not leak the password through its timing: a comparison
 # that stops at the first differing byte answers sooner the fewer leading bytes
@@ -3808,7 +3812,7 @@ def parse_integer(text: bytes) -> int | None:
 def read_inline_command(data: bytes, pos: int) -> tuple[list[bytes], int] | None:
     """The words of the inline command at data[pos:], and where the next request starts; None until its line ends.
 
-    The line ends at "\n", with or without a "\r" before it.
+    As Redis's processInlineBuffer(): the line ends at "\n", with or without a "\r" before it.
     """
     newline = data.find(b"\n", pos)
     if newline < 0:
@@ -5796,7 +5800,9 @@ class BeforeSleepSelector(selectors.DefaultSelector):
 # =============================================================================
 #
 # A first reading can skip this appendix: it adds the protections that keep
-# one client from hurting the others. Its unsent replies are bounded
+# one client from hurting the others. A request that never ends is cut short
+# (client-query-buffer-limit), and one that fails unexpectedly fails alone
+# (failure_reply). A client's unsent replies are bounded
 # (PausingConnection, ReplyBuffer), and a subscriber that does not read its
 # messages is disconnected (client-output-buffer-limit); a web page that
 # points a browser at the server is turned away (POST and Host:); the number
@@ -5819,7 +5825,11 @@ CLIENT_QUERY_BUFFER_LIMIT = 1024 * 1024 * 1024  # default client-query-buffer-li
 
 
 def over_query_buffer_limit(connection: ClientConnection) -> bool:
-    """Whether the request still arriving is over client-query-buffer-limit: the connection is then closed."""
+    """Whether the request still arriving is over client-query-buffer-limit: the connection is then closed.
+
+    Redis counts only its query buffer. Counting the arguments parsed so far too
+    (RequestParser.pending_size) keeps a request that never ends from growing without bound.
+    """
     if connection.parser.pending_size <= connection.server.options.client_query_buffer_limit:
         return False
     client = connection.client
