@@ -95,51 +95,48 @@ log = logging.getLogger("redis-clone")
 # ClientConnection (an asyncio.Protocol) and calls data_received() with
 # whatever bytes arrived. That is the whole journey of a request:
 #
-#   1. data_received() feeds the bytes to the connection's parser (chapter 2),
-#      which returns every complete command in them: one read may hold half
-#      a command, or sixteen at once (pipelining).
-#   2. run_requests() runs each through execute() (chapter 3), which finds the
-#      command's function (chapter 5) and returns its reply encoded in RESP;
-#      the function works on the data through the keyspace (chapter 4).
-#   3. The replies are queued, and the server's writer sends them (WriteAtOnce
-#      below, or by default Appendix D's BeforeSleepSelector).
+#   1. The connection's parser (chapter 2) returns every complete command in
+#      the bytes: one read may hold half a command, or sixteen (pipelining).
+#   2. execute() (chapter 3) runs each: it finds the command's function
+#      (chapter 5), which works on the keyspace (chapter 4) and returns its
+#      reply encoded in RESP.
+#   3. The replies are queued, and the server's writer sends them.
 #
-# Nothing in this path awaits, so commands never interleave. A client that
-# asks for more replies than it reads is paused until it reads: its requests
-# wait unrun while its unsent output is over OUTPUT_PAUSE_BYTES (Appendix E).
+# Nothing in this path awaits, so commands never interleave.
 
 
 class Client:
-    """The state of one connection that commands can read and change."""
+    """The state of one connection that commands can read and change; later chapters keep theirs here too."""
 
     def __init__(self, server: Server, client_id: int, address: str, transport: asyncio.Transport) -> None:
         self.server = server
         self.transport = transport
+        self.connection: ClientConnection | None = None  # its connection, with its buffers
         self.id = client_id
         self.address = address
-        self.db = server.keyspace.databases[0]
+        self.db = server.keyspace.databases[0]  # the database it SELECTed (chapter 5)
         self.protocol = 2  # RESP2 until HELLO 3
         self.null = RESP2_NULL
-        self.name = b""
-        self.library: dict[bytes, bytes] = {}  # CLIENT SETINFO lib-name / lib-ver
-        self.close_after_reply = False
-        self.created = time.monotonic()
-        self.transaction: Transaction | None = None  # the commands queued since MULTI (chapter 9)
+        self.close_after_reply = False  # close the connection once the replies so far are sent
+        self.created = self.last_interaction = time.monotonic()  # last: when it last sent or was sent bytes
+        self.propagated: list[bytes] | None = None  # what the append-only file logs for this command (chapter 8)
+        # Transactions (chapter 9)
+        self.transaction: Transaction | None = None  # the commands queued since MULTI
+        self.running_transaction: Transaction | None = None  # the queue EXEC is running
         self.watched: dict[tuple[int, bytes], WatchedKey] = {}  # (db index, key) -> what WATCH noted of the key
         self.watched_key_touched = False  # one of them changed since WATCH: EXEC will fail (CLIENT_DIRTY_CAS)
-        self.authenticated = server.password_digest is None  # with no password, everyone is the default user
-        self.last_interaction = self.created  # when it last sent or was sent bytes: --timeout closes the idle
+        # Pub/Sub (chapter 10): the channels and patterns it listens to, in order (dicts as ordered sets)
+        self.channels: dict[bytes, None] = {}
+        self.patterns: dict[bytes, None] = {}
+        self.pushed: list[bytes] = []  # messages pushed to it while it ran a command: they precede its reply
+        self.authenticated = server.password_digest is None  # logged in (chapter 11): with no password, everyone is
+        # Part II: CLIENT and MONITOR (Appendix C), client-output-buffer-limit (Appendix E)
+        self.name = b""
+        self.library: dict[bytes, bytes] = {}  # CLIENT SETINFO lib-name / lib-ver
         self.last_command = "NULL"  # the name of the last command it ran, for CLIENT LIST
-        self.connection: ClientConnection | None = None  # its connection, whose buffers CLIENT LIST reports
-        # Pub/Sub (chapter 10): what the client listens to, and the messages pushed to it while it runs a command.
-        self.channels: dict[bytes, None] = {}  # the channels it subscribed to, in order (a dict as an ordered set)
-        self.patterns: dict[bytes, None] = {}  # the patterns it subscribed to
-        self.pushed: list[bytes] = []  # messages for it that arrived while it ran a command: they precede its reply
-        self.monitoring = False  # MONITOR: every command run is streamed to it (Appendix C)
-        self.running_transaction: Transaction | None = None  # the queue EXEC is running (chapter 9)
-        self.reply_mode = REPLY_ON  # CLIENT REPLY ON, OFF or SKIP (Appendix C)
-        self.soft_limit_since = 0.0  # when its output first went over the soft limit, 0 if under it (Appendix E)
-        self.propagated: list[bytes] | None = None  # what the append-only file logs for this command (chapter 8)
+        self.reply_mode = REPLY_ON  # CLIENT REPLY ON, OFF or SKIP
+        self.monitoring = False  # MONITOR: every command run is streamed to it
+        self.soft_limit_since = 0.0  # when its output first went over the soft limit, 0 if under it
 
     def propagate(self, args: list[bytes]) -> None:
         """Have the append-only file log args in place of the running command's own (chapter 8)."""
@@ -151,13 +148,11 @@ class Client:
         self.null = RESP3_NULL if version == 3 else RESP2_NULL
 
 
-
 class ClientConnection(asyncio.Protocol):
     """Bytes in, commands run, replies out: the life of one TCP connection.
 
-    This is the plain version, which runs every request as soon as it has
-    arrived. By default the server uses Appendix E's PausingConnection, which
-    stops running a client's requests while it does not read its replies.
+    This plain version runs every request as soon as it has arrived. By default Appendix E's
+    PausingConnection takes its place, which stops running a client's requests while it does not read.
     """
 
     def __init__(self, server: Server) -> None:
@@ -170,40 +165,29 @@ class ClientConnection(asyncio.Protocol):
         self.closing_reply: bytes | None = None  # after the requests: a reply that ends the connection (b"": none)
         self.replies = ReplyBuffer()  # encoded replies not yet handed to the socket: a list of bytes (Appendix E)
         self.transport_full = False  # the socket's buffer is full (only PausingConnection notices)
-        self.write_queued = False  # in BeforeSleepSelector's list of connections to write before the loop sleeps
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         peer = transport.get_extra_info("peername")
-        refusal = admission_refusal(self.server, peer)  # over maxclients, or protected mode (chapter 11)
-        if refusal is not None:
-            self.turn_away(refusal)
+        if turned_away(self.server, transport, peer):  # over maxclients, or protected mode (chapter 11)
             return
         address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.client = self.server.client_connected(address, transport)
         self.client.connection = self
         sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            # Send small replies at once instead of waiting to fill a packet (Nagle's algorithm).
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def turn_away(self, error: bytes) -> None:
-        """Tell a client why it may not connect, and close the connection."""
-        self.server.stats.rejected_connections += 1
-        self.transport.write(error)
-        self.transport.close()
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):  # send small replies at once,
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # not waiting to fill a packet (Nagle)
 
     def data_received(self, data: bytes) -> None:
-        self.client.last_interaction = time.monotonic()
+        client = self.client
+        client.last_interaction = time.monotonic()
         # 1. Parse: every complete request in the bytes received so far.
         commands, protocol_error = self.parser.feed(data)
         self.requests += commands  # after any that still wait for the client to read (Appendix E)
-        client = self.client
-        if protocol_error is not None:
+        if protocol_error is not None:  # the requests before it run; then the error, and the connection closes
             log.debug("Protocol error from client %d (%s): %s", client.id, client.address, protocol_error)
             self.closing_reply = error_reply(f"ERR {protocol_error}")
-        elif self.parser.pending_size > self.server.options.client_query_buffer_limit:
-            log.warning("Closing client %d (%s): it reached the query buffer limit", client.id, client.address)
+        elif over_query_buffer_limit(self):  # a request that never ends (Appendix E)
             self.closing_reply = b""
         # 2. Execute them, and 3. queue their replies.
         self.run_requests()
@@ -259,24 +243,21 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.requests.clear()
         self.replies.clear()
-        if self.client is not None:  # None: turned away by connection_made, over maxclients
+        if self.client is not None:  # None: turned away by connection_made
             self.server.client_disconnected(self.client)
 
 
 class WriteAtOnce:
     """How replies leave: each connection's as soon as the requests of its read have run.
 
-    Appendix D's BeforeSleepSelector replaces it with Redis's way, which
-    writes the replies of all the clients served in one pass of the event
-    loop together, just before the loop sleeps (--batch-writes yes).
+    By default Appendix D's BeforeSleepSelector takes its place, and writes them as Redis does: just before
+    the event loop sleeps, the replies of all the clients served in its pass together.
     """
 
     def queue(self, connection: ClientConnection) -> None:
         connection.write_replies()
 
-    def queue_push(self, connection: ClientConnection) -> None:
-        """Send a message pushed to a client that sent nothing (chapter 10): here, at once too."""
-        connection.write_replies()
+    queue_push = queue  # a message pushed to a client that sent nothing (chapter 10): sent at once too
 
     def flush(self) -> None:
         """Write whatever waits to be written: nothing, here."""
@@ -293,8 +274,7 @@ class WriteAtOnce:
 # "*3" announces three arguments; each "$N" announces N bytes of payload. The
 # lengths make the format binary-safe: a payload may itself contain "\r\n".
 # For humans typing into telnet, Redis also accepts "inline" commands: one line
-# of words separated by spaces, with quoting ("SET name 'Alice Smith'", whose
-# rules are in Appendix B).
+# of words separated by spaces ("SET name 'Alice Smith'"; Appendix B).
 #
 # TCP delivers a stream of bytes, not messages. One read may hold half a
 # command, or sixteen commands at once (pipelining), so each connection owns a
@@ -312,23 +292,17 @@ CRLF = b"\r\n"
 PROTO_INLINE_MAX_SIZE = 64 * 1024  # longest inline request or "*N"/"$N" header line
 PROTO_MAX_BULK_LEN = 512 * 1024 * 1024  # proto-max-bulk-len: the largest bulk string
 PROTO_MAX_MULTIBULK_LEN = 2**31 - 1  # Redis rejects "*N" above INT_MAX
-LLONG_MAX = 2**63 - 1  # the range of Redis's 64-bit integers (long long)
-LLONG_MIN = -(2**63)
-
 
 
 class ProtocolError(Exception):
     """A request that breaks RESP. Redis replies with the error, then closes the connection."""
 
 
-
-
 class RequestParser:
     """A streaming RESP request parser: feed it bytes, get back complete commands.
 
-    It walks the bytes offset by offset exactly as Redis's
-    processMultibulkBuffer() and processInlineBuffer() do, with every check
-    and error message they have. Bytes may arrive in any pieces:
+    It walks the bytes as Redis's processMultibulkBuffer() does, with its
+    checks and error messages. Bytes may arrive in any pieces:
 
     >>> parser = RequestParser()
     >>> parser.feed(b"*2\\r\\n$3\\r\\nGET\\r\\n$1\\r")
@@ -338,14 +312,10 @@ class RequestParser:
     >>> parser.feed(b"*1\\r\\n:1\\r\\n")
     ([], ProtocolError("Protocol error: expected '$', got ':'"))
 
-    Like Redis, it keeps its place in a request that has not all arrived:
-    the arguments read so far wait in a list, with the number still missing
-    and the length of the bulk string being read (Redis's argv, multibulklen
-    and bulklen), and only the bytes after them are kept for the next read.
-    So each read parses just the bytes it brought, and the work stays linear
-    in the bytes received. Starting such a request over on every read would
-    let a client that sends a huge array an argument at a time keep the
-    server busy re-parsing it, more and more with every argument.
+    Like Redis, it keeps the arguments of a request that has not all arrived,
+    so each read parses just the bytes it brought: starting over on every read
+    would let a client that sends a huge array an argument at a time keep the
+    server re-parsing it.
     """
 
     def __init__(self) -> None:
@@ -357,11 +327,7 @@ class RequestParser:
 
     @property
     def pending_size(self) -> int:
-        """How many received bytes wait for the rest of their request, parsed into its arguments or not.
-
-        Redis's client-query-buffer-limit counts only its query buffer; counting
-        the arguments too keeps a request that never ends from growing without bound.
-        """
+        """The received bytes that wait for the rest of their request, parsed into arguments or not (Appendix E)."""
         return len(self._buffer) + self._args_size
 
     def feed(self, data: bytes) -> tuple[list[list[bytes]], ProtocolError | None]:
@@ -388,10 +354,7 @@ class RequestParser:
         return commands, None
 
     def _parse_requests(self, data: bytes, commands: list[list[bytes]]) -> int:
-        """Parse the requests that start data, between two requests; return where the bytes stop making one.
-
-        Here that is the careful path; Appendix D's FastRequestParser overrides it with its shortcut.
-        """
+        """Parse the requests at the start of data; return where the bytes stop making one (Appendix D overrides it)."""
         return self._parse_carefully(data, 0, commands)
 
     def _parse_carefully(self, data: bytes, pos: int, commands: list[list[bytes]], just_one: bool = False) -> int:
@@ -407,17 +370,13 @@ class RequestParser:
                 self._args, self._args_size = [], 0
                 if just_one:
                     break
-            elif data[pos] != 42:  # not "*": an inline command, which ends at "\n"
-                newline = data.find(b"\n", pos)
-                if newline < 0:
-                    if end - pos > PROTO_INLINE_MAX_SIZE:
-                        raise ProtocolError("Protocol error: too big inline request")
-                    break
-                line = data[pos : newline - 1 if newline > pos and data[newline - 1] == 13 else newline]
-                args = split_inline_args(line)
+            elif data[pos] != 42:  # not "*": an inline command, one line of words (Appendix B)
+                inline = read_inline_command(data, pos)
+                if inline is None:
+                    break  # the rest of its line has not arrived yet
+                args, pos = inline
                 if args:  # an empty line is no command
                     commands.append(args)
-                pos = newline + 1
                 if just_one:
                     break
             else:  # "*N": Redis reads the number up to the "\r" and steps over the "\n" after it unseen
@@ -476,11 +435,7 @@ RESP3_NULL = b"_\r\n"
 
 
 def simple_string(text: str) -> bytes:
-    """A short status line.
-
-    >>> simple_string("OK")
-    b'+OK\\r\\n'
-    """
+    """A short status line, such as +OK."""
     return b"+%s\r\n" % text.encode()
 
 
@@ -494,11 +449,7 @@ def error_reply(message: str) -> bytes:
 
 
 def integer(value: int) -> bytes:
-    """A signed integer.
-
-    >>> integer(-2)
-    b':-2\\r\\n'
-    """
+    """A signed integer, such as :42."""
     return b":%d\r\n" % value
 
 
@@ -514,18 +465,14 @@ def bulk(value: bytes) -> bytes:
 def array(encoded_items: list[bytes]) -> bytes:
     """An array of replies that are already encoded: arrays nest.
 
-    >>> array([integer(1), bulk(b"two"), array([])])
-    b'*3\\r\\n:1\\r\\n$3\\r\\ntwo\\r\\n*0\\r\\n'
+    >>> array([integer(-2), bulk(b"two"), array([])])
+    b'*3\\r\\n:-2\\r\\n$3\\r\\ntwo\\r\\n*0\\r\\n'
     """
     return b"*%d\r\n%s" % (len(encoded_items), b"".join(encoded_items))
 
 
 def bulk_array(values: Iterable[bytes]) -> bytes:
-    """An array of bulk strings, as KEYS and MGET reply.
-
-    >>> bulk_array([b"a", b"bc"])
-    b'*2\\r\\n$1\\r\\na\\r\\n$2\\r\\nbc\\r\\n'
-    """
+    """An array of bulk strings, as KEYS and MGET reply."""
     return array([bulk(value) for value in values])
 
 
@@ -539,16 +486,12 @@ def bulk_array(values: Iterable[bytes]) -> bytes:
 # command runs, so each command function can trust the shape of its
 # arguments. Commands with subcommands (CLIENT SETNAME, CONFIG GET...) are
 # "containers": their subcommands have table entries of their own. What
-# COMMAND DOCS says of each command lives in one table of its own, in the
-# introspection appendix (C).
+# COMMAND DOCS says of each command is a table of its own, in Appendix C.
 #
 # Every command is a function (client, args) -> reply bytes, where args[0] is
 # the command name as the client sent it. It reaches the data through
 # client.db, the database the connection has SELECTed, and fails by raising
-# CommandError, which becomes an error reply. A request refused before it runs
-# gets its error from refuse() (chapter 9: inside MULTI, it dooms the
-# transaction too). One request gets no reply at all: one that starts like
-# HTTP (POST, Host:) drops the connection (Appendix E).
+# CommandError, which becomes an error reply.
 
 
 class CommandError(Exception):
@@ -597,18 +540,16 @@ def container(name: str) -> None:
 
 
 def execute(client: Client, args: list[bytes]) -> bytes:
-    """Look the command (or subcommand) up, check its arity, run it, and return its reply.
+    """Look the command (or subcommand) up, check it, run it, and return its reply.
 
-    Between MULTI and EXEC, a command that passes the checks is queued instead (chapter 9).
-    The reply starts with any message the command pushed to its own client
-    (chapter 10), and is dropped under CLIENT REPLY OFF or SKIP (Appendix C).
+    A request refused before it runs gets its error from refuse() (chapter 9:
+    inside MULTI, that dooms the transaction too).
     """
+    # 1. Find it in the table. (CLIENT LIST shows the last command's name.)
     entry = COMMANDS.get(args[0].lower())
     client.last_command = "NULL" if entry is None else entry.name
     if entry is None:
-        if args[0].lower() in HTTP_REQUEST_WORDS:  # a web page's request: see Appendix E
-            client.server.security_warning_log.warning(SECURITY_WARNING)
-            raise ConnectionAborted
+        abort_if_http(client, args)  # a browser's request drops the connection (Appendix E)
         return refuse(client, unknown_command_error(args))
     if entry.subcommands and len(args) > 1:
         sub = entry.subcommands.get(args[1].lower())
@@ -617,20 +558,16 @@ def execute(client: Client, args: list[bytes]) -> bytes:
             return refuse(client, f"ERR unknown subcommand '{c_string(args[1])[:128]}'. Try {entry.name.upper()} HELP.")
         entry = sub
         client.last_command = entry.name
+    # 2. Check it: the number of arguments, then whether this client may run it now (chapter 11).
     arity = entry.arity
     if (len(args) != arity) if arity > 0 else (len(args) < -arity):
         return refuse(client, f"ERR wrong number of arguments for '{entry.name}' command", entry)
-    if not client.authenticated and client.server.password_digest is not None and "no_auth" not in entry.flags:
-        return refuse(client, "NOAUTH Authentication required.", entry)  # chapter 11
-    disk_error = client.server.disk_error  # a failed background save stops writes, and PING (chapter 7)
-    if disk_error is not None and ("write" in entry.flags or entry.name == "ping"):
-        return refuse(client, disk_error, entry)
-    if (client.channels or client.patterns or client.monitoring) and not client.running_transaction:
-        refusal = refuse_in_context(client, entry)  # a subscriber or a monitor may run only some (chapter 10)
-        if refusal is not None:
-            return refuse(client, refusal, entry)
+    refusal = command_refusal(client, entry)
+    if refusal is not None:
+        return refuse(client, refusal, entry)
     if client.transaction is not None and entry.name not in RUN_INSIDE_MULTI:
-        return silenced(client, queue_command(client, entry, args))
+        return silenced(client, queue_command(client, entry, args))  # after MULTI, EXEC runs it (chapter 9)
+    # 3. Run it.
     try:
         if entry.writes and client.server.aof is not None:
             reply = call_and_propagate(client, entry, args)  # the append-only file logs what it changed (chapter 8)
@@ -638,16 +575,11 @@ def execute(client: Client, args: list[bytes]) -> bytes:
             reply = entry.handler(client, args)
     except CommandError as error:
         reply = error_reply(str(error))
-    except MemoryError:  # this request needed more memory than there is: it fails alone, the server goes on
-        log.warning("Out of memory while running '%s' for client %d", entry.name, client.id)
-        reply = error_reply(f"ERR out of memory while running '{entry.name}'")
-    except Exception:  # a bug must not cost the client its connection, or others theirs
-        log.exception("Command %s failed", text(args[0]))
-        reply = error_reply(f"ERR internal error while running '{entry.name}'")
-    if client.server.monitors:  # MONITOR: the command as it ran, to every monitoring client (Appendix C)
-        reply += feed_monitors(client, entry, args)
-    if client.pushed or client.reply_mode:  # rare: a subscriber in RESP3, or a client that turned replies off
-        reply = outgoing_reply(client, reply)
+    except Exception as error:  # out of memory, or a bug: the request fails alone (Appendix E)
+        reply = failure_reply(client, entry, args, error)
+    # 4. Rarely, more to it: what it pushed to itself, MONITOR's line, or CLIENT REPLY OFF (chapter 10).
+    if client.server.monitors or client.pushed or client.reply_mode:
+        reply = reply_as_sent(client, entry, args, reply)
     return reply
 
 
@@ -2704,6 +2636,20 @@ def push(client: Client, message: bytes) -> None:
     client.server.writer.queue_push(connection)
 
 
+def reply_as_sent(client: Client, entry: Command, args: list[bytes], reply: bytes) -> bytes:
+    """A command's reply as its client gets it, where execute() ends.
+
+    The messages pushed to it while the command ran come first, and its own
+    MONITOR line last if it monitors (Appendix C); under CLIENT REPLY OFF or
+    SKIP the reply and the MONITOR line are dropped, not the messages.
+    """
+    if client.server.monitors:
+        reply += feed_monitors(client, entry, args)  # every monitor is shown the command that ran
+    if client.pushed or client.reply_mode:
+        reply = outgoing_reply(client, reply)
+    return reply
+
+
 def stop_listening(client: Client) -> None:
     """Leave every channel and pattern, and MONITOR: what a disconnect does, and RESET (with no replies)."""
     client.server.pubsub.unsubscribe_all(client)
@@ -2816,9 +2762,11 @@ def publish_command(client: Client, args: list[bytes]) -> bytes:
 # password, only clients on this machine (127.0.0.1 and ::1) are served, and
 # anyone else gets one -DENIED line saying what to do, then is disconnected.
 # And a password (requirepass): a new connection may only AUTH, HELLO ... AUTH,
-# QUIT or RESET until it has given it; every other command gets -NOAUTH. Since
-# Redis 6 these are ACL users; requirepass is the password of "default", the
-# user every connection starts as, and the only user this server has.
+# QUIT or RESET until it has given it; every other command gets -NOAUTH (from
+# command_refusal(), where execute() asks whether a client may run a command
+# now). Since Redis 6 these are ACL users; requirepass is the password of
+# "default", the user every connection starts as, and the only user this
+# server has.
 #
 # A password check must not leak the password through its timing: a comparison
 # that stops at the first differing byte answers sooner the fewer leading bytes
@@ -2874,12 +2822,37 @@ def auth_command(client: Client, args: list[bytes]) -> bytes:
     return OK
 
 
-def admission_refusal(server: Server, peer: object) -> bytes | None:
-    """Why a new connection is turned away, or None: too many clients (Appendix E), or protected mode."""
+def turned_away(server: Server, transport: asyncio.BaseTransport, peer: object) -> bool:
+    """Tell a new connection why it may not connect, and close it; False if it may.
+
+    It may not when there are too many clients (Appendix E), or by protected mode.
+    """
     if len(server.clients) >= server.options.maxclients:
-        return MAX_CLIENTS_REACHED
-    if protected_mode_refuses(server, peer[0] if isinstance(peer, tuple) else ""):
-        return PROTECTED_MODE_DENIED
+        refusal = MAX_CLIENTS_REACHED
+    elif protected_mode_refuses(server, peer[0] if isinstance(peer, tuple) else ""):
+        refusal = PROTECTED_MODE_DENIED
+    else:
+        return False
+    server.stats.rejected_connections += 1
+    transport.write(refusal)
+    transport.close()
+    return True
+
+
+def command_refusal(client: Client, entry: Command) -> str | None:
+    """Why the client may not run this command now, or None if it may: execute()'s checks after the arity.
+
+    In Redis's order (processCommand()): a client must log in first, a failed
+    background save stops writes and PING (chapter 7), and a subscriber or a
+    monitor may run only some commands (chapter 10).
+    """
+    if not client.authenticated and client.server.password_digest is not None and "no_auth" not in entry.flags:
+        return "NOAUTH Authentication required."
+    disk_error = client.server.disk_error
+    if disk_error is not None and ("write" in entry.flags or entry.name == "ping"):
+        return disk_error
+    if (client.channels or client.patterns or client.monitoring) and not client.running_transaction:
+        return refuse_in_context(client, entry)
     return None
 
 
@@ -3837,6 +3810,9 @@ def setrange_command(client: Client, args: list[bytes]) -> bytes:
 
 # --- Integers ------------------------------------------------------------------
 
+LLONG_MAX = 2**63 - 1  # the range of Redis's 64-bit integers (long long)
+LLONG_MIN = -(2**63)
+
 # Redis's string2ll() accepts only canonical decimal integers: no "+", no
 # spaces, no leading zeros, no "-0", and at most 20 characters.
 STRICT_INTEGER = re.compile(rb"0|-?[1-9][0-9]{0,19}")
@@ -3853,6 +3829,20 @@ def parse_integer(text: bytes) -> int | None:
 
 
 # --- Inline commands ---------------------------------------------------------
+
+
+def read_inline_command(data: bytes, pos: int) -> tuple[list[bytes], int] | None:
+    """The words of the inline command at data[pos:], and where the next request starts; None until its line ends.
+
+    As Redis's processInlineBuffer(): the line ends at "\n", with or without a "\r" before it.
+    """
+    newline = data.find(b"\n", pos)
+    if newline < 0:
+        if len(data) - pos > PROTO_INLINE_MAX_SIZE:
+            raise ProtocolError("Protocol error: too big inline request")
+        return None
+    line = data[pos : newline - 1 if newline > pos and data[newline - 1] == 13 else newline]
+    return split_inline_args(line), newline + 1
 
 
 def split_inline_args(line: bytes) -> list[bytes]:
@@ -5801,13 +5791,12 @@ class BeforeSleepSelector(selectors.DefaultSelector):
     def __init__(self) -> None:
         super().__init__()
         self.ready_count = 0  # how many sockets the last wait reported ready
-        self._pending: list[ClientConnection] = []  # connections with replies to write before the loop sleeps
+        # The connections with replies to write before the loop sleeps, each once: a dict as an ordered set.
+        self._pending: dict[ClientConnection, None] = {}
 
     def queue(self, connection: ClientConnection) -> None:
         """Write a connection's replies before the loop sleeps, or at once when there is nothing to batch them with."""
-        if not connection.write_queued:
-            connection.write_queued = True
-            self._pending.append(connection)
+        self._pending[connection] = None
         alone = self.ready_count == 1  # the only client in this pass: nothing to batch with
         # Nothing in select() may close a connection: closing schedules a callback
         # (connection_lost), and the loop chose its timeout before it existed.
@@ -5822,13 +5811,10 @@ class BeforeSleepSelector(selectors.DefaultSelector):
         always something to batch with; one PUBLISH pipeline of a thousand
         messages costs each subscriber one write, not a thousand.
         """
-        if not connection.write_queued:
-            connection.write_queued = True
-            self._pending.append(connection)
+        self._pending[connection] = None
 
     def flush(self) -> None:
         for connection in self._pending:
-            connection.write_queued = False
             connection.write_replies()
         self._pending.clear()
 
@@ -5844,7 +5830,9 @@ class BeforeSleepSelector(selectors.DefaultSelector):
 # =============================================================================
 #
 # A first reading can skip this appendix: it adds the protections that keep
-# one client from hurting the others. Its unsent replies are bounded
+# one client from hurting the others. A request that never ends is cut short
+# (client-query-buffer-limit), and one that fails unexpectedly fails alone
+# (failure_reply). A client's unsent replies are bounded
 # (PausingConnection, ReplyBuffer), and a subscriber that does not read its
 # messages is disconnected (client-output-buffer-limit); a web page that
 # points a browser at the server is turned away (POST and Host:); the number
@@ -5864,6 +5852,32 @@ class BeforeSleepSelector(selectors.DefaultSelector):
 
 
 CLIENT_QUERY_BUFFER_LIMIT = 1024 * 1024 * 1024  # default client-query-buffer-limit: unparsed bytes per client
+
+
+def over_query_buffer_limit(connection: ClientConnection) -> bool:
+    """Whether the request still arriving is over client-query-buffer-limit: the connection is then closed.
+
+    Redis counts only its query buffer. Counting the arguments parsed so far too
+    (RequestParser.pending_size) keeps a request that never ends from growing without bound.
+    """
+    if connection.parser.pending_size <= connection.server.options.client_query_buffer_limit:
+        return False
+    client = connection.client
+    log.warning("Closing client %d (%s): it reached the query buffer limit", client.id, client.address)
+    return True
+
+
+def failure_reply(client: Client, entry: Command, args: list[bytes], error: Exception) -> bytes:
+    """The reply to a command that failed unexpectedly, called from execute()'s except clause.
+
+    Out of memory, or a bug: either way this request fails alone, and neither
+    its client nor any other loses its connection.
+    """
+    if isinstance(error, MemoryError):  # this request needed more memory than there is
+        log.warning("Out of memory while running '%s' for client %d", entry.name, client.id)
+        return error_reply(f"ERR out of memory while running '{entry.name}'")
+    log.exception("Command %s failed", text(args[0]))
+    return error_reply(f"ERR internal error while running '{entry.name}'")
 
 # How much unsent output one client may have before the server stops running its
 # commands. A client that pipelines requests but never reads the replies would
@@ -6124,6 +6138,13 @@ SECURITY_WARNING_INTERVAL = 60  # seconds between two such log lines
 
 class ConnectionAborted(Exception):
     """Drop the client now: none of its pending commands run, none of its replies is sent (CLIENT_CLOSE_ASAP)."""
+
+
+def abort_if_http(client: Client, args: list[bytes]) -> None:
+    """Drop the connection of a request that starts like HTTP's, as above; execute() asks of each unknown command."""
+    if args[0].lower() in HTTP_REQUEST_WORDS:
+        client.server.security_warning_log.warning(SECURITY_WARNING)
+        raise ConnectionAborted
 
 
 class RateLimitedLog:
