@@ -79,6 +79,13 @@ log = logging.getLogger("redis-clone")
 # #############################################################################
 # PART I: HOW REDIS WORKS
 # #############################################################################
+#
+# Part I shows the plain version of each piece; by default a faster or safer
+# one from Part II takes its place (each behind a switch, so that its gain can
+# be measured), and each place where that happens says so. Part I also calls a
+# few of Part II's helpers by name (parse_integer, glob_matcher, text,
+# ReplyBuffer...) and marks where they live: read them as black boxes that do
+# what they say.
 
 
 # =============================================================================
@@ -284,7 +291,7 @@ class WriteAtOnce:
 # Replies use the same type prefixes: "+OK" (simple string), "-ERR ..." (error),
 # ":42" (integer), "$5\r\nAlice" (bulk string), "*2" (array). RESP3, switched on
 # per connection with HELLO 3, adds types of its own; the ones this server uses
-# are "_" (null) and "%" (map). Like Redis's addReply*() family, each command
+# are "_" (null), "%" (map) and ">" (a push, chapter 10). Like Redis's addReply*() family, each command
 # writes its reply in RESP directly with the helpers at the end of this chapter.
 
 
@@ -339,7 +346,7 @@ class RequestParser:
                 if self._bulk_length >= 0 and len(self._buffer) < self._bulk_length + 2:
                     return commands, None  # the buffer starts with a bulk string's payload: wait for all of it
                 data = bytes(self._buffer)
-                self._buffer.clear()  # before any payload is copied out of data: a value is never in three places
+                self._buffer.clear()  # before any payload is copied out of data: a value is at most twice in memory
                 pos = self._parse_carefully(data, 0, commands, just_one=True)
                 if self._args_missing:  # still unfinished: keep the bytes after its last whole argument
                     self._buffer += memoryview(data)[pos:]
@@ -386,12 +393,12 @@ class RequestParser:
                     if newline < 0 and end - pos > PROTO_INLINE_MAX_SIZE:
                         raise ProtocolError("Protocol error: too big mbulk count string")
                     break
-                count = parse_integer(data[pos + 1 : newline])
+                count = parse_integer(data[pos + 1 : newline])  # strict, as Redis's string2ll (Appendix B)
                 if count is None or count > PROTO_MAX_MULTIBULK_LEN:
                     raise ProtocolError("Protocol error: invalid multibulk length")
                 pos = newline + 2
                 self._args_missing = max(count, 0)  # "*0" and "*-1" are empty requests: Redis skips them
-        if self._args_missing:  # the bytes parsed into its arguments so far still count as pending
+        if self._args_missing:  # its bytes parsed so far count for the query buffer limit (Appendix E)
             self._args_size += pos - request_start
         return pos
 
@@ -511,7 +518,7 @@ class Command:
     name: str  # lower case; "client|setname" for a subcommand
     handler: CommandHandler | None  # None for a container such as CLIENT
     arity: int  # N: exactly N arguments, counting the name; -N: at least N
-    flags: tuple[str, ...]  # "write", "readonly", "fast"...: COMMAND reports them
+    flags: tuple[str, ...]  # "write", "readonly", "fast"...: COMMAND reports them, refusals read them
     subcommands: dict[bytes, Command] = field(default_factory=dict)
     writes: bool = False  # flagged "write": what it changes goes to the append-only file (chapter 8)
 
@@ -550,12 +557,13 @@ def execute(client: Client, args: list[bytes]) -> bytes:
     client.last_command = "NULL" if entry is None else entry.name
     if entry is None:
         abort_if_http(client, args)  # a browser's request drops the connection (Appendix E)
-        return refuse(client, unknown_command_error(args))
+        return refuse(client, unknown_command_error(args))  # its exact text: Appendix B
     if entry.subcommands and len(args) > 1:
         sub = entry.subcommands.get(args[1].lower())
         if sub is None:
             client.last_command = "NULL"
-            return refuse(client, f"ERR unknown subcommand '{c_string(args[1])[:128]}'. Try {entry.name.upper()} HELP.")
+            return refuse(client,  # c_string: the argument quoted as Redis quotes it (Appendix B)
+                          f"ERR unknown subcommand '{c_string(args[1])[:128]}'. Try {entry.name.upper()} HELP.")
         entry = sub
         client.last_command = entry.name
     # 2. Check it: the number of arguments, then whether this client may run it now (chapter 11).
@@ -850,7 +858,11 @@ class Keyspace:
 #
 # One function per command, named after it, as in Redis's t_string.c, db.c and
 # expire.c: the ones a first reading needs. Each checks its options, reads or
-# changes the keyspace, and returns its reply encoded in RESP. The rest of each
+# changes the keyspace, and returns its reply encoded in RESP. Two kinds of
+# lines serve later chapters and can be read past for now: each write
+# announces itself with notify_keyspace_event() (Pub/Sub's keyspace events,
+# chapter 10), and a few tell the append-only file how to log them with
+# client.propagate() (chapter 8). The rest of each
 # family (QUIT, SHUTDOWN, DBSIZE, FLUSHALL, PTTL, PERSIST, APPEND, SCAN...) is
 # in Appendix A, the letter of their option rules in Appendix B, and the
 # introspection commands (HELLO, CLIENT, INFO...) in Appendix C.
@@ -1014,7 +1026,8 @@ def set_command(client: Client, args: list[bytes]) -> bytes:
 def get_command(client: Client, args: list[bytes]) -> bytes:
     key = args[1]
     value = client.db.lookup_string(key)  # None if missing or expired (lazy expiry deletes it on the way)
-    return client.null if value is None else b"$%d\r\n%s\r\n" % (len(value), value)  # bulk(value), inlined
+    # bulk(value), written out: GET is the most frequent command, and a call costs more than the format
+    return client.null if value is None else b"$%d\r\n%s\r\n" % (len(value), value)
 
 
 @command("mget", -2, "readonly fast")
@@ -1055,22 +1068,6 @@ def increment(client: Client, key: bytes, amount: int) -> bytes:
 def incr_command(client: Client, args: list[bytes]) -> bytes:
     key = args[1]
     return increment(client, key, 1)
-
-
-# --- Persistence ----------------------------------------------------------------
-
-@command("save", 1, "admin noscript no_async_loading no_multi")
-def save_command(client: Client, args: list[bytes]) -> bytes:
-    # SAVE blocks every client while it writes the snapshot (chapter 6), as it does in Redis.
-    if client.server.child.kind == "rdb":  # two writers of one file: BGSAVE's child is already at it
-        raise CommandError("ERR Background save already in progress")
-    client.server.stats.rdb_saves += 1
-    try:
-        save_now(client.server)
-    except OSError as error:
-        log.warning("SAVE failed: %s", error)
-        raise CommandError("ERR") from error
-    return OK
 
 
 # =============================================================================
@@ -1156,7 +1153,7 @@ def load_snapshot(keyspace: Keyspace, path: str) -> int:
     Anything wrong with the file raises DumpError: the server must not start
     empty and later overwrite data it failed to read.
     """
-    document_text = read_snapshot_text(path)
+    document_text = read_snapshot_text(path)  # decoded in pieces, to spare memory (Appendix E)
     # A million small lists would set off the cyclic garbage collector again and
     # again, for nothing: none of them can be part of a cycle.
     gc_was_enabled = gc.isenabled()
@@ -1204,6 +1201,21 @@ def _load_entries(keyspace: Keyspace, document_text: str) -> int:
             raise DumpError(f"entry {number} ({str(entry)[:80]}): duplicated key in database {index}")
         loaded += 1
     return loaded
+
+
+@command("save", 1, "admin noscript no_async_loading no_multi")
+def save_command(client: Client, args: list[bytes]) -> bytes:
+    # SAVE blocks every client while it writes the snapshot, as it does in Redis. save_now (chapter 7) also
+    # notes the time and the changes saved, for the save rules.
+    if client.server.child.kind == "rdb":  # two writers of one file: BGSAVE's child is already at it
+        raise CommandError("ERR Background save already in progress")
+    client.server.stats.rdb_saves += 1
+    try:
+        save_now(client.server)
+    except OSError as error:
+        log.warning("SAVE failed: %s", error)
+        raise CommandError("ERR") from error
+    return OK
 
 
 # =============================================================================
@@ -1451,11 +1463,13 @@ def load_snapshot_at_startup(server: Server) -> None:
     log.info("DB loaded from disk: %d keys in %.3f seconds (%s)", count, time.perf_counter() - started,
              server.dump_path)
 
+
 def save_now(server: Server) -> None:
     """Write the snapshot in the foreground, as SAVE and shutdown do: every client waits. Raises OSError."""
     changes = server.keyspace.changes()
     write_snapshot(server)
     snapshot_saved(server, changes)
+
 
 def final_save(server: Server, save: bool | None, force: bool) -> int | None:
     """Shutdown's snapshot (chapter 12): the exit code, or None if the save failed and the server must go on serving.
@@ -1487,6 +1501,7 @@ def final_save(server: Server, save: bool | None, force: bool) -> int | None:
         return 1
     return 0
 
+
 def write_snapshot(server: Server) -> None:
     """Write the snapshot and log it: in the server for SAVE, in the child for BGSAVE."""
     started = time.perf_counter()
@@ -1494,12 +1509,14 @@ def write_snapshot(server: Server) -> None:
     log.info("DB saved on disk: %d keys in %.3f seconds (%s)", server.keyspace.key_count(),
              time.perf_counter() - started, server.dump_path)
 
+
 def snapshot_saved(server: Server, changes: int) -> None:
     """A snapshot holding the first `changes` changes is on disk: they need no saving any more."""
     server.changes_at_last_save = changes
     server.last_save = int(time.time())
     server.last_bgsave_ok = True  # as in Redis, a good SAVE also ends the MISCONF refusal of writes
     check_disk(server)
+
 
 def check_disk(server: Server) -> None:
     """Set disk_error, which execute() answers write commands with (Redis's writeCommandsDeniedByDiskError).
@@ -1517,6 +1534,7 @@ def check_disk(server: Server) -> None:
         server.disk_error = f"MISCONF Errors writing to the AOF file: {aof_error}"
     else:
         server.disk_error = None
+
 
 def background_save(server: Server) -> None:
     """Redis's rdbSaveBackground: fork a child that writes the snapshot; the cron hears how it went.
@@ -1536,6 +1554,7 @@ def background_save(server: Server) -> None:
     if server.child.kind == "rdb":  # else there is no fork(), and the save has already run
         log.info("Background saving started by pid %d", server.child.pid)
 
+
 def background_save_done(server: Server, changes: int, started: int, success: bool) -> None:
     """The BGSAVE child has exited (Redis's backgroundSaveDoneHandler)."""
     if success:
@@ -1549,9 +1568,11 @@ def background_save_done(server: Server, changes: int, started: int, success: bo
             os.unlink(temporary_snapshot_path(server.dump_path, server.child.pid))
     server.stats.last_bgsave_seconds = int(time.time()) - started
 
+
 def may_try_bgsave(server: Server, now: int) -> bool:
     """After a failed background save, the next try waits CONFIG_BGSAVE_RETRY_DELAY seconds."""
     return server.last_bgsave_ok or now - server.last_bgsave_try > CONFIG_BGSAVE_RETRY_DELAY
+
 
 def save_after_flushall(server: Server) -> None:
     """What FLUSHALL asks of the snapshot, as in Redis.
@@ -2069,6 +2090,7 @@ def load_aof(server: Server) -> None:
     log.info("DB loaded from append only file: %d keys in %.3f seconds (%s)", server.keyspace.key_count(),
              time.perf_counter() - started, path)
 
+
 def write_full_aof(server: Server) -> None:
     """Write the append-only file from the data in memory, atomically: a temporary file, fsync, rename."""
     temporary = os.path.join(os.path.dirname(os.path.abspath(server.aof_path)), f"temp-rewriteaof-{os.getpid()}.aof")
@@ -2081,12 +2103,14 @@ def write_full_aof(server: Server) -> None:
         raise
     fsync_directory(server.aof_path)
 
+
 def open_aof(server: Server, file_ready: bool = True) -> None:
     """Start logging into the append-only file: every change from now on goes in."""
     server.aof = AppendOnlyFile(server.aof_path, server.options.appendfsync, file_ready,
                                 functools.partial(check_disk, server))
     for db in server.keyspace.databases:
         db.on_expired = server.aof.key_expired
+
 
 def open_aof_at_startup(server: Server) -> None:
     """With appendonly yes, load the data from the log; with no log yet, from the snapshot, and write the log from it.
@@ -2101,6 +2125,7 @@ def open_aof_at_startup(server: Server) -> None:
         write_full_aof(server)
     open_aof(server)
 
+
 def apply_appendonly(server: Server) -> None:
     """CONFIG SET appendonly: start the log (through a first rewrite), or stop it."""
     if server.options.appendonly == "yes" and server.aof is None:
@@ -2111,9 +2136,11 @@ def apply_appendonly(server: Server) -> None:
     elif server.options.appendonly == "no" and server.aof is not None:
         close_aof(server)
 
+
 def apply_appendfsync(server: Server) -> None:
     if server.aof is not None:
         server.aof.fsync_policy = server.options.appendfsync
+
 
 def start_aof(server: Server) -> None:
     """appendonly turned on at runtime (Redis's startAppendOnly): a rewrite writes the file, then it is the log.
@@ -2129,6 +2156,7 @@ def start_aof(server: Server) -> None:
     except OSError:
         close_aof(server)
         raise
+
 
 def background_rewrite_aof(server: Server) -> None:
     """Redis's rewriteAppendOnlyFileBackground: a child writes the compact log, the parent logs on meanwhile.
@@ -2150,6 +2178,7 @@ def background_rewrite_aof(server: Server) -> None:
         raise
     if server.child.kind == "aof":  # else there is no fork(), and the rewrite has already run
         log.info("Background append only file rewriting started by pid %d", server.child.pid)
+
 
 def background_rewrite_done(server: Server, temporary: str, started: float, success: bool) -> None:
     """The rewrite's child has exited (Redis's backgroundRewriteDoneHandler): the new file becomes the log."""
@@ -2184,6 +2213,7 @@ def background_rewrite_done(server: Server, temporary: str, started: float, succ
     elif server.aof is not None:
         server.aof.rewrite_buffer = None  # the old file goes on as the log
 
+
 def aof_rewrite_due(server: Server) -> bool:
     """Automatic rewrite: the log has grown by auto-aof-rewrite-percentage since the last one, and is big enough."""
     percentage, aof = server.options.auto_aof_rewrite_percentage, server.aof
@@ -2196,6 +2226,7 @@ def aof_rewrite_due(server: Server) -> bool:
         return False
     log.info("Starting automatic rewriting of AOF on %d%% growth", growth)
     return True
+
 
 def close_aof(server: Server) -> None:
     """Stop logging: write and fsync what is buffered, and close the file; a rewrite under way is dropped."""
@@ -2991,7 +3022,7 @@ class Server(SnapshotState, AppendOnlyState, AccessState):
         return self.keyspace.databases[index]
 
     def load(self) -> None:
-        """Load the data: from the log if appendonly is on (chapter 8), else from the snapshot (chapter 7).
+        """Load the data: from the log if appendonly is on (chapter 8), else from the snapshot (chapters 6, 7).
 
         A snapshot that fails to load raises DumpError, a log AofError.
         """
@@ -3051,7 +3082,8 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
                         help="TCP port to listen on; 0 picks a free one and logs it (default 6379)")
     parser.add_argument("--bind", nargs="+", default=["127.0.0.1"], metavar="ADDRESS",
                         help="addresses to listen on (default 127.0.0.1; use 0.0.0.0 to listen on every interface)")
-    parser.add_argument("--dir", default=".", help="directory of the snapshot file (default: current directory)")
+    parser.add_argument("--dir", default=".",
+                        help="directory of the snapshot and append-only files (default: current directory)")
     parser.add_argument("--dbfilename", default="dump.json", help="snapshot file name (default dump.json)")
     parser.add_argument("--save", nargs="+", default=["3600 1 300 100 60 10000"], metavar="SECONDS CHANGES",
                         help='save rules: a background save after CHANGES writes and SECONDS seconds, '
@@ -3071,10 +3103,10 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("appendfilename can't be a path, just a filename")
     options.hz = min(max(options.hz, CONFIG_MIN_HZ), CONFIG_MAX_HZ)  # as Redis keeps it
     try:
-        options.save = parse_save_rules(" ".join(options.save).encode())  # --save 60 1, or --save "60 1"
+        options.save = parse_save_rules(" ".join(options.save).encode())  # --save 60 1, or "60 1" (Appendix C)
     except ConfigError as error:
         parser.error(f"--save: {error}")
-    read_fine_print_options(parser, options)
+    read_fine_print_options(parser, options)  # and check them (Appendix C)
     return options
 
 
@@ -3082,7 +3114,7 @@ async def serve(server: Server, ready: Callable[[], None] = lambda: None) -> int
     """Listen, call ready(), serve until Server.shutdown() succeeds, and return the exit code."""
     loop = asyncio.get_running_loop()
     options = server.options
-    loop.set_exception_handler(functools.partial(log_loop_error, server))
+    loop.set_exception_handler(functools.partial(log_loop_error, server))  # a failed callback logged once (App. E)
     server.exit_code = loop.create_future()
     connection_class = PausingConnection if options.output_pause == "yes" else ClientConnection
     try:
@@ -3123,7 +3155,7 @@ def new_event_loop(server: Server) -> asyncio.AbstractEventLoop:
 def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
     if options.check_aof:
-        return check_append_only_file(options.check_aof, options.fix)
+        return check_append_only_file(options.check_aof, options.fix)  # redis-check-aof (Appendix B)
     logging.basicConfig(level=LOG_LEVELS[options.loglevel], stream=sys.stdout)
     logging.getLogger().handlers[0].setFormatter(log_formatter("M"))
     options.maxclients = adjust_open_files_limit(options.maxclients)
@@ -3155,8 +3187,7 @@ def main(argv: list[str] | None = None) -> int:
 #
 # A first reading can stop here. Each appendix adds one kind of detail to the
 # core of Part I: more commands, Redis's exact behaviour, introspection,
-# speed, and limits. Part I calls a few of their helpers by name (glob_matcher,
-# text, ReplyBuffer...): read those there as black boxes that do what they say.
+# speed, and limits.
 
 
 # =============================================================================
@@ -5213,6 +5244,7 @@ def c_strtoll(piece: bytes) -> int | None:
     """A number as C's strtoll() reads it, clamped to a long long; None if anything follows it."""
     match = C_STRTOLL.fullmatch(piece)
     return None if match is None else max(LLONG_MIN, min(LLONG_MAX, int(match[1] or b"0")))
+
 
 def integer_between(low: int, high: int) -> Callable[[bytes], int]:
     """A reader of integer settings in [low, high], with Redis's errors."""
