@@ -2260,7 +2260,7 @@ def persistence_cron(server: Server) -> None:
 
 
 def add_aof_options(parser: argparse.ArgumentParser) -> None:
-    """The append-only file's command-line flags, for chapter 12's parse_options()."""
+    """The append-only file's command-line flags, for parse_options() (Appendix C)."""
     parser.add_argument("--appendonly", choices=["yes", "no"], default="no",
                         help="log every change to the append-only file, and load the data from it (default no)")
     parser.add_argument("--appendfilename", default="appendonly.aof",
@@ -2934,9 +2934,10 @@ def close_idle_clients(server: Server) -> None:
 # Chapter 12. Startup and shutdown
 # =============================================================================
 #
-# Startup happens in Redis's order: read the configuration, make sure the
-# process may open a file descriptor for every client it will accept (Appendix
-# E), load the data (from the append-only file if it is on, else from the
+# Startup happens in Redis's order: read the configuration (flags with
+# redis-server's names, parse_options in Appendix C), make sure the process
+# may open a file descriptor for every client it will accept (Appendix E),
+# load the data (from the append-only file if it is on, else from the
 # snapshot; and refuse to go on if it is unreadable), only then listen, and
 # log one line saying where. From then on the cron (Redis's serverCron) runs
 # hz times a second between the clients' requests: active expiry, idle
@@ -3072,44 +3073,6 @@ class Server(SnapshotState, AppendOnlyState, AccessState):
         persistence_cron(self)  # chapters 7 and 8: the log flushed, save rules, the background child
 
 
-def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Educational Redis Clone: a Redis-compatible server in one readable Python file.",
-        epilog="Flags use redis-server's names where Redis has the setting. "
-               "Example: python server.py --port 6380 --dir /tmp",
-    )
-    parser.add_argument("--port", type=int, default=6379,
-                        help="TCP port to listen on; 0 picks a free one and logs it (default 6379)")
-    parser.add_argument("--bind", nargs="+", default=["127.0.0.1"], metavar="ADDRESS",
-                        help="addresses to listen on (default 127.0.0.1; use 0.0.0.0 to listen on every interface)")
-    parser.add_argument("--dir", default=".",
-                        help="directory of the snapshot and append-only files (default: current directory)")
-    parser.add_argument("--dbfilename", default="dump.json", help="snapshot file name (default dump.json)")
-    parser.add_argument("--save", nargs="+", default=["3600 1 300 100 60 10000"], metavar="SECONDS CHANGES",
-                        help='save rules: a background save after CHANGES writes and SECONDS seconds, '
-                             'pairs as in Redis (default "3600 1 300 100 60 10000"; "" for none)')
-    parser.add_argument("--hz", type=int, default=CONFIG_DEFAULT_HZ, metavar="N",
-                        help="how many times a second the cron runs: active expiry, idle clients, save rules "
-                             "(default 10; 1 to 500)")
-    parser.add_argument("--loglevel", choices=list(LOG_LEVELS), default="notice", help="log verbosity (default notice)")
-    add_fine_print_options(parser)  # passwords, limits, speed-ups...: Appendix C
-    parser.add_argument("--tcp-backlog", type=int, default=CONFIG_DEFAULT_TCP_BACKLOG, metavar="N",
-                        help="connections the kernel queues until the server accepts them (default 511)")
-    add_aof_options(parser)  # --appendonly, --appendfsync...: chapter 8
-    parser.add_argument("--notify-keyspace-events", default="", metavar="CLASSES",
-                        help="keyspace events to publish, in Redis's letters, such as KEA (default: none)")
-    options = parser.parse_args(argv)
-    if os.path.basename(options.appendfilename) != options.appendfilename:
-        parser.error("appendfilename can't be a path, just a filename")
-    options.hz = min(max(options.hz, CONFIG_MIN_HZ), CONFIG_MAX_HZ)  # as Redis keeps it
-    try:
-        options.save = parse_save_rules(" ".join(options.save).encode())  # --save 60 1, or "60 1" (Appendix C)
-    except ConfigError as error:
-        parser.error(f"--save: {error}")
-    read_fine_print_options(parser, options)  # and check them (Appendix C)
-    return options
-
-
 async def serve(server: Server, ready: Callable[[], None] = lambda: None) -> int:
     """Listen, call ready(), serve until Server.shutdown() succeeds, and return the exit code."""
     loop = asyncio.get_running_loop()
@@ -3144,16 +3107,8 @@ async def serve(server: Server, ready: Callable[[], None] = lambda: None) -> int
     return exit_code
 
 
-def new_event_loop(server: Server) -> asyncio.AbstractEventLoop:
-    """An event loop for the server: built on BeforeSleepSelector to batch writes, unless --batch-writes no."""
-    if server.options.batch_writes == "no":
-        return asyncio.new_event_loop()
-    server.writer = BeforeSleepSelector()
-    return asyncio.SelectorEventLoop(server.writer)
-
-
 def main(argv: list[str] | None = None) -> int:
-    options = parse_options(argv)
+    options = parse_options(argv)  # redis-server's flags, by their names (Appendix C)
     if options.check_aof:
         return check_append_only_file(options.check_aof, options.fix)  # redis-check-aof (Appendix B)
     logging.basicConfig(level=LOG_LEVELS[options.loglevel], stream=sys.stdout)
@@ -3174,7 +3129,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("Refusing to start, and leaving the file as it is. Make a backup of it, then check it with "
                   "'python server.py --check-aof %s' (--fix cuts it at that offset).", server.aof_path)
         return 1
-    loop = new_event_loop(server)
+    loop = new_event_loop(server)  # on BeforeSleepSelector, unless --batch-writes no (Appendix D)
     try:
         return loop.run_until_complete(serve(server))
     finally:
@@ -5420,8 +5375,46 @@ def set_parameters(server: Server, parameters: dict[str, Parameter], new_values:
 # --- Command-line flags ---------------------------------------------------------
 
 
+def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Educational Redis Clone: a Redis-compatible server in one readable Python file.",
+        epilog="Flags use redis-server's names where Redis has the setting. "
+               "Example: python server.py --port 6380 --dir /tmp",
+    )
+    parser.add_argument("--port", type=int, default=6379,
+                        help="TCP port to listen on; 0 picks a free one and logs it (default 6379)")
+    parser.add_argument("--bind", nargs="+", default=["127.0.0.1"], metavar="ADDRESS",
+                        help="addresses to listen on (default 127.0.0.1; use 0.0.0.0 to listen on every interface)")
+    parser.add_argument("--dir", default=".",
+                        help="directory of the snapshot and append-only files (default: current directory)")
+    parser.add_argument("--dbfilename", default="dump.json", help="snapshot file name (default dump.json)")
+    parser.add_argument("--save", nargs="+", default=["3600 1 300 100 60 10000"], metavar="SECONDS CHANGES",
+                        help='save rules: a background save after CHANGES writes and SECONDS seconds, '
+                             'pairs as in Redis (default "3600 1 300 100 60 10000"; "" for none)')
+    parser.add_argument("--hz", type=int, default=CONFIG_DEFAULT_HZ, metavar="N",
+                        help="how many times a second the cron runs: active expiry, idle clients, save rules "
+                             "(default 10; 1 to 500)")
+    parser.add_argument("--loglevel", choices=list(LOG_LEVELS), default="notice", help="log verbosity (default notice)")
+    add_fine_print_options(parser)  # passwords, limits, speed-ups...: Appendix C
+    parser.add_argument("--tcp-backlog", type=int, default=CONFIG_DEFAULT_TCP_BACKLOG, metavar="N",
+                        help="connections the kernel queues until the server accepts them (default 511)")
+    add_aof_options(parser)  # --appendonly, --appendfsync...: chapter 8
+    parser.add_argument("--notify-keyspace-events", default="", metavar="CLASSES",
+                        help="keyspace events to publish, in Redis's letters, such as KEA (default: none)")
+    options = parser.parse_args(argv)
+    if os.path.basename(options.appendfilename) != options.appendfilename:
+        parser.error("appendfilename can't be a path, just a filename")
+    options.hz = min(max(options.hz, CONFIG_MIN_HZ), CONFIG_MAX_HZ)  # as Redis keeps it
+    try:
+        options.save = parse_save_rules(" ".join(options.save).encode())  # --save 60 1, or "60 1" (Appendix C)
+    except ConfigError as error:
+        parser.error(f"--save: {error}")
+    read_fine_print_options(parser, options)  # and check them (Appendix C)
+    return options
+
+
 def add_fine_print_options(parser: argparse.ArgumentParser) -> None:
-    """The flags chapter 12's parse_options() leaves to this appendix: access, limits, speed-ups, events."""
+    """The flags besides the core ones above: access, limits, speed-ups, events."""
     parser.add_argument("--requirepass", default="", metavar="PASSWORD",
                         help="the password every client must give (AUTH) before any other command (default: none)")
     parser.add_argument("--protected-mode", choices=["yes", "no"], default="yes",
@@ -5855,6 +5848,15 @@ class BeforeSleepSelector(selectors.DefaultSelector):
         events = super().select(timeout)
         self.ready_count = len(events)
         return events
+
+
+def new_event_loop(server: Server) -> asyncio.AbstractEventLoop:
+    """An event loop for the server: built on BeforeSleepSelector to batch writes, unless --batch-writes no."""
+    if server.options.batch_writes == "no":
+        return asyncio.new_event_loop()
+    server.writer = BeforeSleepSelector()
+    return asyncio.SelectorEventLoop(server.writer)
+
 
 
 # =============================================================================
