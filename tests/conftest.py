@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import queue
 import re
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -41,13 +43,37 @@ class ServerProcess:
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.log: list[str] = []
+        self._drain_waiting = False  # the drain thread waits for new output: all it has read is in self.lines
+        self._drain_done = threading.Event()
         threading.Thread(target=self._drain, daemon=True).start()
         self.port = self._wait_for_port()
 
     def _drain(self) -> None:
-        for line in self.process.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
+        """Read the server's output as it comes, so that a busy log never fills the pipe and blocks it."""
+        fd, unfinished = self.process.stdout.fileno(), b""
+        try:
+            while True:
+                self._drain_waiting = True
+                select.select([fd], [], [])
+                self._drain_waiting = False  # before the read: until it is queued, output() must wait
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                *lines, unfinished = (unfinished + chunk).split(b"\n")
+                for line in lines:
+                    self.lines.put(line.decode(errors="replace") + "\n")
+        finally:
+            if unfinished:
+                self.lines.put(unfinished.decode(errors="replace"))
+            self.lines.put(None)
+            self._drain_done.set()
+
+    def _caught_up(self) -> bool:
+        """Has the drain thread queued everything the server has written so far?"""
+        if self._drain_done.is_set():
+            return True
+        readable, _, _ = select.select([self.process.stdout.fileno()], [], [], 0)
+        return self._drain_waiting and not readable
 
     def _wait_for_port(self) -> int | None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -64,7 +90,10 @@ class ServerProcess:
         raise TimeoutError("server did not start:\n" + "".join(self.log))
 
     def output(self) -> str:
-        """Everything the server has logged so far."""
+        """Everything the server has logged so far, including all it wrote before its last reply."""
+        deadline = time.monotonic() + 5
+        while not self._caught_up() and time.monotonic() < deadline:
+            time.sleep(0.001)
         while True:
             try:
                 line = self.lines.get_nowait()
