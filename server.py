@@ -7,10 +7,12 @@ Part I, how Redis works, is the core, in the order a request travels: bytes
 arrive on a connection, the parser turns them into a command, the command
 table finds the function that runs it, the function reads and changes the
 keyspace, and the reply goes back the way the request came. The commands come
-after the keyspace they work on. Then the ideas built on them: the snapshot,
-saving it in the background, the append-only file, transactions, Pub/Sub
-(where the server speaks without being asked) and access control; the
-server's start and stop close the part. Read it in one sitting.
+after the keyspace they work on, and the snapshot after them. Then the ideas
+built on them: saving in the background, the append-only file, transactions,
+Pub/Sub (where the server speaks without being asked) and access control; the
+server's start and stop close the part. Chapters 1 to 6 and 12 are the core,
+to read in one sitting; each of chapters 7 to 11 adds one capability and can
+be read on its own afterwards.
 
     1. The event loop and a connection   one thread serves every client
     2. RESP                               requests in, replies out
