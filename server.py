@@ -1440,8 +1440,9 @@ def bgsave_command(client: Client, args: list[bytes]) -> bytes:
     server = client.server
     if server.child.kind == "rdb":
         raise CommandError("ERR Background save already in progress")
-    if server.child.kind is not None:
-        if len(args) == 1:
+    in_exec = client.running_transaction is not None  # a fork now would save half of the transaction
+    if server.child.kind is not None or in_exec:
+        if len(args) == 1 and not in_exec:
             raise CommandError("ERR Another child process is active (AOF?): can't BGSAVE right now. "
                                "Use BGSAVE SCHEDULE in order to schedule a BGSAVE whenever possible.")
         server.bgsave_scheduled = True
@@ -1948,7 +1949,9 @@ def bgrewriteaof_command(client: Client, args: list[bytes]) -> bytes:
     server = client.server
     if server.child.kind == "aof":
         raise CommandError("ERR Background append only file rewriting already in progress")
-    if server.child.kind is not None:  # a BGSAVE: one child at a time, so the rewrite waits for the cron
+    # A BGSAVE runs (one child at a time), or an EXEC, whose writes the log gets at its end: after a fork
+    # now they would go both into the new file's data and into the copy appended to it. The cron starts it.
+    if server.child.kind is not None or client.running_transaction is not None:
         server.aof_rewrite_scheduled = True
         return simple_string("Background append only file rewriting scheduled")
     try:
@@ -5040,6 +5043,11 @@ def persistence_info(server: Server) -> dict[str, str]:
     }
 
 
+def aof_buffer_length(aof: AppendOnlyFile) -> int:
+    """Bytes logged but not yet written to the file; none while the first rewrite has yet to make the file."""
+    return len(aof.buffer) + len(encode_commands(aof.commands)) if aof.fd is not None else 0
+
+
 def aof_info(server: Server) -> dict[str, str]:
     """INFO persistence's aof_* fields, in Redis 7.0's order (0 for what is not tracked), module_fork_* among them."""
     aof, child = server.aof, server.child
@@ -5062,7 +5070,7 @@ def aof_info(server: Server) -> dict[str, str]:
             "aof_current_size": str(aof.size),
             "aof_base_size": str(aof.base_size),
             "aof_pending_rewrite": "1" if server.aof_rewrite_scheduled else "0",
-            "aof_buffer_length": str(len(aof.buffer) + len(encode_commands(aof.commands))),
+            "aof_buffer_length": str(aof_buffer_length(aof)),
             "aof_pending_bio_fsync": "1" if aof.fsync_thread is not None and aof.fsync_thread.is_alive() else "0",
             "aof_delayed_fsync": "0",
         })
@@ -5403,15 +5411,22 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     add_aof_options(parser)  # --appendonly, --appendfsync...: chapter 8
     parser.add_argument("--notify-keyspace-events", default="", metavar="CLASSES",
                         help="keyspace events to publish, in Redis's letters, such as KEA (default: none)")
-    options = parser.parse_args(argv)
+    options = parser.parse_args(argv)  # then the checks argparse cannot make; parser.error() exits
     if os.path.basename(options.appendfilename) != options.appendfilename:
         parser.error("appendfilename can't be a path, just a filename")
+    if options.maxclients < 1:
+        parser.error("--maxclients must be at least 1")
+    if options.timeout < 0:
+        parser.error("--timeout must be at least 0")
     options.hz = min(max(options.hz, CONFIG_MIN_HZ), CONFIG_MAX_HZ)  # as Redis keeps it
-    try:
-        options.save = parse_save_rules(" ".join(options.save).encode())  # --save 60 1, or "60 1" (Appendix C)
-    except ConfigError as error:
-        parser.error(f"--save: {error}")
-    read_fine_print_options(parser, options)  # and check them (Appendix C)
+    for name, read in (("save", parse_save_rules), ("notify-keyspace-events", read_notify_keyspace_events),
+                       ("client-output-buffer-limit", read_client_output_buffer_limit)):  # Redis's notations
+        attribute = name.replace("-", "_")
+        value = getattr(options, attribute)
+        try:
+            setattr(options, attribute, read((" ".join(value) if name == "save" else value).encode()))
+        except ConfigError as error:
+            parser.error(f"--{name}: {error}")
     return options
 
 
@@ -5443,21 +5458,6 @@ def add_fine_print_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client-output-buffer-limit", default="", metavar="LIMITS",
                         help="disconnect a subscriber over these limits of unsent output (default: "
                              "'pubsub 32mb 8mb 60': 32 MB, or 8 MB for 60 seconds)")
-
-
-def read_fine_print_options(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
-    """Check those flags, and read the ones written in Redis's notation; parser.error() exits on a bad one."""
-    if options.maxclients < 1:
-        parser.error("--maxclients must be at least 1")
-    if options.timeout < 0:
-        parser.error("--timeout must be at least 0")
-    for name, read in (("notify-keyspace-events", read_notify_keyspace_events),
-                       ("client-output-buffer-limit", read_client_output_buffer_limit)):
-        attribute = name.replace("-", "_")
-        try:
-            setattr(options, attribute, read(getattr(options, attribute).encode()))
-        except ConfigError as error:
-            parser.error(f"--{name}: {error}")
 
 
 def memory_size(value: str) -> int:

@@ -556,3 +556,20 @@ def test_a_transaction_is_logged_as_one_block_and_replayed(start_server, tmp_pat
     process.kill()
     restarted = start_server("--appendonly", "yes")
     assert dataset(restarted.port) == before
+
+
+def test_bgsave_and_bgrewriteaof_inside_exec_are_scheduled_and_the_rewrite_logs_the_transaction_once(pair):
+    # Forked in the middle of EXEC, a child would save half a transaction, and the rewrite's copy of what
+    # is logged meanwhile would get the transaction's writes its data already holds. Redis schedules both.
+    servers = pair("--appendonly", "yes", "--save", "")
+    replies = []
+    for connection in (servers.ours, servers.theirs):
+        replies.append([connection.call(*command) for command in
+                        (["INCR", "n"], ["MULTI"], ["INCR", "n"], ["BGSAVE"], ["BGREWRITEAOF"], ["EXEC"])])
+        assert wait_until(lambda c=connection: b"aof_rewrites:1" in c.call("INFO", "persistence")
+                          and b"rdb_saves:1" in c.call("INFO", "persistence"), timeout=30)
+    assert replies[0] == replies[1]
+    assert replies[0][-1] == (b"*3\r\n:2\r\n+Background saving scheduled\r\n"
+                              b"+Background append only file rewriting scheduled\r\n")
+    assert [args for args in logged(servers.ours_dir / "appendonly.aof") if args[0] != b"SELECT"] == [
+        [b"SET", b"n", b"2"]]  # the rewrite, after the transaction: no INCR replayed on top of it

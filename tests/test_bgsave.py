@@ -346,6 +346,15 @@ def test_bad_save_flags_refuse_to_start(tmp_path, value):
         srv.parse_options(["--save", value])
 
 
+@pytest.mark.parametrize("flags, error", [(["--maxclients", "0", "--save", "bogus"], "--maxclients must be at least 1"),
+                                          (["--timeout", "-1", "--save", "1"], "--timeout must be at least 0"),
+                                          (["--save", "1", "--notify-keyspace-events", "Z"], "--save: Invalid")])
+def test_bad_flags_are_reported_in_a_fixed_order(capsys, flags, error):
+    with pytest.raises(SystemExit):
+        srv.parse_options(flags)
+    assert error in capsys.readouterr().err
+
+
 def test_save_rules_parse_as_redis_reads_them():
     assert srv.parse_save_rules(b"").rules == []
     assert srv.parse_save_rules(b"3600 1 300 100").rules == [(3600, 1), (300, 100)]
