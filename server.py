@@ -860,14 +860,15 @@ class Keyspace:
 #
 # One function per command, named after it, as in Redis's t_string.c, db.c and
 # expire.c: the ones a first reading needs. Each checks its options, reads or
-# changes the keyspace, and returns its reply encoded in RESP. Two kinds of
-# lines serve later chapters and can be read past for now: each write
-# announces itself with notify_keyspace_event() (Pub/Sub's keyspace events,
-# chapter 10), and a few tell the append-only file how to log them with
-# client.propagate() (chapter 8). The rest of each
+# changes the keyspace, and returns its reply encoded in RESP. The rest of each
 # family (QUIT, SHUTDOWN, DBSIZE, FLUSHALL, PTTL, PERSIST, APPEND, SCAN...) is
 # in Appendix A, the letter of their option rules in Appendix B, and the
 # introspection commands (HELLO, CLIENT, INFO...) in Appendix C.
+#
+# Two kinds of lines serve later chapters and can be read past for now: each
+# write announces itself with notify_keyspace_event() (Pub/Sub's keyspace
+# events, chapter 10), and a few tell the append-only file how to log them
+# with client.propagate() (chapter 8).
 
 
 # --- Connection -------------------------------------------------------------
