@@ -444,7 +444,11 @@ RESP3_NULL = b"_\r\n"
 
 
 def simple_string(text: str) -> bytes:
-    """A short status line, such as +OK."""
+    """A short status line.
+
+    >>> simple_string("OK")
+    b'+OK\\r\\n'
+    """
     return b"+%s\r\n" % text.encode()
 
 
@@ -458,7 +462,11 @@ def error_reply(message: str) -> bytes:
 
 
 def integer(value: int) -> bytes:
-    """A signed integer, such as :42."""
+    """A signed integer.
+
+    >>> integer(42)
+    b':42\\r\\n'
+    """
     return b":%d\r\n" % value
 
 
@@ -481,7 +489,11 @@ def array(encoded_items: list[bytes]) -> bytes:
 
 
 def bulk_array(values: Iterable[bytes]) -> bytes:
-    """An array of bulk strings, as KEYS and MGET reply."""
+    """An array of bulk strings, as KEYS replies.
+
+    >>> bulk_array([b"a", b"bc"])
+    b'*2\\r\\n$1\\r\\na\\r\\n$2\\r\\nbc\\r\\n'
+    """
     return array([bulk(value) for value in values])
 
 
