@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 
+from fsync_proof import read_line_reply
 from vs_redis import Server, describe_machine, filesystem_of, load_keys
 
 SNAPSHOT_FILE = {"this": "dump.json", "redis": "dump.rdb"}  # each server's default --dbfilename
@@ -46,12 +47,7 @@ class PingWatcher:
                 while not self._stop.is_set():
                     started = time.perf_counter()
                     sock.sendall(b"PING\r\n")
-                    reply = b""
-                    while not reply.endswith(b"\r\n"):
-                        chunk = sock.recv(64)
-                        if not chunk:
-                            raise ConnectionError("the server closed the connection")
-                        reply += chunk
+                    reply = read_line_reply(sock)
                     self.latencies.append(time.perf_counter() - started)
                     if reply != b"+PONG\r\n":
                         raise AssertionError(f"PING answered {reply!r}")

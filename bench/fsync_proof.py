@@ -88,14 +88,20 @@ def send_sets_of_one_client(port: int, numbers: range) -> None:
         for number in numbers:
             key = KEY.format(number).encode()
             sock.sendall(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$1\r\nv\r\n" % (len(key), key))
-            reply = b""
-            while not reply.endswith(b"\r\n"):
-                chunk = sock.recv(64)
-                if not chunk:
-                    raise ConnectionError("the server closed the connection")
-                reply += chunk
+            reply = read_line_reply(sock)
             if reply != b"+OK\r\n":
                 raise AssertionError(f"SET answered {reply!r}")
+
+
+def read_line_reply(sock: socket.socket) -> bytes:
+    """A one-line reply (+OK, +PONG, -ERR...), whole: the bytes up to its "\\r\\n"."""
+    reply = b""
+    while not reply.endswith(b"\r\n"):
+        chunk = sock.recv(64)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        reply += chunk
+    return reply
 
 
 def wait_for_pong(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:

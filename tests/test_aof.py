@@ -573,3 +573,13 @@ def test_bgsave_and_bgrewriteaof_inside_exec_are_scheduled_and_the_rewrite_logs_
                               b"+Background append only file rewriting scheduled\r\n")
     assert [args for args in logged(servers.ours_dir / "appendonly.aof") if args[0] != b"SELECT"] == [
         [b"SET", b"n", b"2"]]  # the rewrite, after the transaction: no INCR replayed on top of it
+
+
+def test_aof_buffer_length_counts_what_the_file_will_get(tmp_path):
+    ready = srv.AppendOnlyFile(str(tmp_path / "ready.aof"), "everysec")
+    waiting = srv.AppendOnlyFile(str(tmp_path / "waiting.aof"), "everysec", file_ready=False)  # the first rewrite
+    for aof in (ready, waiting):  # has yet to make it: what is logged goes to that rewrite's copy only
+        aof.feed(0, [b"SET", b"k", b"v"])
+    assert srv.aof_buffer_length(ready) == len(srv.bulk_array([b"SELECT", b"0"]) + srv.bulk_array([b"SET", b"k", b"v"]))
+    assert srv.aof_buffer_length(waiting) == 0
+    ready.close()
