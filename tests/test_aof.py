@@ -583,3 +583,59 @@ def test_aof_buffer_length_counts_what_the_file_will_get(tmp_path):
     assert srv.aof_buffer_length(ready) == len(srv.bulk_array([b"SELECT", b"0"]) + srv.bulk_array([b"SET", b"k", b"v"]))
     assert srv.aof_buffer_length(waiting) == 0
     ready.close()
+
+
+def pipeline(*commands: list[str | bytes]) -> bytes:
+    return encode(*commands)
+
+
+PIPELINES = [
+    [["SET", "a", "1"], ["SET", "b", "2"], ["INCR", "n"], ["APPEND", "a", "x"]],  # logged as they came
+    [["set", "lower", "1"], ["SeT", "mixed", "2"]],  # logged as sent, whatever the case
+    [["SELECT", "1"], ["SET", "a", "1"], ["SET", "b", "2"]],  # a SELECT goes in first
+    [["SET", "c", "1"], ["SET", "d", "2"]],  # in database 1: no SELECT in the log
+    [["SELECT", "0"], ["SET", "a", "1"], ["GET", "a"], ["SET", "b", "2"]],  # a read among them
+    [["SETNX", "a", "1"], ["SET", "z", "9"]],  # one that changes nothing
+    [["MULTI"], ["SET", "a", "1"], ["SET", "b", "2"], ["EXEC"]],  # logged as one block
+    [["MULTI"], ["SET", "a", "1"], ["EXEC"], ["SET", "e", "1", "PXAT", "1"]],  # PXAT in the past: a DEL
+    [["INCRBYFLOAT", "f", "1.5"], ["SET", "g", "1"]],  # logged in another form
+    [["SET", "h", "3", "PXAT", "4102444800000"], ["GETSET", "i", "4"]],  # GETSET is logged as SET
+    [["SET", "crlf", "a\r\nb"], ["SET", "j", "1"]],  # a payload the shortcut leaves to the careful parser
+    [["SET", "big", "x" * 5000], ["SET", "k", "1"]],  # past the shortcut's tables
+    [["SET", "gone", "v", "PXAT", "<soon>"]],
+    [["SET", "l", "1"], ["APPEND", "gone", "w"]],  # the key expired: its DEL and the APPEND as one block
+    [["DEL", "a", "b"], ["FLUSHDB"], ["SET", "a", "after"]],
+]
+
+
+def test_pipelines_logged_as_they_came_give_the_same_file_as_encoding_them(start_server, tmp_path):
+    """Appendix D's shortcut logs a pipeline's own bytes: the file must be the one encoding gives, byte for byte."""
+    (tmp_path / "plain").mkdir()
+    servers = [start_server("--appendonly", "yes"),
+               start_server("--appendonly", "yes", "--parser-shortcut", "no", directory=tmp_path / "plain")]
+    connections = [RawConnection(process.port) for process in servers]
+    for connection in connections:
+        connection.call("DEBUG", "SET-ACTIVE-EXPIRE", "0")
+    soon = srv.now_ms() + 500  # when "gone" expires: the same absolute time for both servers
+    for commands in PIPELINES:
+        commands = [[str(soon) if arg == "<soon>" else arg for arg in args] for args in commands]
+        data = pipeline(*commands)
+        for connection in connections:
+            middle = len(encode(commands[0])) + 3  # a read ends inside the second request
+            connection.send(data[:middle])
+            time.sleep(0.01)
+            connection.send(data[middle:])
+            assert not any(connection.read_reply().startswith(b"-") for _ in commands)
+        for connection in connections:
+            connection.send(data * 2)  # and the same again, in one read
+            assert not any(connection.read_reply().startswith(b"-") for _ in range(2 * len(commands)))
+        if commands[0][1:2] == ["gone"]:
+            time.sleep(max(soon - srv.now_ms() + 10, 0) / 1000)
+    for connection in connections:
+        connection.close()
+    for process in servers:
+        assert process.stop() == 0
+    ours, plain = (tmp_path / "appendonly.aof").read_bytes(), (tmp_path / "plain" / "appendonly.aof").read_bytes()
+    assert ours == plain
+    assert [b"APPEND", b"l", b"w"] not in logged(tmp_path / "appendonly.aof")
+    assert [b"DEL", b"gone"] in logged(tmp_path / "appendonly.aof")

@@ -3,7 +3,7 @@
 import pytest
 
 from client import BigNumber, Double, ErrorReply, IncompleteReply, RespMap, Status, encode_request, parse_reply
-from server import PROTO_INLINE_MAX_SIZE, FastRequestParser, ProtocolError, RequestParser, split_inline_args
+from server import PROTO_INLINE_MAX_SIZE, FastRequestParser, ProtocolError, RequestParser, bulk_array, split_inline_args
 
 
 def parse_all(data: bytes) -> list[list[bytes]]:
@@ -219,3 +219,31 @@ def test_random_bytes_never_break_the_parser():
                     break
             outcomes.append((commands, str(error) if error else None))
         assert outcomes[0] == outcomes[1], data
+
+
+def test_a_pipeline_taken_whole_keeps_its_own_bytes_for_the_log():
+    pipeline = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*2\r\n$4\r\nINCR\r\n$1\r\nn\r\n"
+    parser = FastRequestParser()
+    commands, _ = parser.feed(pipeline + b"*2\r\n$3\r\nGET")  # and the start of a third request
+    assert commands == [[b"SET", b"k", b"v"], [b"INCR", b"n"]]
+    requests, as_received = parser.pipeline_as_received
+    assert requests == commands and all(a is b for a, b in zip(requests, commands, strict=True))
+    assert as_received == pipeline == b"".join(map(bulk_array, commands))
+    parser.feed(b"\r\n$1\r\nk\r\n*1\r\n$4\r\nPING\r\n")  # it starts by finishing a request: taken carefully
+    assert parser.pipeline_as_received is None
+
+
+@pytest.mark.parametrize("data", [
+    b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n",  # one request: not worth it
+    b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\na\r\nb\r\n*1\r\n$4\r\nPING\r\n",  # a payload holding "\r\n"
+    b"*2\r\n$4\r\nECHO\r\n$5000\r\n" + b"x" * 5000 + b"\r\n*1\r\n$4\r\nPING\r\n",  # past the shortcut's tables
+    b"PING\r\nPING\r\n",  # inline commands
+])
+def test_other_reads_keep_no_bytes_for_the_log(data):
+    parser = FastRequestParser()
+    commands, error = parser.feed(data)
+    assert commands and error is None
+    assert parser.pipeline_as_received is None
+    plain = RequestParser()
+    plain.feed(data + data)
+    assert plain.pipeline_as_received is None
