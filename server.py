@@ -209,8 +209,8 @@ class ClientConnection(asyncio.Protocol):
             self.requests.clear()
         self.server.running_client = client  # a message it pushes to itself joins its replies in order (chapter 10)
         try:
-            if self.parser.pipeline_as_received is not None and self.server.aof is not None:
-                execute_logging_as_received(self)  # the log takes a pipeline's own bytes (Appendix D)
+            if self.parser.pipeline_as_received is not None:  # the log may take a pipeline's own bytes (Appendix D)
+                execute_logging_as_received(self)
             else:
                 self.execute_requests()
         except ConnectionAborted:  # a browser's request (execute, Appendix E): nothing more is run or sent
@@ -5823,23 +5823,26 @@ class FastRequestParser(RequestParser):
 
 
 # A write command that the log keeps as it came (most do: chapter 8) is, in
-# RESP, exactly the bytes its client sent, when the client sent the usual
-# form, and the shortcut checks that every header it takes is the usual one
-# (b"$3" for a three-byte argument, never b"$03"). So when the requests of a
-# pipeline, taken whole the fast way, are all logged unchanged, one after the
-# other and nothing between them (no SELECT, no DEL of a key found expired, no
-# read among them), the log takes the bytes the client sent instead of
-# encoding the commands again: a third of what logging a pipelined SET costs.
-# Whether that holds is seen afterwards, by comparing what was logged with the
-# requests, object by object (no command changes its arguments in place);
-# anything else is logged the usual way. A single request is not worth the
-# comparison: one encoded with the others of its pass costs less.
+# RESP, the very bytes its client sent: a request has one way to be written,
+# and the shortcut has checked every "$N" header it took against its payload.
+# So when the requests of a pipeline, taken whole the fast way, are all logged
+# unchanged, one after the other with nothing between them (no SELECT, no DEL
+# of a key found expired, no read among them), the log takes the bytes the
+# client sent instead of encoding the commands again, which was about half of
+# what logging a pipelined SET cost. Whether that holds is seen afterwards, by
+# comparing what was logged with the requests, object by object (no command
+# changes its arguments in place); anything else is logged the usual way. A
+# single request is not worth the comparison: encoded with the others of its
+# pass, it costs less.
 
 
 def execute_logging_as_received(connection: ClientConnection) -> None:
     """Run the connection's requests; if the log took a pipeline unchanged, give it the bytes the client sent."""
     (requests, as_received), connection.parser.pipeline_as_received = connection.parser.pipeline_as_received, None
     aof = connection.server.aof
+    if aof is None:  # nothing to log: the pipeline's bytes are dropped all the same, not kept with the connection
+        connection.execute_requests()
+        return
     logged_before = len(aof.commands)
     connection.execute_requests()
     aof.log_as_received(logged_before, requests, as_received)
