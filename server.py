@@ -55,7 +55,6 @@ import hmac
 import itertools
 import json
 import logging
-import operator
 import os
 import platform
 import random
@@ -1807,8 +1806,7 @@ class AppendOnlyFile:
         as_received is the requests as their client sent them (Appendix D's
         shortcut): the same bytes encoding them would give.
         """
-        logged = self.commands[logged_before:]
-        if len(logged) == len(requests) and all(map(operator.is_, logged, requests)):
+        if self.commands[logged_before:] == requests:  # the same lists, mostly: == sees that first, in C
             del self.commands[logged_before:]
             self.encode_commands()  # those logged before them go first
             self.add_encoded(as_received)
@@ -5830,11 +5828,12 @@ class FastRequestParser(RequestParser):
 # unchanged, one after the other with nothing between them (no SELECT, no DEL
 # of a key found expired, no read among them), the log takes the bytes the
 # client sent instead of encoding the commands again, which was about a third
-# of what logging a pipelined SET cost. Whether that holds is seen afterwards, by
-# comparing what was logged with the requests, object by object (no command
-# changes its arguments in place); anything else is logged the usual way. A
-# single request is not worth the comparison: encoded with the others of its
-# pass, it costs less.
+# of what logging a pipelined SET cost. Whether that holds is seen afterwards,
+# by comparing what was logged with the requests: the same arguments give the
+# same bytes (and no command changes its arguments in place, so the requests
+# are still what arrived). Anything else is logged the usual way. A single
+# request is not worth the comparison: encoded with the others of its pass,
+# it costs less.
 
 
 def execute_logging_as_received(connection: ClientConnection) -> None:
