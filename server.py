@@ -5787,9 +5787,11 @@ class FastRequestParser(RequestParser):
     def _parse_requests(self, data: bytes, commands: list[list[bytes]]) -> int:
         already = len(commands)  # one, if the read started by finishing a request
         pos = self._take_whole_requests(data, commands) if len(data) <= SHORTCUT_MAX_BUFFER else 0
-        if already == 0 and len(commands) > 1:  # a pipeline, whose bytes are its requests encoded as bulk_array() does
-            self.pipeline_as_received = (commands[:], data if pos == len(data) else data[:pos])
-        return self._parse_carefully(data, pos, commands) if pos < len(data) else pos
+        taken = len(commands)
+        end = self._parse_carefully(data, pos, commands) if pos < len(data) else pos
+        if already == 0 and len(commands) == taken > 1:  # a pipeline, all taken here: its bytes are its requests
+            self.pipeline_as_received = (commands, data if pos == len(data) else data[:pos])  # as bulk_array() does
+        return end
 
     @staticmethod
     def _take_whole_requests(data: bytes, commands: list[list[bytes]]) -> int:

@@ -631,6 +631,10 @@ def test_pipelines_logged_as_they_came_give_the_same_file_as_encoding_them(start
             assert not any(connection.read_reply().startswith(b"-") for _ in range(2 * len(commands)))
         if commands[0][1:2] == ["gone"]:
             time.sleep(max(soon - srv.now_ms() + 10, 0) / 1000)
+    data = pipeline(["SET", "m", "1"], ["SET", "n", "2"]) + b"SET o 3\r\n"  # an inline request after it
+    for connection in connections:
+        connection.send(data)
+        assert [connection.read_reply() for _ in range(3)] == [b"+OK\r\n"] * 3
     for connection in connections:
         connection.close()
     for process in servers:

@@ -15,7 +15,7 @@ import threading
 
 import pytest
 import redis
-from conftest import RawConnection, Responsiveness, requires_redis_server, wait_until
+from conftest import RawConnection, Responsiveness, ServerProcess, requires_redis_server, wait_until
 
 import server as srv
 
@@ -255,12 +255,17 @@ def test_a_bgsave_into_a_removed_folder_gives_misconf_and_a_good_bgsave_clears_i
     assert snapshot_entries(directory / "dump.json") == {"kept": "1"}
 
 
-def test_a_bgsave_child_killed_by_a_signal_is_a_failed_save(start_server, tmp_path):
+def start_long_bgsave(start_server) -> tuple[ServerProcess, RawConnection, int]:
+    """A server with 200,000 keys that has started a BGSAVE: it, a connection, and the child's pid."""
     process = start_server()
     fill(process.port, 200_000)
     connection = RawConnection(process.port)
     assert connection.call("BGSAVE") == b"+Background saving started\r\n"
-    child_pid = int(wait_for_log(process, r"Background saving started by pid (\d+)")[1])
+    return process, connection, int(wait_for_log(process, r"Background saving started by pid (\d+)")[1])
+
+
+def test_a_bgsave_child_killed_by_a_signal_is_a_failed_save(start_server, tmp_path):
+    process, connection, child_pid = start_long_bgsave(start_server)
     os.kill(child_pid, signal.SIGKILL)  # as the kernel's out-of-memory killer would
     assert wait_until(lambda: info_field(connection, "rdb_last_bgsave_status") == "err")
     assert connection.call("SET", "k", "v") == MISCONF
@@ -269,11 +274,7 @@ def test_a_bgsave_child_killed_by_a_signal_is_a_failed_save(start_server, tmp_pa
 
 
 def test_a_bgsave_child_stopped_by_sigterm_removes_its_unfinished_file(start_server, tmp_path):
-    process = start_server()
-    fill(process.port, 200_000)
-    connection = RawConnection(process.port)
-    assert connection.call("BGSAVE") == b"+Background saving started\r\n"
-    child_pid = int(wait_for_log(process, r"Background saving started by pid (\d+)")[1])
+    process, connection, child_pid = start_long_bgsave(start_server)
     assert wait_until(lambda: (tmp_path / f"temp-{child_pid}.json").exists())
     os.kill(child_pid, signal.SIGTERM)
     assert wait_until(lambda: info_field(connection, "rdb_last_bgsave_status") == "err")
